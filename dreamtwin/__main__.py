@@ -1,0 +1,3 @@
+from dreamtwin.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""The policy registry and helpers shared by every policy family."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scenes.registry import Registry
+from scenes.spec import SceneSpec
+from scenes.types import Policy
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """A registered policy: its factory and whether it reads privileged simulator state."""
+
+    factory: Callable[[SceneSpec, int], Policy]
+    privileged: bool
+    description: str
+    skill_rank: int | None = None  # designed skill order within a family (0 = best), for sanity checks
+
+
+POLICIES: Registry[PolicyInfo] = Registry("policy")
+
+
+def register_policy(
+    name: str, factory: Callable[[SceneSpec, int], Policy], *, privileged: bool, description: str,
+    skill_rank: int | None = None,
+) -> None:
+    POLICIES.register(name, PolicyInfo(factory, privileged, description, skill_rank), description=description)
+
+
+def make_policy(name: str, spec: SceneSpec, seed: int = 0) -> Policy:
+    return POLICIES.get(name).factory(spec, seed)
+
+
+def reset_policy(policy: Policy, seed: int | None) -> None:
+    """Call `policy.reset`, passing the episode seed where the policy accepts one."""
+    params = inspect.signature(policy.reset).parameters
+    if "seed" in params:
+        policy.reset(seed=seed)  # type: ignore[call-arg]
+    else:
+        policy.reset()
+
+
+def describe(name: str) -> dict[str, Any]:
+    info = POLICIES.get(name)
+    return {"name": name, "privileged": info.privileged, "description": info.description}

@@ -1,0 +1,63 @@
+"""Success predicates, chosen by name in a SceneSpec's `task.success`.
+
+A predicate sees the world's object poses (name -> pos [3], quat wxyz [4]) and the poses at reset,
+and returns whether the task is achieved. Each has a strict parameter model validated at load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from scenes.config import Strict
+from scenes.registry import Registry
+
+
+@dataclass(frozen=True)
+class PredicateEntry:
+    params: type[Strict]
+    fn: Callable[..., bool]
+    description: str
+
+
+PREDICATES: Registry[PredicateEntry] = Registry("success predicate")
+
+Poses = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class ObjectInRegionParams(Strict):
+    object: str
+    center: tuple[float, float] = Field(description="region centre (x, y) on the table, metres")
+    size: tuple[float, float] = Field(description="region extent (x, y), metres")
+
+
+def object_in_region(p: ObjectInRegionParams, poses: Poses, initial: Poses) -> bool:
+    """The object's centre lies inside an axis-aligned rectangle on the table."""
+    pos = poses[p.object][0]
+    half = np.asarray(p.size) / 2
+    return bool(np.all(np.abs(pos[:2] - np.asarray(p.center)) <= half))
+
+
+class ObjectLiftedParams(Strict):
+    object: str
+    height: float = Field(0.10, gt=0, description="required rise of the object's centre, metres")
+
+
+def object_lifted(p: ObjectLiftedParams, poses: Poses, initial: Poses) -> bool:
+    """The object's centre has risen at least `height` above where it started."""
+    return bool(poses[p.object][0][2] - initial[p.object][0][2] >= p.height)
+
+
+PREDICATES.register(
+    "object_in_region",
+    PredicateEntry(ObjectInRegionParams, object_in_region, object_in_region.__doc__ or ""),
+    description="object centre inside an (x, y) rectangle",
+)
+PREDICATES.register(
+    "object_lifted",
+    PredicateEntry(ObjectLiftedParams, object_lifted, object_lifted.__doc__ or ""),
+    description="object centre raised >= height above its start",
+)

@@ -1,0 +1,297 @@
+"""SceneSpec: what a world is, as strict, versioned YAML.
+
+    spec = load_scene_spec("configs/scenes/push_cube.yaml")
+    spec.objects[0].name, spec.task.instruction, spec.hash()
+
+Unknown keys, wrong types, missing mesh files and unknown predicate names are rejected with one
+line naming the file and the key path. Lengths are metres, angles degrees, colours RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from scenes.config import Strict, format_validation_error, load_model, stable_hash
+from scenes.errors import SpecError
+from scenes.predicates import PREDICATES
+
+SPEC_VERSION = 1
+
+Vec3 = tuple[float, float, float]
+Color = tuple[float, float, float]
+Range = tuple[float, float]
+
+
+def _color_ok(c: Color) -> Color:
+    if any(not 0.0 <= x <= 1.0 for x in c):
+        raise ValueError(f"colour components must lie in [0, 1], got {list(c)}")
+    return c
+
+
+def _range_ok(r: Range) -> Range:
+    if r[0] > r[1]:
+        raise ValueError(f"range low must be <= high, got {list(r)}")
+    return r
+
+
+class Pose(Strict):
+    pos: Vec3 = (0.0, 0.0, 0.0)
+    euler_deg: Vec3 = Field((0.0, 0.0, 0.0), description="extrinsic x-y-z rotation, degrees")
+
+    def quat(self) -> np.ndarray:
+        return euler_deg_to_quat(self.euler_deg)
+
+
+class PoseRandomization(Strict):
+    """Uniform offsets added to the initial pose at every reset, drawn from the episode seed."""
+
+    x: Range = (0.0, 0.0)
+    y: Range = (0.0, 0.0)
+    z: Range = (0.0, 0.0)
+    yaw_deg: Range = (0.0, 0.0)
+
+    _ok = field_validator("x", "y", "z", "yaw_deg")(lambda cls, v: _range_ok(v))
+
+
+class RobotSpec(Strict):
+    type: Literal["franka_panda"] = "franka_panda"
+    mjcf: str = Field("xml/franka_emika_panda/panda.xml", description="path inside Genesis's assets")
+    base_pos: Vec3 = (0.0, 0.0, 0.0)
+    init_ee_pos: Vec3 = Field((0.45, 0.0, 0.30), description="hand position at reset (reached by IK)")
+    init_gripper: float = Field(1.0, ge=0.0, le=1.0, description="gripper opening at reset, 0 closed 1 open")
+
+
+class TableSpec(Strict):
+    """A fixed box whose top face is the z = 0 plane the robot stands on."""
+
+    size: Vec3 = (1.2, 1.2, 0.05)
+    center_xy: tuple[float, float] = (0.4, 0.0)
+    color: Color = (0.76, 0.70, 0.60)
+    friction: float = Field(1.0, gt=0)
+
+    _c = field_validator("color")(lambda cls, v: _color_ok(v))
+
+
+class ObjectSpec(Strict):
+    name: str = Field(min_length=1)
+    shape: Literal["box", "sphere", "cylinder", "mesh"]
+    size: tuple[float, ...] = Field(
+        description="box: [x, y, z]; sphere: [radius]; cylinder: [radius, height]; mesh: [scale]"
+    )
+    mesh: str | None = Field(None, description="mesh file (OBJ/PLY/GLB/STL), relative to the spec file")
+    color: Color = (0.8, 0.1, 0.1)
+    mass: float = Field(0.1, gt=0)
+    friction: float = Field(1.0, gt=0)
+    fixed: bool = False
+    pose: Pose = Pose()
+    randomize: PoseRandomization = PoseRandomization()
+
+    _c = field_validator("color")(lambda cls, v: _color_ok(v))
+
+    @model_validator(mode="after")
+    def _shape_fields(self) -> ObjectSpec:
+        need = {"box": 3, "sphere": 1, "cylinder": 2, "mesh": 1}[self.shape]
+        if len(self.size) != need:
+            raise ValueError(f"size for a {self.shape} needs {need} number(s), got {list(self.size)}")
+        if any(s <= 0 for s in self.size):
+            raise ValueError(f"size must be positive, got {list(self.size)}")
+        if (self.shape == "mesh") != (self.mesh is not None):
+            raise ValueError("`mesh` is required for shape mesh and only allowed there")
+        return self
+
+    @field_validator("mesh")
+    @classmethod
+    def _mesh_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = (base / v).resolve()
+        if not path.is_file():
+            raise ValueError(f"mesh file not found: {path}")
+        return str(path)
+
+    def half_height(self) -> float:
+        """Distance from the centre to the bottom when upright (mesh: unknown, 0)."""
+        return {"box": self.size[-1] / 2, "sphere": self.size[0], "cylinder": self.size[-1] / 2}.get(
+            self.shape, 0.0
+        )
+
+
+class MarkerSpec(Strict):
+    """A visual-only flat box (e.g. a target region drawn on the table); no collision, no mass."""
+
+    name: str
+    size: Vec3
+    pos: Vec3
+    color: Color = (0.1, 0.7, 0.2)
+
+    _c = field_validator("color")(lambda cls, v: _color_ok(v))
+
+
+class CameraSpec(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_]+$")
+    pos: Vec3
+    lookat: Vec3
+    up: Vec3 = (0.0, 0.0, 1.0)
+    fov: float = Field(45.0, gt=1, lt=179, description="vertical field of view, degrees")
+    resolution: tuple[int, int] = Field((128, 128), description="[width, height] in pixels")
+
+    @field_validator("resolution")
+    @classmethod
+    def _res(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 1 or v[1] < 1:
+            raise ValueError(f"resolution must be positive [width, height], got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> CameraSpec:
+        fwd = np.subtract(self.lookat, self.pos)
+        if np.linalg.norm(fwd) < 1e-6:
+            raise ValueError("camera pos and lookat coincide")
+        if np.linalg.norm(np.cross(fwd, self.up)) < 1e-6:
+            raise ValueError("camera up is parallel to its viewing direction")
+        return self
+
+
+class LightSpec(Strict):
+    type: Literal["directional", "point"] = "directional"
+    dir: Vec3 = (-1.0, -1.0, -1.0)
+    pos: Vec3 = (0.0, 0.0, 2.0)
+    color: Color = (1.0, 1.0, 1.0)
+    intensity: float = Field(5.0, ge=0)
+
+
+class ControlSpec(Strict):
+    rate_hz: float = Field(10.0, gt=0)
+    action_space: Literal["ee_delta_pos_gripper"] = "ee_delta_pos_gripper"
+    max_delta: float = Field(0.03, gt=0, description="largest ee displacement per control step, metres")
+    workspace_low: Vec3 = (0.2, -0.45, 0.005)
+    workspace_high: Vec3 = (0.8, 0.45, 0.55)
+    ee_quat: tuple[float, float, float, float] = Field((0.0, 1.0, 0.0, 0.0), description="hand wxyz")
+    gripper_max_width: float = Field(0.04, gt=0, description="per finger, metres")
+
+
+class PhysicsSpec(Strict):
+    dt: float = Field(0.01, gt=0, le=0.05)
+    substeps: int = Field(1, ge=1)
+    backend: Literal["auto", "cpu", "gpu"] = "auto"
+
+
+class SuccessSpec(Strict):
+    name: str
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _check_params(self) -> SuccessSpec:
+        if self.name not in PREDICATES:
+            raise ValueError(f"unknown success predicate {self.name!r}; registered: {PREDICATES.names()}")
+        entry = PREDICATES.get(self.name)
+        try:
+            entry.params.model_validate(self.params)
+        except ValidationError as e:
+            raise ValueError(format_validation_error(e, entry.params, "params").replace(": ", ".", 1)) from None
+        return self
+
+    def typed_params(self) -> Strict:
+        return PREDICATES.get(self.name).params.model_validate(self.params)
+
+
+class TaskSpec(Strict):
+    instruction: str = Field(min_length=1)
+    success: SuccessSpec
+    max_steps: int = Field(60, ge=1, description="control steps before the episode is truncated")
+
+
+class SceneSpec(Strict):
+    version: Literal[1] = SPEC_VERSION
+    name: str = Field(min_length=1)
+    robot: RobotSpec = RobotSpec()
+    table: TableSpec = TableSpec()
+    objects: list[ObjectSpec] = []
+    markers: list[MarkerSpec] = []
+    cameras: list[CameraSpec] = []
+    lights: list[LightSpec] = [LightSpec()]
+    control: ControlSpec = ControlSpec()
+    physics: PhysicsSpec = PhysicsSpec()
+    renderer: Literal["genesis"] = "genesis"
+    task: TaskSpec
+
+    @model_validator(mode="after")
+    def _names(self) -> SceneSpec:
+        for kind, items in (("objects", self.objects), ("cameras", self.cameras), ("markers", self.markers)):
+            names = [i.name for i in items]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"duplicate {kind} names: {sorted(dup)}")
+        target = self.task.success.params.get("object")
+        if target is not None and target not in {o.name for o in self.objects}:
+            raise ValueError(f"task.success.params.object {target!r} is not one of the scene's objects")
+        steps = self.physics_steps_per_control()
+        if abs(steps * self.physics.dt * self.control.rate_hz - 1.0) > 1e-6:
+            raise ValueError(
+                f"control.rate_hz ({self.control.rate_hz}) must divide 1/physics.dt ({1 / self.physics.dt:g})"
+            )
+        return self
+
+    def physics_steps_per_control(self) -> int:
+        return max(1, round(1.0 / (self.control.rate_hz * self.physics.dt)))
+
+    def object(self, name: str) -> ObjectSpec:
+        for o in self.objects:
+            if o.name == name:
+                return o
+        raise SpecError(f"scene {self.name!r} has no object {name!r}; objects: {[o.name for o in self.objects]}")
+
+    def camera(self, name: str) -> CameraSpec:
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise SpecError(f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}")
+
+    def hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def load_scene_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SceneSpec:
+    return load_model(SceneSpec, path, overrides)
+
+
+def euler_deg_to_quat(euler_deg: Vec3 | np.ndarray) -> np.ndarray:
+    """Extrinsic x-y-z Euler angles (degrees) -> quaternion wxyz (float64 [4])."""
+    rx, ry, rz = np.deg2rad(np.asarray(euler_deg, dtype=np.float64)) / 2
+    qx = np.array([np.cos(rx), np.sin(rx), 0, 0])
+    qy = np.array([np.cos(ry), 0, np.sin(ry), 0])
+    qz = np.array([np.cos(rz), 0, 0, np.sin(rz)])
+    return quat_mul(qz, quat_mul(qy, qx))
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of wxyz quaternions."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.array(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ]
+    )
+
+
+def sample_initial_poses(spec: SceneSpec, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Object name -> (pos [3], quat wxyz [4]) at reset, drawn from `seed` alone."""
+    rng = np.random.default_rng([seed, 0x5CE4E])
+    out = {}
+    for obj in spec.objects:
+        r = obj.randomize
+        offset = np.array([rng.uniform(*r.x), rng.uniform(*r.y), rng.uniform(*r.z)])
+        yaw = rng.uniform(*r.yaw_deg)
+        pos = np.asarray(obj.pose.pos, dtype=np.float64) + offset
+        euler = np.asarray(obj.pose.euler_deg, dtype=np.float64) + np.array([0.0, 0.0, yaw])
+        out[obj.name] = (pos, euler_deg_to_quat(euler))
+    return out

@@ -1,0 +1,297 @@
+"""DigitalTwin: a `World` built from a SceneSpec on the Genesis physics engine.
+
+    twin = DigitalTwin(load_scene_spec("configs/scenes/push_cube.yaml"))
+    obs = twin.reset(seed=0)
+    result = twin.step(np.array([[0.0, 0.01, 0.0, 0.0]], np.float32))  # [K, 4]
+
+Actions are end-effector (tool-centre-point, between the fingertips) position deltas in metres
+plus a gripper opening in [0, 1] (0 closed, 1 open), executed at the spec's control rate through
+Genesis inverse kinematics and joint PD control, the hand held pointing down.
+
+Genesis is imported on first construction, never at module import. One process initialises
+Genesis once (backend chosen by the first twin); any number of twins may then be built.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from scenes.errors import SpecError, WorldStateError
+from scenes.spec import ObjectSpec, SceneSpec, sample_initial_poses
+from scenes.types import Observation, StepResult, as_action_chunk
+
+ACTION_DIM = 4
+TCP_OFFSET = 0.1034  # hand origin -> point between the fingertips, along the hand's z axis (m)
+ARM_DOFS = 7
+STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_width"] + [f"joint{i}" for i in range(1, 8)]
+ACTION_NAMES = ["d_ee_x", "d_ee_y", "d_ee_z", "gripper"]
+
+_GENESIS: dict[str, Any] = {}
+
+
+def genesis(backend: str = "auto") -> Any:
+    """Import and initialise Genesis once per process; returns the `genesis` module."""
+    if "gs" in _GENESIS:
+        if backend not in ("auto", _GENESIS["backend"]):
+            raise WorldStateError(
+                f"Genesis is already initialised with backend {_GENESIS['backend']!r} in this process; "
+                f"cannot switch to {backend!r}"
+            )
+        return _GENESIS["gs"]
+    if "PYOPENGL_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["PYOPENGL_PLATFORM"] = "egl"
+    import genesis as gs
+
+    if backend == "auto":
+        import torch
+
+        backend = "gpu" if torch.cuda.is_available() else "cpu"
+    gs.init(backend=gs.gpu if backend == "gpu" else gs.cpu, precision="32", logging_level="warning", seed=0)
+    _GENESIS.update(gs=gs, backend=backend)
+    return gs
+
+
+def _quat_to_rot(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+class DigitalTwin:
+    """A `World` on Genesis. `render=False` skips cameras (observations carry no images)."""
+
+    action_dim = ACTION_DIM
+    state_names = STATE_NAMES
+    action_names = ACTION_NAMES
+
+    def __init__(self, spec: SceneSpec, *, render: bool = True) -> None:
+        self.spec = spec
+        self.render_enabled = render and bool(spec.cameras)
+        self.world_id = f"twin:{spec.name}"
+        self._gs = genesis(spec.physics.backend)
+        t0 = time.perf_counter()
+        self._build()
+        self.build_seconds = time.perf_counter() - t0
+        self._R_ee = _quat_to_rot(np.asarray(spec.control.ee_quat, dtype=np.float64))
+        self._home_qpos = self._solve_home()
+        self._step_count: int | None = None
+
+    # ---------------------------------------------------------------- build
+    def _build(self) -> None:
+        gs, spec = self._gs, self.spec
+        lights = []
+        for li in spec.lights:
+            d = {"type": li.type, "color": li.color, "intensity": li.intensity}
+            d.update(dir=li.dir) if li.type == "directional" else d.update(pos=li.pos)
+            lights.append(d)
+        self.scene = gs.Scene(
+            sim_options=gs.options.SimOptions(dt=spec.physics.dt, substeps=spec.physics.substeps),
+            rigid_options=gs.options.RigidOptions(box_box_detection=True),
+            vis_options=gs.options.VisOptions(
+                lights=lights, shadow=False, background_color=(0.55, 0.62, 0.70), ambient_light=(0.25, 0.25, 0.25)
+            ),
+            show_viewer=False,
+        )
+        t = spec.table
+        self.table = self.scene.add_entity(
+            gs.morphs.Box(size=t.size, pos=(t.center_xy[0], t.center_xy[1], -t.size[2] / 2), fixed=True),
+            material=gs.materials.Rigid(friction=t.friction),
+            surface=gs.surfaces.Default(color=t.color),
+        )
+        for m in spec.markers:
+            self.scene.add_entity(
+                gs.morphs.Box(size=m.size, pos=m.pos, fixed=True, collision=False),
+                surface=gs.surfaces.Default(color=m.color),
+            )
+        self.objects = {o.name: self._add_object(o) for o in spec.objects}
+        self.robot = self.scene.add_entity(gs.morphs.MJCF(file=spec.robot.mjcf, pos=spec.robot.base_pos))
+        self.cameras = {
+            c.name: self.scene.add_camera(
+                res=tuple(c.resolution), pos=c.pos, lookat=c.lookat, up=c.up, fov=c.fov, GUI=False
+            )
+            for c in spec.cameras
+        }
+        self.scene.build()
+        r = self.robot
+        r.set_dofs_kp(np.array([4500, 4500, 3500, 3500, 2000, 2000, 2000, 100, 100], dtype=np.float32))
+        r.set_dofs_kv(np.array([450, 450, 350, 350, 200, 200, 200, 10, 10], dtype=np.float32))
+        r.set_dofs_force_range(
+            np.array([-87, -87, -87, -87, -12, -12, -12, -100, -100], dtype=np.float32),
+            np.array([87, 87, 87, 87, 12, 12, 12, 100, 100], dtype=np.float32),
+        )
+        self.hand = r.get_link("hand")
+        self._arm = np.arange(ARM_DOFS)
+        self._fingers = np.arange(ARM_DOFS, ARM_DOFS + 2)
+
+    def _add_object(self, o: ObjectSpec) -> Any:
+        gs = self._gs
+        pos, quat = o.pose.pos, tuple(o.pose.quat())
+        if o.shape == "box":
+            morph = gs.morphs.Box(size=o.size, pos=pos, quat=quat, fixed=o.fixed)
+            volume = float(np.prod(o.size))
+        elif o.shape == "sphere":
+            morph = gs.morphs.Sphere(radius=o.size[0], pos=pos, quat=quat, fixed=o.fixed)
+            volume = 4 / 3 * np.pi * o.size[0] ** 3
+        elif o.shape == "cylinder":
+            morph = gs.morphs.Cylinder(radius=o.size[0], height=o.size[1], pos=pos, quat=quat, fixed=o.fixed)
+            volume = np.pi * o.size[0] ** 2 * o.size[1]
+        else:
+            import trimesh
+
+            try:
+                mesh = trimesh.load(o.mesh, force="mesh")
+            except Exception as e:  # noqa: BLE001 - any loader failure is a bad mesh file
+                raise SpecError(f"objects.{o.name}.mesh: cannot load {o.mesh}: {e}") from None
+            if len(getattr(mesh, "faces", [])) == 0:
+                raise SpecError(f"objects.{o.name}.mesh: {o.mesh} has no faces")
+            volume = abs(float(mesh.volume)) * o.size[0] ** 3 if mesh.is_volume else float(
+                np.prod(mesh.extents) * o.size[0] ** 3
+            )
+            morph = gs.morphs.Mesh(file=o.mesh, scale=o.size[0], pos=pos, quat=quat, fixed=o.fixed)
+        return self.scene.add_entity(
+            morph,
+            material=gs.materials.Rigid(rho=o.mass / max(volume, 1e-9), friction=o.friction),
+            surface=gs.surfaces.Default(color=o.color),
+        )
+
+    def _solve_home(self) -> np.ndarray:
+        q = _np(self.robot.get_dofs_position()).astype(np.float64)
+        q[:ARM_DOFS] = [0.0, -0.4, 0.0, -2.2, 0.0, 1.9, 0.785]
+        self.robot.set_qpos(q)
+        target = np.asarray(self.spec.robot.init_ee_pos, dtype=np.float64)
+        q = self._ik(target, init_qpos=q)
+        q[ARM_DOFS:] = self.spec.robot.init_gripper * self.spec.control.gripper_max_width
+        return q
+
+    def _ik(self, tcp_target: np.ndarray, init_qpos: np.ndarray | None = None) -> np.ndarray:
+        hand_pos = tcp_target - self._R_ee @ np.array([0.0, 0.0, TCP_OFFSET])
+        q = self.robot.inverse_kinematics(
+            link=self.hand,
+            pos=hand_pos,
+            quat=np.asarray(self.spec.control.ee_quat),
+            init_qpos=init_qpos,
+            max_samples=4,
+            seed=0,
+        )
+        return _np(q).astype(np.float64)
+
+    # ---------------------------------------------------------------- World protocol
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
+        """Put the scene in the initial state drawn from `seed` alone."""
+        if options:
+            raise SpecError(f"DigitalTwin.reset: unknown options {sorted(options)}")
+        self.scene.reset()
+        self.robot.set_qpos(self._home_qpos, zero_velocity=True)
+        self.robot.control_dofs_position(self._home_qpos)
+        self._initial_poses = sample_initial_poses(self.spec, seed)
+        for name, ent in self.objects.items():
+            pos, quat = self._initial_poses[name]
+            ent.set_pos(pos, zero_velocity=True)
+            ent.set_quat(quat, zero_velocity=True)
+        self._target = self._tcp_pos()
+        self._gripper_cmd = self.spec.robot.init_gripper
+        self._step_count = 0
+        self.seed = seed
+        return self._observe()
+
+    def step(self, action_chunk: np.ndarray) -> StepResult:
+        if self._step_count is None:
+            raise WorldStateError("DigitalTwin.step called before reset(seed)")
+        chunk = as_action_chunk(action_chunk, ACTION_DIM)
+        ctrl = self.spec.control
+        observations, success, done = [], False, False
+        for action in chunk:
+            delta = action[:3].astype(np.float64)
+            norm = np.linalg.norm(delta)
+            if norm > ctrl.max_delta:
+                delta *= ctrl.max_delta / norm
+            tcp = self._tcp_pos()
+            target = np.clip(self._target + delta, ctrl.workspace_low, ctrl.workspace_high)
+            # the commanded target never runs far ahead of the hand (no wind-up when blocked)
+            target = tcp + np.clip(target - tcp, -2 * ctrl.max_delta, 2 * ctrl.max_delta)
+            self._target = target
+            self._gripper_cmd = float(np.clip(action[3], 0.0, 1.0))
+            q = self._ik(target, init_qpos=_np(self.robot.get_qpos()).astype(np.float64))
+            self.robot.control_dofs_position(q[:ARM_DOFS], self._arm)
+            width = self._gripper_cmd * ctrl.gripper_max_width
+            self.robot.control_dofs_position(np.array([width, width]), self._fingers)
+            for _ in range(self.spec.physics_steps_per_control()):
+                self.scene.step()
+            self._step_count += 1
+            obs = self._observe()
+            observations.append(obs)
+            success = self.success()
+            done = success or self._step_count >= self.spec.task.max_steps
+            if done:
+                break
+        info = {
+            "success": success,
+            "truncated": done and not success,
+            "step": self._step_count,
+            "object_poses": {
+                n: {"pos": p.tolist(), "quat": q.tolist()} for n, (p, q) in self.object_poses().items()
+            },
+        }
+        return StepResult(observations=observations, done=done, info=info)
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension action limits: ee deltas beyond max_delta are scaled down, gripper in [0, 1]."""
+        m = self.spec.control.max_delta
+        return np.array([-m, -m, -m, 0.0], np.float32), np.array([m, m, m, 1.0], np.float32)
+
+    # ---------------------------------------------------------------- state
+    def _tcp_pos(self) -> np.ndarray:
+        hand_pos = _np(self.hand.get_pos()).astype(np.float64)
+        hand_R = _quat_to_rot(_np(self.hand.get_quat()).astype(np.float64))
+        return hand_pos + hand_R @ np.array([0.0, 0.0, TCP_OFFSET])
+
+    def object_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {
+            n: (_np(e.get_pos()).astype(np.float64), _np(e.get_quat()).astype(np.float64))
+            for n, e in self.objects.items()
+        }
+
+    def success(self) -> bool:
+        from scenes.predicates import PREDICATES
+
+        s = self.spec.task.success
+        return PREDICATES.get(s.name).fn(s.typed_params(), self.object_poses(), self._initial_poses)
+
+    def proprio(self) -> np.ndarray:
+        q = _np(self.robot.get_qpos()).astype(np.float32)
+        return np.concatenate([self._tcp_pos().astype(np.float32), [q[7] + q[8]], q[:ARM_DOFS]]).astype(np.float32)
+
+    def environment_state(self) -> np.ndarray:
+        """float32 [7 * n_objects]: per object pos xyz + quat wxyz, in spec order."""
+        poses = self.object_poses()
+        return np.concatenate([np.concatenate(poses[o.name]) for o in self.spec.objects]).astype(np.float32)
+
+    def render(self) -> dict[str, np.ndarray]:
+        """Camera name -> uint8 [H, W, 3] of the current state."""
+        out = {}
+        for name, cam in self.cameras.items():
+            rgb = cam.render(rgb=True, depth=False, segmentation=False, normal=False)[0]
+            out[name] = np.ascontiguousarray(_np(rgb).astype(np.uint8))
+        return out
+
+    def _observe(self) -> Observation:
+        return Observation(
+            images=self.render() if self.render_enabled else {},
+            state=self.proprio(),
+            task=self.spec.task.instruction,
+            environment_state=self.environment_state(),
+            timestamp=(self._step_count or 0) / self.spec.control.rate_hz,
+        )
