@@ -149,7 +149,7 @@ def eval_run(
     """Evaluate policies in a world and print a ranked table."""
     if ctx.invoked_subcommand is not None:
         return
-    from policy_eval.evaluate import EvalConfig, load_eval_config, ranked_table, run_eval
+    from policy_eval.evaluate import EvalConfig, designed_order_note, load_eval_config, ranked_table, run_eval
     from scenes.config import validate_model
 
     flags = {
@@ -167,6 +167,9 @@ def eval_run(
         _fail(e)
         return
     console.print(ranked_table(results))
+    designed = designed_order_note(results["ranking"])
+    if designed:
+        console.print(designed)
     console.print(f"results: {Path(cfg.out) / 'results.json'}")
 
 

@@ -122,8 +122,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_eval(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the evaluation described by `cfg`; returns the results dict."""
+def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> dict[str, Any]:
+    """Run (or resume) the evaluation described by `cfg`; returns the results dict.
+
+    `world` may be a prebuilt World for the same scene (tests reuse one twin); by default the job
+    builds the one `cfg.world` names.
+    """
     from policy_eval.policies import POLICIES, make_policy
     from policy_eval.runner import rollout
     from policy_eval.video import write_mp4
@@ -149,9 +153,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     todo = [(p, s) for p in cfg.policies for s in cfg.seeds() if (p, s) not in done]
 
     if todo:
-        from scenes.twin import DigitalTwin
+        if world is None:
+            from scenes.twin import DigitalTwin
 
-        world = DigitalTwin(spec, render=cfg.render)
+            world = DigitalTwin(spec, render=cfg.render)
         policies = {p: make_policy(p, spec, seed=cfg.seed) for p in cfg.policies}
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -191,3 +196,15 @@ def ranked_table(results: dict[str, Any]) -> Any:
             str(r["n"]), f"{r['mean_length']:.1f}",
         )
     return table
+
+
+def designed_order_note(ranking: list[str]) -> str | None:
+    """Compare a ranking with the policies' designed skill order, when every policy has one."""
+    from policy_eval.policies import POLICIES
+
+    ranks = {p: POLICIES.get(p).skill_rank for p in ranking}
+    if len(ranking) < 2 or any(r is None for r in ranks.values()):
+        return None
+    designed = sorted(ranking, key=lambda p: ranks[p])
+    verdict = "matches" if designed == ranking else "differs from"
+    return f"this ranking {verdict} the designed skill order: {' > '.join(designed)}"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -50,7 +52,8 @@ def genesis(backend: str = "auto") -> Any:
         import torch
 
         backend = "gpu" if torch.cuda.is_available() else "cpu"
-    gs.init(backend=gs.gpu if backend == "gpu" else gs.cpu, precision="32", logging_level="warning", seed=0)
+    level = os.environ.get("DREAMTWIN_GENESIS_LOG", "error")  # Genesis's own warnings are noisy
+    gs.init(backend=gs.gpu if backend == "gpu" else gs.cpu, precision="32", logging_level=level, seed=0)
     _GENESIS.update(gs=gs, backend=backend)
     return gs
 
@@ -278,6 +281,16 @@ class DigitalTwin:
         """float32 [7 * n_objects]: per object pos xyz + quat wxyz, in spec order."""
         poses = self.object_poses()
         return np.concatenate([np.concatenate(poses[o.name]) for o in self.spec.objects]).astype(np.float32)
+
+    @contextmanager
+    def rendering(self, enabled: bool) -> Iterator[None]:
+        """Temporarily switch camera rendering on or off (physics is unaffected)."""
+        before = self.render_enabled
+        self.render_enabled = enabled and bool(self.cameras)
+        try:
+            yield
+        finally:
+            self.render_enabled = before
 
     def render(self) -> dict[str, np.ndarray]:
         """Camera name -> uint8 [H, W, 3] of the current state."""

@@ -245,15 +245,15 @@ class RandomPolicy:
 IMAGE_VARIANTS: dict[str, tuple[ImageKnobs, str]] = {
     "image_expert": (ImageKnobs(), "image-based scripted expert: colour segmentation + camera back-projection"),
     "image_mild": (
-        ImageKnobs(action_noise=0.004, perception_bias=0.012, perception_noise=0.004, close_steps=3),
+        ImageKnobs(action_noise=0.005, perception_bias=0.013, perception_noise=0.005, close_steps=3),
         "image-based, mild action/perception noise",
     ),
     "image_medium": (
-        ImageKnobs(action_noise=0.008, perception_bias=0.022, perception_noise=0.008, close_steps=2, close_height=0.01),
+        ImageKnobs(action_noise=0.006, perception_bias=0.018, perception_noise=0.006, close_steps=2, close_height=0.01),
         "image-based, medium action/perception noise, hurried grasp",
     ),
     "image_severe": (
-        ImageKnobs(action_noise=0.015, perception_bias=0.04, perception_noise=0.015, close_steps=1, close_height=0.02),
+        ImageKnobs(action_noise=0.008, perception_bias=0.022, perception_noise=0.008, close_steps=1, close_height=0.02),
         "image-based, severe action/perception noise, premature grasp",
     ),
 }

@@ -1,0 +1,72 @@
+"""The evaluation job: results layout, Wilson intervals, resume after a crash, config checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import policy_eval.runner as runner
+from policy_eval.evaluate import EvalConfig, EpisodeLog, run_eval, summarise
+from scenes.errors import DreamTwinError, SpecError
+
+from ..conftest import PUSH
+
+
+def test_summarise_ranks_by_success_and_reports_wilson():
+    rows = [{"policy": "a", "seed": s, "success": s < 3, "length": 10} for s in range(4)]
+    rows += [{"policy": "b", "seed": s, "success": s < 1, "length": 20} for s in range(4)]
+    res = summarise(rows, ["b", "a"])
+    assert res["ranking"] == ["a", "b"]
+    assert res["policies"]["a"]["success_rate"] == 0.75 and res["policies"]["a"]["n"] == 4
+    assert res["policies"]["a"]["ci_low"] == pytest.approx(0.30064, abs=1e-4)
+    assert res["policies"]["b"]["mean_length"] == 20
+
+
+def test_config_rejects_unknown_policies_and_keys():
+    with pytest.raises(SpecError, match=r"policies: .*unknown policies \['nope'\]"):
+        from scenes.config import validate_model
+
+        validate_model(EvalConfig, {"scene": str(PUSH), "policies": ["nope"]}, "cfg")
+    with pytest.raises(SpecError, match="episdes: unknown key"):
+        validate_model(EvalConfig, {"scene": str(PUSH), "policies": ["expert"], "episdes": 3}, "cfg")
+
+
+def test_episode_log_ignores_a_torn_last_line(tmp_path):
+    log = EpisodeLog(tmp_path / "episodes.jsonl")
+    log.append({"policy": "a", "seed": 0})
+    with open(log.path, "a") as f:
+        f.write('{"policy": "a", "se')  # killed mid-write
+    assert log.read() == [{"policy": "a", "seed": 0}]
+    log.repair()
+    log.append({"policy": "a", "seed": 1})
+    assert [r["seed"] for r in log.read()] == [0, 1]
+
+
+@pytest.mark.sim
+def test_eval_writes_results_and_resumes(push_twin, tmp_path, monkeypatch):
+    cfg = EvalConfig(scene=str(PUSH), policies=["expert", "random"], episodes=3, seed=5, out=str(tmp_path))
+    first = run_eval(cfg, progress=False, world=push_twin)
+    assert set(first["policies"]) == {"expert", "random"}
+    assert first["ranking"][0] == "expert" and first["policies"]["expert"]["n"] == 3
+    assert (tmp_path / "videos/expert.mp4").stat().st_size > 1000
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["policies"] == first["policies"] and saved["seeds"] == [5, 6, 7]
+
+    # simulate a crash: drop the last two episodes and tear the line before them
+    lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
+    (tmp_path / "episodes.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][:15])
+    calls = []
+    original = runner.rollout
+    monkeypatch.setattr(runner, "rollout", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    second = run_eval(cfg, progress=False, world=push_twin)
+    assert len(calls) == 2  # only the missing episodes were run
+    assert second["policies"] == first["policies"]  # determinism: the same numbers
+    rows = EpisodeLog(tmp_path / "episodes.jsonl").read()
+    assert sorted((r["policy"], r["seed"]) for r in rows) == sorted(
+        (p, s) for p in ("expert", "random") for s in (5, 6, 7)
+    )
+
+    other = cfg.model_copy(update={"episodes": 4})
+    with pytest.raises(DreamTwinError, match="different evaluation"):
+        run_eval(other, progress=False, world=push_twin)

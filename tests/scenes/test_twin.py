@@ -1,0 +1,129 @@
+"""The Genesis digital twin: determinism, observations, action handling, errors, gym wrapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenes.errors import ActionError, SpecError
+from scenes.spec import sample_initial_poses
+from scenes.twin import ACTION_DIM, STATE_NAMES
+
+pytestmark = pytest.mark.sim
+
+
+def _actions(seed: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-0.03, 0.03, (n, ACTION_DIM)).astype(np.float32)
+    a[:, 3] = rng.uniform(0, 1, n)
+    return a
+
+
+def _run(twin, seed, actions, chunk):
+    obs = [twin.reset(seed)]
+    for i in range(0, len(actions), chunk):
+        obs += twin.step(actions[i : i + chunk]).observations
+    return obs
+
+
+def test_same_seed_and_actions_give_identical_observations(push_twin):
+    actions = _actions(0, 12)
+    a = _run(push_twin, 7, actions, chunk=3)
+    _run(push_twin, 8, _actions(1, 5), chunk=1)  # something else in between
+    b = _run(push_twin, 7, actions, chunk=3)
+    assert len(a) == len(b) == 13
+    for oa, ob in zip(a, b):
+        np.testing.assert_array_equal(oa.state, ob.state)
+        np.testing.assert_array_equal(oa.environment_state, ob.environment_state)
+        for cam in oa.images:
+            np.testing.assert_array_equal(oa.images[cam], ob.images[cam])
+    # and the actions really changed the scene
+    assert np.linalg.norm(a[-1].state[:3] - a[0].state[:3]) > 0.02
+
+
+def test_reset_draws_the_initial_state_from_the_seed(push_twin, push_spec):
+    for seed in (0, 11):
+        obs = push_twin.reset(seed)
+        pos, quat = sample_initial_poses(push_spec, seed)["cube"]
+        np.testing.assert_allclose(obs.environment_state[:3], pos, atol=1e-5)
+        np.testing.assert_allclose(np.abs(obs.environment_state[3:7] @ quat), 1.0, atol=1e-5)
+        np.testing.assert_allclose(obs.state[:3], push_spec.robot.init_ee_pos, atol=0.01)
+
+
+def test_observation_layout(push_twin, push_spec):
+    obs = push_twin.reset(0)
+    cam = push_spec.cameras[0]
+    img = obs.images[cam.name]
+    assert img.dtype == np.uint8 and img.shape == (cam.resolution[1], cam.resolution[0], 3)
+    assert img.std() > 5  # a real picture, not a blank frame
+    assert obs.state.dtype == np.float32 and obs.state.shape == (len(STATE_NAMES),)
+    assert obs.environment_state.shape == (7 * len(push_spec.objects),)
+    assert obs.task == push_spec.task.instruction
+
+
+def test_ee_delta_actions_move_the_tool_centre_point(push_twin, push_spec):
+    with push_twin.rendering(False):
+        start = push_twin.reset(0).state[:3]
+        result = push_twin.step(np.tile([0.0, 0.02, 0.0, 0.0], (6, 1)).astype(np.float32))
+        moved = result.last.state[:3] - start
+        assert len(result.observations) == 6
+        assert moved[1] == pytest.approx(0.12, abs=0.015) and abs(moved[0]) < 0.01 and abs(moved[2]) < 0.01
+        # an oversized delta is scaled to max_delta, and the workspace floor holds
+        result = push_twin.step(np.tile([0.0, 0.0, -1.0, 0.0], (15, 1)).astype(np.float32))
+        assert result.last.state[2] >= push_spec.control.workspace_low[2] - 0.006
+
+
+def test_gripper_command_opens_and_closes(lift_twin, lift_spec):
+    with lift_twin.rendering(False):
+        lift_twin.reset(0)
+        opened = lift_twin.step(np.tile([0, 0, 0, 1.0], (5, 1)).astype(np.float32)).last.state[3]
+        closed = lift_twin.step(np.tile([0, 0, 0, 0.0], (5, 1)).astype(np.float32)).last.state[3]
+    assert opened == pytest.approx(2 * lift_spec.control.gripper_max_width, abs=0.005)
+    assert closed < 0.005
+
+
+@pytest.mark.parametrize(
+    "action, match",
+    [
+        (np.array([[np.nan, 0, 0, 0]], np.float32), r"NaN/inf at \[0, 0\]"),
+        (np.array([[0, 0, 0, 0], [0, np.inf, 0, 0]], np.float32), r"NaN/inf at \[1, 1\]"),
+        (np.zeros((1, 3), np.float32), r"shape \[K, 4\].*got \(1, 3\)"),
+        (np.zeros((0, 4), np.float32), r"shape \[K, 4\]"),
+        ([["a", 0, 0, 0]], r"numeric"),
+    ],
+)
+def test_bad_actions_give_one_line_errors(push_twin, action, match):
+    push_twin.reset(0)
+    with pytest.raises(ActionError, match=match) as e:
+        push_twin.step(action)
+    assert "\n" not in str(e.value)
+
+
+def test_episode_ends_at_max_steps_and_reports_poses(push_twin, push_spec):
+    with push_twin.rendering(False):
+        push_twin.reset(0)
+        result = push_twin.step(np.zeros((push_spec.task.max_steps + 5, 4), np.float32))
+    assert result.done and not result.success and result.info["truncated"]
+    assert len(result.observations) == push_spec.task.max_steps
+    assert set(result.info["object_poses"]) == {"cube"}
+
+
+def test_reset_rejects_unknown_options(push_twin):
+    with pytest.raises(SpecError, match="unknown options"):
+        push_twin.reset(0, {"lighting": 2})
+
+
+def test_gym_wrapper(push_twin):
+    import gymnasium as gym
+
+    from scenes.gym_env import WorldEnv
+
+    env = WorldEnv(push_twin)
+    assert isinstance(env, gym.Env)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs) and info["task"]
+    obs2, reward, terminated, truncated, info = env.step(np.array([0.0, 0.01, 0.0, 0.0], np.float32))
+    assert env.observation_space.contains(obs2) and reward == 0.0 and not terminated and not truncated
+    assert env.action_space.shape == (4,) and env.action_space.high[0] == pytest.approx(0.03)
+    again, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(again["state"], obs["state"])
