@@ -96,11 +96,14 @@ def scenes_validate(
 @scenes_app.command("preview")
 def scenes_preview(
     path: Path = typer.Argument(..., help="SceneSpec YAML"),
-    out: Path = typer.Option(Path("runs/preview"), "--out", help="directory for one PNG per camera"),
+    out: Path = typer.Option(Path("runs/preview"), "--out", help="output directory"),
     seed: int = typer.Option(0, help="reset seed (randomised initial state)"),
+    splat: bool = typer.Option(True, help="also render with the Gaussian-splat renderer"),
 ) -> None:
-    """Build the scene, reset it with SEED and write one PNG per camera. Example:
+    """Build the scene, reset it with SEED, write one PNG per camera (the spec's renderer) and
+    sheet.png: every camera, Genesis and splat renderers side by side. Example:
     dreamtwin scenes preview configs/scenes/push_cube.yaml --out runs/preview"""
+    import numpy as np
     from PIL import Image
 
     from scenes.spec import load_scene_spec
@@ -116,9 +119,120 @@ def scenes_preview(
         out.mkdir(parents=True, exist_ok=True)
         for name, img in obs.images.items():
             Image.fromarray(img).save(out / f"{name}.png")
-            console.print(f"wrote {out / f'{name}.png'} ({img.shape[1]}x{img.shape[0]})")
+            console.print(f"wrote {out / f'{name}.png'} ({img.shape[1]}x{img.shape[0]}, {spec.renderer})")
+        rows = []
+        genesis_imgs = twin.render("genesis")
+        splat_imgs = twin.render("splat") if splat else {}
+        for cam in spec.cameras:
+            row = [genesis_imgs[cam.name]] + ([splat_imgs[cam.name]] if splat else [])
+            rows.append(np.concatenate(row, axis=1))
+        width = max(r.shape[1] for r in rows)
+        sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        Image.fromarray(sheet).save(out / "sheet.png")
+        label = "Genesis | splat" if splat else "Genesis"
+        console.print(f"wrote {out / 'sheet.png'} (rows: cameras; columns: {label})")
     except DreamTwinError as e:
         _fail(e)
+
+
+@scenes_app.command("new")
+def scenes_new(
+    name: str = typer.Argument(..., help="scene name"),
+    out: Optional[Path] = typer.Option(None, "--out", help="YAML path (default configs/scenes/NAME.yaml)"),
+    overwrite: bool = typer.Option(False, help="replace an existing file"),
+) -> None:
+    """Start a scene: robot, table and one camera. Example: dreamtwin scenes new my_table"""
+    from scenes.authoring import new_scene
+
+    path = out or Path("configs/scenes") / f"{name}.yaml"
+    try:
+        new_scene(name, path, overwrite=overwrite)
+    except DreamTwinError as e:
+        _fail(e)
+    console.print(f"wrote {path}")
+
+
+def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        _fail(DreamTwinError(f"--{what}: expected comma-separated numbers, got {text!r}"))
+        return None
+
+
+@scenes_app.command("add-object")
+def scenes_add_object(
+    path: Path = typer.Argument(..., help="SceneSpec YAML to edit"),
+    name: str = typer.Option(..., help="object name"),
+    kind: str = typer.Option("box", help="box | sphere | cylinder | mesh | splat | point_cloud"),
+    size: Optional[str] = typer.Option(None, help="box: x,y,z; sphere: r; cylinder: r,h; mesh: scale"),
+    file: Optional[Path] = typer.Option(None, help="mesh / splat / point-cloud file"),
+    pos: str = typer.Option("0.5,0,0.025", help="x,y,z of the object's centre"),
+    yaw: float = typer.Option(0.0, help="rotation about z, degrees"),
+    mass: float = typer.Option(0.1, help="kg"),
+    friction: float = typer.Option(1.0),
+    color: Optional[str] = typer.Option(None, help="r,g,b in [0, 1]"),
+    fixed: bool = typer.Option(False, help="static (not simulated)"),
+) -> None:
+    """Add an object to a scene. Example:
+    dreamtwin scenes add-object configs/scenes/my_table.yaml --name cube --kind box --size 0.05,0.05,0.05"""
+    from scenes.authoring import add_object
+
+    try:
+        add_object(path, name, kind, size=_floats(size, "size"), file=str(file) if file else None,
+                   pos=_floats(pos, "pos"), yaw_deg=yaw, mass=mass, friction=friction,
+                   color=_floats(color, "color"), fixed=fixed)
+    except DreamTwinError as e:
+        _fail(e)
+    console.print(f"added {kind} {name!r} to {path}")
+
+
+@scenes_app.command("set-camera")
+def scenes_set_camera(
+    path: Path = typer.Argument(..., help="SceneSpec YAML to edit"),
+    name: str = typer.Option(..., help="camera name (added if new)"),
+    pos: Optional[str] = typer.Option(None, help="x,y,z"),
+    lookat: Optional[str] = typer.Option(None, help="x,y,z"),
+    fov: Optional[float] = typer.Option(None, help="vertical field of view, degrees"),
+    resolution: Optional[str] = typer.Option(None, help="width,height"),
+    up: Optional[str] = typer.Option(None, help="x,y,z up direction (default 0,0,1; set it for top-down views)"),
+) -> None:
+    """Add or change a camera. Example:
+    dreamtwin scenes set-camera configs/scenes/my_table.yaml --name top --pos 0.5,0,1.2 --lookat 0.5,0,0 --up 1,0,0"""
+    from scenes.authoring import set_camera
+
+    res = _floats(resolution, "resolution")
+    try:
+        set_camera(path, name, pos=_floats(pos, "pos"), lookat=_floats(lookat, "lookat"), fov=fov,
+                   resolution=[int(r) for r in res] if res else None, up=_floats(up, "up"))
+    except DreamTwinError as e:
+        _fail(e)
+    console.print(f"set camera {name!r} in {path}")
+
+
+@scenes_app.command("import-scan")
+def scenes_import_scan(
+    path: Path = typer.Argument(..., help="SceneSpec YAML to edit"),
+    ply: Path = typer.Argument(..., help="coloured point cloud or 3DGS splat PLY of the real object"),
+    name: str = typer.Option("scan", help="object name"),
+    voxel: float = typer.Option(0.005, help="downsampling voxel for reconstruction, metres"),
+    method: str = typer.Option("alpha", help="surface reconstruction: alpha | poisson"),
+    fixed: bool = typer.Option(True, help="static (a table, a shelf)"),
+) -> None:
+    """Turn a scan into a scene object: collision mesh by open3d reconstruction (written under
+    meshes/ next to the scene) + Gaussians from the scan for its appearance. Example:
+    dreamtwin scenes import-scan configs/scenes/my_table.yaml scans/table.ply --name table_scan"""
+    from scenes.authoring import import_scan
+
+    try:
+        spec = import_scan(path, ply, name, voxel=voxel, fixed=fixed, method=method)
+    except DreamTwinError as e:
+        _fail(e)
+        return
+    obj = spec.object(name)
+    console.print(f"imported {ply} as {name!r}: mesh {obj.mesh}, appearance {obj.appearance.file}")
 
 
 # ------------------------------------------------------------------ policies

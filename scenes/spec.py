@@ -76,6 +76,25 @@ class TableSpec(Strict):
     _c = field_validator("color")(lambda cls, v: _color_ok(v))
 
 
+def _existing_file(v: str | None, info: ValidationInfo, what: str) -> str | None:
+    if v is None:
+        return v
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = (base / v).resolve()
+    if not path.is_file():
+        raise ValueError(f"{what} file not found: {path}")
+    return str(path)
+
+
+class AppearanceSpec(Strict):
+    """Where a body's Gaussians come from when not sampled from its shape."""
+
+    kind: Literal["splat", "point_cloud"] = Field(description="3DGS PLY, or a coloured point-cloud PLY")
+    file: str
+
+    _f = field_validator("file")(lambda cls, v, info: _existing_file(v, info, "appearance"))
+
+
 class ObjectSpec(Strict):
     name: str = Field(min_length=1)
     shape: Literal["box", "sphere", "cylinder", "mesh"]
@@ -89,6 +108,7 @@ class ObjectSpec(Strict):
     fixed: bool = False
     pose: Pose = Pose()
     randomize: PoseRandomization = PoseRandomization()
+    appearance: AppearanceSpec | None = Field(None, description="splat renderer: Gaussians from a file")
 
     _c = field_validator("color")(lambda cls, v: _color_ok(v))
 
@@ -103,16 +123,7 @@ class ObjectSpec(Strict):
             raise ValueError("`mesh` is required for shape mesh and only allowed there")
         return self
 
-    @field_validator("mesh")
-    @classmethod
-    def _mesh_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            return v
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = (base / v).resolve()
-        if not path.is_file():
-            raise ValueError(f"mesh file not found: {path}")
-        return str(path)
+    _m = field_validator("mesh")(lambda cls, v, info: _existing_file(v, info, "mesh"))
 
     def half_height(self) -> float:
         """Distance from the centre to the bottom when upright (mesh: unknown, 0)."""
@@ -181,6 +192,14 @@ class PhysicsSpec(Strict):
     backend: Literal["auto", "cpu", "gpu"] = "auto"
 
 
+class SplatSpec(Strict):
+    """Options of the Gaussian-splat renderer (used when `renderer: splat`)."""
+
+    spacing: float = Field(0.004, gt=0, description="surface distance between sampled Gaussians, metres")
+    table_spacing: float = Field(0.02, gt=0, description="coarser spacing for the large table")
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+
+
 class SuccessSpec(Strict):
     name: str
     params: dict[str, Any] = {}
@@ -201,8 +220,8 @@ class SuccessSpec(Strict):
 
 
 class TaskSpec(Strict):
-    instruction: str = Field(min_length=1)
-    success: SuccessSpec
+    instruction: str = ""
+    success: SuccessSpec | None = Field(None, description="none: episodes never succeed (free play)")
     max_steps: int = Field(60, ge=1, description="control steps before the episode is truncated")
 
 
@@ -217,8 +236,9 @@ class SceneSpec(Strict):
     lights: list[LightSpec] = [LightSpec()]
     control: ControlSpec = ControlSpec()
     physics: PhysicsSpec = PhysicsSpec()
-    renderer: Literal["genesis"] = "genesis"
-    task: TaskSpec
+    renderer: Literal["genesis", "splat"] = "genesis"
+    splat: SplatSpec = SplatSpec()
+    task: TaskSpec = TaskSpec()
 
     @model_validator(mode="after")
     def _names(self) -> SceneSpec:
@@ -227,7 +247,7 @@ class SceneSpec(Strict):
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise ValueError(f"duplicate {kind} names: {sorted(dup)}")
-        target = self.task.success.params.get("object")
+        target = self.task.success.params.get("object") if self.task.success else None
         if target is not None and target not in {o.name for o in self.objects}:
             raise ValueError(f"task.success.params.object {target!r} is not one of the scene's objects")
         steps = self.physics_steps_per_control()

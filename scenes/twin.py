@@ -79,6 +79,7 @@ class DigitalTwin:
     action_dim = ACTION_DIM
     state_names = STATE_NAMES
     action_names = ACTION_NAMES
+    background_color = (0.55, 0.62, 0.70)
 
     def __init__(self, spec: SceneSpec, *, render: bool = True) -> None:
         self.spec = spec
@@ -91,6 +92,8 @@ class DigitalTwin:
         self._R_ee = _quat_to_rot(np.asarray(spec.control.ee_quat, dtype=np.float64))
         self._home_qpos = self._solve_home()
         self._step_count: int | None = None
+        self.renderer = spec.renderer
+        self._splat: Any = None
 
     # ---------------------------------------------------------------- build
     def _build(self) -> None:
@@ -104,7 +107,7 @@ class DigitalTwin:
             sim_options=gs.options.SimOptions(dt=spec.physics.dt, substeps=spec.physics.substeps),
             rigid_options=gs.options.RigidOptions(box_box_detection=True),
             vis_options=gs.options.VisOptions(
-                lights=lights, shadow=False, background_color=(0.55, 0.62, 0.70), ambient_light=(0.25, 0.25, 0.25)
+                lights=lights, shadow=False, background_color=self.background_color, ambient_light=(0.25, 0.25, 0.25)
             ),
             show_viewer=False,
         )
@@ -114,11 +117,13 @@ class DigitalTwin:
             material=gs.materials.Rigid(friction=t.friction),
             surface=gs.surfaces.Default(color=t.color),
         )
-        for m in spec.markers:
+        self.markers = [
             self.scene.add_entity(
                 gs.morphs.Box(size=m.size, pos=m.pos, fixed=True, collision=False),
                 surface=gs.surfaces.Default(color=m.color),
             )
+            for m in spec.markers
+        ]
         self.objects = {o.name: self._add_object(o) for o in spec.objects}
         self.robot = self.scene.add_entity(gs.morphs.MJCF(file=spec.robot.mjcf, pos=spec.robot.base_pos))
         self.cameras = {
@@ -271,6 +276,8 @@ class DigitalTwin:
         from scenes.predicates import PREDICATES
 
         s = self.spec.task.success
+        if s is None:
+            return False
         return PREDICATES.get(s.name).fn(s.typed_params(), self.object_poses(), self._initial_poses)
 
     def proprio(self) -> np.ndarray:
@@ -292,12 +299,30 @@ class DigitalTwin:
         finally:
             self.render_enabled = before
 
-    def render(self) -> dict[str, np.ndarray]:
-        """Camera name -> uint8 [H, W, 3] of the current state."""
+    @property
+    def splat_renderer(self) -> Any:
+        """The Gaussian-splat renderer bound to this twin's bodies (built on first use)."""
+        if self._splat is None:
+            from scenes.splat.twin_renderer import SplatTwinRenderer
+
+            o = self.spec.splat
+            self._splat = SplatTwinRenderer(self, spacing=o.spacing, table_spacing=o.table_spacing, backend=o.backend)
+        return self._splat
+
+    def render(self, renderer: str | None = None) -> dict[str, np.ndarray]:
+        """Camera name -> uint8 [H, W, 3] of the current state, from `renderer` (genesis | splat;
+        default: the spec's choice)."""
+        if (renderer or self.renderer) == "splat":
+            return self.splat_renderer.images()
+        return self.render_genesis()
+
+    def render_genesis(self, segmentation: bool = False) -> dict[str, Any]:
+        """Genesis's own renderer; with `segmentation`, name -> (rgb, link-level segmentation ids)."""
         out = {}
         for name, cam in self.cameras.items():
-            rgb = cam.render(rgb=True, depth=False, segmentation=False, normal=False)[0]
-            out[name] = np.ascontiguousarray(_np(rgb).astype(np.uint8))
+            rgb, _, seg, _ = cam.render(rgb=True, depth=False, segmentation=segmentation, normal=False)
+            img = np.ascontiguousarray(_np(rgb).astype(np.uint8))
+            out[name] = (img, _np(seg)) if segmentation else img
         return out
 
     def _observe(self) -> Observation:

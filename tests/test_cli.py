@@ -51,11 +51,16 @@ def test_eval_rejects_unknown_policy_in_one_line(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_preview_writes_one_png_per_camera(tmp_path):
-    r = _cli("scenes", "preview", str(PUSH), "--out", str(tmp_path), timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_preview_writes_one_png_per_camera_and_a_sheet(tmp_path, push_twin):
+    """In-process (Genesis is already initialised by the session's twin): a subprocess would pay
+    the kernel compilation again."""
     from PIL import Image
+    from typer.testing import CliRunner
 
-    img = Image.open(tmp_path / "side.png")
-    assert img.size == (128, 128)
-    assert len(list(Path(tmp_path).glob("*.png"))) == 1
+    from dreamtwin.cli import app
+
+    r = CliRunner().invoke(app, ["scenes", "preview", str(PUSH), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "side.png").size == (128, 128)
+    assert Image.open(tmp_path / "sheet.png").size == (256, 128)  # Genesis | splat
+    assert sorted(p.name for p in Path(tmp_path).glob("*.png")) == ["sheet.png", "side.png"]

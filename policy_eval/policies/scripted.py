@@ -28,6 +28,8 @@ SAFE_Z = 0.10  # tcp height for moving over objects (m)
 
 def _task_kind(spec: SceneSpec) -> str:
     kinds = {"object_in_region": "push", "object_lifted": "lift"}
+    if spec.task.success is None:
+        raise SpecError(f"scene {spec.name!r} has no task.success; scripted policies need a task")
     if spec.task.success.name not in kinds:
         raise SpecError(
             f"scripted policies know tasks {sorted(kinds)}; scene {spec.name!r} uses {spec.task.success.name!r}"
@@ -133,7 +135,7 @@ def _controller(spec: SceneSpec, obj: str, close_steps: int, close_height: float
 
 
 def _target_object(spec: SceneSpec) -> str:
-    obj = spec.task.success.params.get("object")
+    obj = spec.task.success.params.get("object") if spec.task.success else None
     if obj is None:
         raise SpecError(f"scene {spec.name!r}: task.success.params.object is needed by the scripted policies")
     return obj

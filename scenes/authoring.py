@@ -1,0 +1,264 @@
+"""Scene authoring: create and edit SceneSpec YAML files, keeping their order and comments.
+
+Every edit is validated as a whole SceneSpec before the file is (atomically) rewritten, so an
+authored scene always loads. Used by `dreamtwin scenes new | add-object | set-camera | import-scan`.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenes.config import atomic_write_text, validate_model
+from scenes.errors import SpecError
+from scenes.spec import SceneSpec
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.default_flow_style = None
+    return y
+
+
+def _flow(seq: list[Any]) -> Any:
+    """A YAML list written inline: `[0.5, 0.0, 0.025]`."""
+    from ruamel.yaml.comments import CommentedSeq
+
+    s = CommentedSeq([float(x) if isinstance(x, (float, np.floating)) else x for x in seq])
+    s.fa.set_flow_style()
+    return s
+
+
+def load_document(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: file not found")
+    try:
+        return _yaml().load(path.read_text())
+    except Exception as e:  # noqa: BLE001 - ruamel raises many types; all mean malformed YAML
+        raise SpecError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+
+
+def save_document(doc: Any, path: str | Path) -> SceneSpec:
+    """Validate the edited document as a SceneSpec, then write it atomically."""
+    path = Path(path)
+    buf = io.StringIO()
+    _yaml().dump(doc, buf)
+    import yaml
+
+    spec = validate_model(SceneSpec, yaml.safe_load(buf.getvalue()), str(path), context={"base_dir": path.parent})
+    atomic_write_text(path, buf.getvalue())
+    return spec
+
+
+NEW_SCENE = """\
+# {name}: authored with `dreamtwin scenes new`. Lengths in metres, angles in degrees,
+# colours RGB in [0, 1]. The table top is the z = 0 plane; the robot stands at the origin.
+version: 1
+name: {name}
+robot:
+  type: franka_panda
+  init_ee_pos: [0.40, 0.0, 0.25]
+table:
+  size: [1.2, 1.2, 0.05]
+  center_xy: [0.4, 0.0]
+objects: []
+cameras:
+  - name: side
+    pos: [0.62, 0.80, 0.62]
+    lookat: [0.50, 0.02, 0.0]
+    fov: 50
+    resolution: [128, 128]
+task:
+  instruction: ""
+  max_steps: 60
+"""
+
+
+def new_scene(name: str, path: str | Path, overwrite: bool = False) -> SceneSpec:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SpecError(f"{path}: already exists (pass --overwrite to replace it)")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise SpecError(f"scene name {name!r}: use letters, digits, '_' and '-'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = _yaml().load(NEW_SCENE.format(name=name))
+    return save_document(doc, path)
+
+
+def _relative(file: str | Path, spec_path: Path) -> str:
+    file = Path(file).resolve()
+    try:
+        return str(file.relative_to(spec_path.parent.resolve()))
+    except ValueError:
+        return str(file)
+
+
+def add_object(
+    path: str | Path,
+    name: str,
+    kind: str,
+    *,
+    size: list[float] | None = None,
+    file: str | None = None,
+    pos: list[float] = (0.5, 0.0, 0.0),
+    yaw_deg: float = 0.0,
+    mass: float = 0.1,
+    friction: float = 1.0,
+    color: list[float] | None = None,
+    fixed: bool = False,
+) -> SceneSpec:
+    """Add an object: a primitive (box/sphere/cylinder), a mesh file, or a splat / point-cloud PLY
+    (appearance from the file, collision from its bounding box)."""
+    path = Path(path)
+    doc = load_document(path)
+    if any(o.get("name") == name for o in doc.get("objects") or []):
+        raise SpecError(f"{path}: objects: an object named {name!r} already exists")
+    entry: dict[str, Any] = {"name": name}
+    if kind in ("box", "sphere", "cylinder"):
+        if not size:
+            raise SpecError(f"add-object {name}: --size is required for a {kind}")
+        entry.update(shape=kind, size=_flow(size))
+    elif kind == "mesh":
+        if not file:
+            raise SpecError(f"add-object {name}: --file is required for a mesh")
+        entry.update(shape="mesh", size=_flow(size or [1.0]), mesh=_relative(file, path))
+    elif kind in ("splat", "point_cloud"):
+        if not file:
+            raise SpecError(f"add-object {name}: --file is required for a {kind}")
+        lo, hi = _ply_bounds(file, kind)
+        extent = np.maximum(hi - lo, 0.005)
+        entry.update(shape="box", size=_flow(np.round(extent, 4).tolist()),
+                     appearance={"kind": kind, "file": _relative(file, path)})
+    else:
+        raise SpecError(f"add-object {name}: unknown kind {kind!r}; choose box, sphere, cylinder, mesh, splat, point_cloud")
+    if color is not None:
+        entry["color"] = _flow(color)
+    entry.update(mass=float(mass), friction=float(friction))
+    if fixed:
+        entry["fixed"] = True
+    pose: dict[str, Any] = {"pos": _flow(pos)}
+    if yaw_deg:
+        pose["euler_deg"] = _flow([0.0, 0.0, yaw_deg])
+    entry["pose"] = pose
+    if doc.get("objects") is None:
+        doc["objects"] = []
+    doc["objects"].append(entry)
+    return save_document(doc, path)
+
+
+def _ply_bounds(file: str | Path, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    from scenes.splat.gaussians import read_ply_vertices
+
+    v = read_ply_vertices(file)
+    if not {"x", "y", "z"} <= set(v):
+        raise SpecError(f"{file}: PLY has no x/y/z vertex properties")
+    pts = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+    if len(pts) == 0 or not np.all(np.isfinite(pts)):
+        raise SpecError(f"{file}: {kind} has no points or contains NaN/inf")
+    return pts.min(0), pts.max(0)
+
+
+def set_camera(
+    path: str | Path, name: str, *, pos: list[float] | None = None, lookat: list[float] | None = None,
+    fov: float | None = None, resolution: list[int] | None = None, up: list[float] | None = None,
+) -> SceneSpec:
+    """Add a camera, or change the given fields of an existing one."""
+    path = Path(path)
+    doc = load_document(path)
+    if doc.get("cameras") is None:
+        doc["cameras"] = []
+    cams = doc["cameras"]
+    cam = next((c for c in cams if c.get("name") == name), None)
+    if cam is None:
+        if pos is None or lookat is None:
+            raise SpecError(f"set-camera {name}: a new camera needs --pos and --lookat")
+        cam = {"name": name}
+        cams.append(cam)
+    for key, value in (("pos", pos), ("lookat", lookat), ("up", up), ("resolution", resolution)):
+        if value is not None:
+            cam[key] = _flow(value)
+    if fov is not None:
+        cam["fov"] = float(fov)
+    return save_document(doc, path)
+
+
+def import_scan(
+    path: str | Path, ply: str | Path, name: str = "scan", *, voxel: float = 0.005, fixed: bool = True,
+    method: str = "alpha",
+) -> SceneSpec:
+    """A coloured point cloud (or 3DGS splat) of a real object/table -> a collision mesh by open3d
+    surface reconstruction (written next to the scene as OBJ) + Gaussians for its appearance."""
+    import open3d as o3d
+
+    from scenes.splat.gaussians import read_ply_vertices
+
+    path, ply = Path(path), Path(ply)
+    v = read_ply_vertices(ply)
+    if not {"x", "y", "z"} <= set(v):
+        raise SpecError(f"{ply}: PLY has no x/y/z vertex properties")
+    pts = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+    if len(pts) < 20 or not np.all(np.isfinite(pts)):
+        raise SpecError(f"{ply}: a scan needs at least 20 finite points, got {len(pts)}")
+    kind = "splat" if "f_dc_0" in v else "point_cloud"
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)).voxel_down_sample(voxel)
+    centre = np.asarray(pcd.get_axis_aligned_bounding_box().get_center())
+    if method == "alpha":
+        mesh = o3d.geometry.TriangleMesh.create_from_point_cloud_alpha_shape(pcd, alpha=max(4 * voxel, 0.02))
+    elif method == "poisson":
+        pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=4 * voxel, max_nn=30))
+        pcd.orient_normals_consistent_tangent_plane(15)
+        mesh, _ = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(pcd, depth=7)
+    else:
+        raise SpecError(f"import-scan: unknown method {method!r}; choose alpha or poisson")
+    mesh.remove_degenerate_triangles()
+    mesh.remove_unreferenced_vertices()
+    if len(mesh.triangles) == 0:
+        raise SpecError(f"{ply}: reconstruction produced no faces (try a larger --voxel)")
+    # collision mesh and appearance both live in the object's frame, centred on the scan
+    mesh.translate(-centre)
+    mesh_file = path.parent / "meshes" / f"{name}.obj"
+    mesh_file.parent.mkdir(parents=True, exist_ok=True)
+    o3d.io.write_triangle_mesh(str(mesh_file), mesh, write_vertex_colors=False)
+    app_file = path.parent / "meshes" / f"{name}_appearance.ply"
+    _write_centred_appearance(v, centre, ply, app_file, kind)
+    doc = load_document(path)
+    if any(o.get("name") == name for o in doc.get("objects") or []):
+        raise SpecError(f"{path}: objects: an object named {name!r} already exists")
+    entry = {
+        "name": name, "shape": "mesh", "size": _flow([1.0]), "mesh": _relative(mesh_file, path),
+        "appearance": {"kind": kind, "file": _relative(app_file, path)}, "fixed": fixed,
+        "pose": {"pos": _flow(np.round(centre, 5).tolist())},
+    }
+    if doc.get("objects") is None:
+        doc["objects"] = []
+    doc["objects"].append(entry)
+    return save_document(doc, path)
+
+
+def _write_centred_appearance(v: dict[str, np.ndarray], centre: np.ndarray, src: Path, out: Path, kind: str) -> None:
+    """The scan's appearance in the object's frame: a shifted copy of the splat, or of the points."""
+    import torch
+
+    from scenes.splat.gaussians import Gaussians, load_splat_ply, save_splat_ply
+
+    if kind == "splat":
+        g = load_splat_ply(src)
+        shift = torch.as_tensor(centre, dtype=g.means.dtype)
+        save_splat_ply(Gaussians(g.means - shift, g.quats, g.log_scales, g.opacity_logits, g.sh), out)
+        return
+    import open3d as o3d
+
+    pts = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64) - centre
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    if {"red", "green", "blue"} <= set(v):
+        rgb = np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.float64)
+        pcd.colors = o3d.utility.Vector3dVector(rgb / 255.0 if rgb.max(initial=0) > 1 else rgb)
+    o3d.io.write_point_cloud(str(out), pcd, write_ascii=False)
