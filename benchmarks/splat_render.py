@@ -5,7 +5,9 @@
 
 Prints a table and writes benchmarks/results/splat_render.json: frames per second at 128² and
 256² for 5k, 20k and 100k Gaussians, forward and forward+backward, for
-- `torch`: scenes.splat.render.rasterize(backend="torch") (tile pairs, segmented compositing),
+- `torch`: scenes.splat.render.rasterize(backend="torch"): forward alone runs the compiled
+  per-pixel compositor; forward+backward runs the autograd path (tile pairs, segmented compositing),
+- `torch_autograd`: the autograd path's forward alone (cpu_kernel=False), for comparison,
 - `baseline`: a per-tile Python loop that culls Gaussians by bounding box and composites each tile
   densely with cumprod — the first version written, kept here as the yardstick.
 The scene: Gaussians spread through a 1 m box 1.5–2.5 m in front of the camera, sized so the box
@@ -110,13 +112,17 @@ def main() -> None:
     for size in (128, 256):
         viewmats, Ks = camera(size)
         for n in counts:
-            for impl in ("torch", "baseline"):
+            for impl in ("torch", "torch_autograd", "baseline"):
                 for backward in (False, True):
                     if impl == "baseline" and n > 20_000 and backward:
                         continue  # minutes per frame; the point is made by smaller sizes
+                    if impl == "torch_autograd" and backward:
+                        continue  # that is the "torch" fwd+bwd row
                     scene = [t.clone().requires_grad_(backward) for t in make_scene(n)]
                     if impl == "torch":
                         fn = lambda: rasterize(*scene, viewmats, Ks, size, size, backend="torch")  # noqa: E731
+                    elif impl == "torch_autograd":
+                        fn = lambda: rasterize(*scene, viewmats, Ks, size, size, backend="torch", cpu_kernel=False)  # noqa: E731
                     else:
                         fn = lambda: baseline_render(*scene, viewmats, Ks, size, size)  # noqa: E731
                     fps = time_fps(fn, backward, args.repeats if n < 100_000 else 1)
@@ -130,15 +136,16 @@ def main() -> None:
     from scenes.config import atomic_write_text
 
     table = Table(title=f"splat rasteriser on CPU ({torch.get_num_threads()} threads): frames per second")
-    for col in ("size", "Gaussians", "pass", "torch fps", "baseline fps", "speed-up"):
+    for col in ("size", "Gaussians", "pass", "torch fps", "autograd-path fps", "baseline fps", "speed-up"):
         table.add_column(col, justify="right")
     for size in (128, 256):
         for n in counts:
             for p in ("fwd", "fwd+bwd"):
                 t = next(r for r in rows if r["impl"] == "torch" and r["size"] == size and r["gaussians"] == n and r["pass"] == p)
                 b = next((r for r in rows if r["impl"] == "baseline" and r["size"] == size and r["gaussians"] == n and r["pass"] == p), None)
-                table.add_row(f"{size}²", f"{n:,}", p, f"{t['fps']:.1f}", f"{b['fps']:.2f}" if b else "-",
-                              f"{t['fps'] / b['fps']:.1f}x" if b else "-")
+                a = next((r for r in rows if r["impl"] == "torch_autograd" and r["size"] == size and r["gaussians"] == n and r["pass"] == p), None)
+                table.add_row(f"{size}²", f"{n:,}", p, f"{t['fps']:.1f}", f"{a['fps']:.1f}" if a else "-",
+                              f"{b['fps']:.2f}" if b else "-", f"{t['fps'] / b['fps']:.1f}x" if b else "-")
     Console().print(table)
     atomic_write_text(args.out, json.dumps({"threads": torch.get_num_threads(), "results": rows}, indent=2))
     print(f"wrote {args.out}")

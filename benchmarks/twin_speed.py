@@ -29,7 +29,7 @@ def child(variant: str, steps: int) -> dict:
     from scenes.spec import load_scene_spec
     from scenes.twin import DigitalTwin
 
-    overrides = {"none": {"cameras": []}}.get(variant, {"cameras.0.resolution": [int(variant), int(variant)]})
+    overrides = {"cameras": []} if variant == "none" else {"cameras.0.resolution": [int(variant), int(variant)]}
     spec = load_scene_spec(SCENE, overrides)
     t0 = time.perf_counter()
     twin = DigitalTwin(spec, render=True)

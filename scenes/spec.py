@@ -196,7 +196,7 @@ class SplatSpec(Strict):
     """Options of the Gaussian-splat renderer (used when `renderer: splat`)."""
 
     spacing: float = Field(0.004, gt=0, description="surface distance between sampled Gaussians, metres")
-    table_spacing: float = Field(0.02, gt=0, description="coarser spacing for the large table")
+    table_spacing: float = Field(0.01, gt=0, description="coarser spacing for the large table")
     backend: Literal["auto", "torch", "gsplat"] = "auto"
 
 

@@ -82,12 +82,12 @@ def gaussians_from_mesh(
     max_gaussians: int = 200_000,
     source: str = "mesh",
     opacity: float = 0.8,
+    sigma_ratio: float = 0.35,
 ) -> Gaussians:
     """Flat Gaussians sampled evenly over a trimesh surface: one per `spacing`² of area."""
     faces = getattr(mesh, "faces", None)
     if faces is None or len(faces) == 0:
         raise SpecError(f"{source}: mesh has no faces; cannot place Gaussians on its surface")
-    import trimesh
 
     area = float(mesh.area)
     n = int(np.clip(area / spacing**2, 16, max_gaussians))
@@ -101,9 +101,9 @@ def gaussians_from_mesh(
     rgb = mesh_colors_at(mesh, face_idx, points, color)
     # spacing adapts when the cap limits the count, so the surface stays covered
     step = max(spacing, (area / n) ** 0.5)
-    # tangent sigma 0.35 of the spacing covers the surface without fattening its silhouette;
-    # a thin normal axis keeps coplanar surfaces (a marker on the table) from interleaving
-    scales = np.tile([0.35 * step, 0.35 * step, min(0.05 * step, 5e-4)], (n, 1))
+    # a tangent sigma of 0.35 spacing covers the surface without fattening its silhouette (larger
+    # ratios suit big flat surfaces); a thin normal axis keeps coplanar surfaces from interleaving
+    scales = np.tile([sigma_ratio * step, sigma_ratio * step, min(0.05 * step, 5e-4)], (n, 1))
     f = torch.float32
     return Gaussians.from_colors(
         torch.as_tensor(points, dtype=f), torch.as_tensor(rgb, dtype=f), torch.as_tensor(scales, dtype=f),
@@ -114,6 +114,9 @@ def gaussians_from_mesh(
 def primitive_mesh(shape: str, size: tuple[float, ...]) -> Any:
     import trimesh
 
+    if shape == "top_face":  # the visible face of a table or a marker: a rectangle at z = +size/2
+        x, y, z = size[0] / 2, size[1] / 2, size[2] / 2
+        return trimesh.Trimesh(vertices=[[-x, -y, z], [x, -y, z], [x, y, z], [-x, y, z]], faces=[[0, 1, 2], [0, 2, 3]])
     if shape == "box":
         return trimesh.creation.box(extents=size)
     if shape == "sphere":

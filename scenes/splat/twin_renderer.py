@@ -74,11 +74,13 @@ class SplatTwinRenderer:
             return lambda: (_np(ent.get_pos()), _np(ent.get_quat()))
 
         t = spec.table
-        bodies.append(BodySplat("table", gaussians_from_mesh(primitive_mesh("box", t.size), table_spacing, t.color),
+        # large flat surfaces: only their top face shows; wider, more opaque Gaussians cover it
+        flat = {"sigma_ratio": 0.6, "opacity": 0.97}
+        bodies.append(BodySplat("table", gaussians_from_mesh(primitive_mesh("top_face", t.size), table_spacing, t.color, **flat),
                                 entity_pose(twin.table)))
         for m, ent in zip(spec.markers, twin.markers):
-            bodies.append(BodySplat(f"marker:{m.name}", gaussians_from_mesh(primitive_mesh("box", m.size), 0.005, m.color),
-                                    entity_pose(ent)))
+            g = gaussians_from_mesh(primitive_mesh("top_face", m.size), min(spacing, 0.004), m.color, **flat)
+            bodies.append(BodySplat(f"marker:{m.name}", g, entity_pose(ent)))
         for obj in spec.objects:
             bodies.append(BodySplat(f"object:{obj.name}", object_appearance(obj, spacing), entity_pose(twin.objects[obj.name])))
         for link in twin.robot.links:
@@ -113,8 +115,8 @@ class SplatTwinRenderer:
             out.append(b.gaussians.transformed(quat_to_rotmat(q), torch.as_tensor(pos, dtype=torch.float32, device=self.device), q))
         return Gaussians.cat(out)
 
-    def render(self, names: list[str] | None = None, camera: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """RGB float [C, H, W, 3] and alpha [C, H, W, 1] of every camera (all cameras share a size)."""
+    def render(self, names: list[str] | None = None, camera: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per camera (or only camera index `camera`): RGB float [H, W, 3] and alpha [H, W, 1]."""
         g = self.world_gaussians(names)
         sel = slice(None) if camera is None else slice(camera, camera + 1)
         outs, alphas = [], []

@@ -92,12 +92,14 @@ def _camera(W, H, dtype=torch.float64, f=None):
     return view, K
 
 
+@pytest.mark.parametrize("cpu_kernel", [False, True], ids=["autograd-path", "compiled-path"])
 @pytest.mark.parametrize("seed, n, W, H, tile", [(0, 12, 20, 14, 8), (1, 30, 33, 17, 4), (2, 25, 24, 24, 16)])
-def test_torch_backend_matches_brute_force(seed, n, W, H, tile):
+def test_torch_backend_matches_brute_force(seed, n, W, H, tile, cpu_kernel):
     means, quats, scales, opac, rgb = _scene(n, seed)
     view, K = _camera(W, H)
     ref_c, ref_a, ref_d = reference_render(means, quats, scales, opac, rgb, view, K, W, H)
-    c, a, d = rasterize(means, quats, scales, opac, rgb, view[None], K[None], W, H, backend="torch", tile_size=tile)
+    c, a, d = rasterize(means, quats, scales, opac, rgb, view[None], K[None], W, H, backend="torch", tile_size=tile,
+                        cpu_kernel=cpu_kernel)
     assert ref_a.max() > 0.9 and (ref_a < 0.5).any()  # a scene with both coverage and gaps
     assert (c[0] - ref_c).abs().max() <= 1e-4
     assert (a[0] - ref_a).abs().max() <= 1e-4
@@ -105,13 +107,24 @@ def test_torch_backend_matches_brute_force(seed, n, W, H, tile):
     assert (d[0][covered] - ref_d[covered]).abs().max() <= 1e-4
 
 
-def test_float32_and_small_pair_budget_agree_with_reference():
+@pytest.mark.parametrize("cpu_kernel", [False, True], ids=["autograd-path", "compiled-path"])
+def test_float32_and_small_pair_budget_agree_with_reference(cpu_kernel):
     means, quats, scales, opac, rgb = _scene(40, 3)
     view, K = _camera(32, 24)
     ref_c, ref_a, _ = reference_render(means, quats, scales, opac, rgb, view, K, 32, 24)
     f32 = [t.float() for t in (means, quats, scales, opac, rgb)]
-    c, a, _ = rasterize(*f32, view[None].float(), K[None].float(), 32, 24, backend="torch", pair_budget=300)
+    c, a, _ = rasterize(*f32, view[None].float(), K[None].float(), 32, 24, backend="torch", pair_budget=300,
+                        cpu_kernel=cpu_kernel)
     assert (c[0].double() - ref_c).abs().max() <= 1e-4 and (a[0].double() - ref_a).abs().max() <= 1e-4
+
+
+def test_compiled_path_is_chosen_without_gradients_and_agrees_with_autograd_path():
+    means, quats, scales, opac, rgb = _scene(300, 9, spread=1.0)
+    view, K = _camera(48, 40)
+    fast = rasterize(means, quats, scales, opac, rgb, view[None], K[None], 48, 40)
+    slow = rasterize(means, quats, scales, opac, rgb, view[None], K[None], 48, 40, cpu_kernel=False)
+    for x, y in zip(fast, slow):
+        assert (x - y).abs().max() <= 1e-6
 
 
 def test_batch_of_cameras_equals_cameras_one_by_one():
