@@ -157,17 +157,10 @@ class DigitalTwin:
             morph = gs.morphs.Cylinder(radius=o.size[0], height=o.size[1], pos=pos, quat=quat, fixed=o.fixed)
             volume = np.pi * o.size[0] ** 2 * o.size[1]
         else:
-            import trimesh
+            from scenes.splat.sample import load_mesh
 
-            try:
-                mesh = trimesh.load(o.mesh, force="mesh")
-            except Exception as e:  # noqa: BLE001 - any loader failure is a bad mesh file
-                raise SpecError(f"objects.{o.name}.mesh: cannot load {o.mesh}: {e}") from None
-            if len(getattr(mesh, "faces", [])) == 0:
-                raise SpecError(f"objects.{o.name}.mesh: {o.mesh} has no faces")
-            volume = abs(float(mesh.volume)) * o.size[0] ** 3 if mesh.is_volume else float(
-                np.prod(mesh.extents) * o.size[0] ** 3
-            )
+            mesh = load_mesh(o.mesh, o.size[0])
+            volume = abs(float(mesh.volume)) if mesh.is_volume else float(np.prod(mesh.extents))
             morph = gs.morphs.Mesh(file=o.mesh, scale=o.size[0], pos=pos, quat=quat, fixed=o.fixed)
         return self.scene.add_entity(
             morph,
