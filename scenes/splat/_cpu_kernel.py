@@ -1,44 +1,80 @@
-"""A compiled CPU compositor for the torch backend's no-gradient path (rendering observations).
+"""A compiled CPU rasteriser back end for the torch backend's no-gradient path (observations).
 
-Numba JIT-compiles `composite_tiles` on first use (a few seconds, cached on disk afterwards); it
-runs gsplat's per-pixel front-to-back loop over each tile's depth-sorted Gaussians, tiles in
-parallel, with the same thresholds as the autograd path in `render.py`, which it must match.
+Numba JIT-compiles these loops on first use (a few seconds; cached on disk afterwards). Binning
+is a counting sort of depth-ordered Gaussians into pixel tiles; compositing runs gsplat's
+per-pixel front-to-back loop over each tile's Gaussians, tiles in parallel, with the thresholds
+of the autograd path in `render.py`, which it must match (tests hold both to a brute-force
+reference). Each tile row first keeps only the Gaussians whose box reaches it, so a pixel looks
+at a short list.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-_KERNEL = None
+_KERNELS: dict[str, object] = {}
 
 
-def _build():
+def _build() -> None:
     import numba
 
-    @numba.njit(parallel=True, cache=True, fastmath=False)
-    def composite_tiles(tile_start, tile_end, tile_ids, gauss, means2d, conics, opac, feats, radii, n_tiles_x,
-                        tile, width, height, alpha_threshold, alpha_max, t_min, out, out_alpha):
-        n = tile_ids.shape[0]
+    @numba.njit(cache=True)
+    def bin_tiles(order, means2d, radii, tile, n_tx, n_ty):
+        counts = np.zeros(n_tx * n_ty, np.int64)
+        for g in order:
+            x0 = min(max(int(np.floor((means2d[g, 0] - radii[g, 0]) / tile)), 0), n_tx - 1)
+            x1 = min(max(int(np.floor((means2d[g, 0] + radii[g, 0]) / tile)), 0), n_tx - 1)
+            y0 = min(max(int(np.floor((means2d[g, 1] - radii[g, 1]) / tile)), 0), n_ty - 1)
+            y1 = min(max(int(np.floor((means2d[g, 1] + radii[g, 1]) / tile)), 0), n_ty - 1)
+            for ty in range(y0, y1 + 1):
+                for tx in range(x0, x1 + 1):
+                    counts[ty * n_tx + tx] += 1
+        starts = np.cumsum(counts) - counts
+        fill = starts.copy()
+        gauss = np.empty(counts.sum(), np.int64)
+        for g in order:  # depth order is kept inside every tile
+            x0 = min(max(int(np.floor((means2d[g, 0] - radii[g, 0]) / tile)), 0), n_tx - 1)
+            x1 = min(max(int(np.floor((means2d[g, 0] + radii[g, 0]) / tile)), 0), n_tx - 1)
+            y0 = min(max(int(np.floor((means2d[g, 1] - radii[g, 1]) / tile)), 0), n_ty - 1)
+            y1 = min(max(int(np.floor((means2d[g, 1] + radii[g, 1]) / tile)), 0), n_ty - 1)
+            for ty in range(y0, y1 + 1):
+                for tx in range(x0, x1 + 1):
+                    t = ty * n_tx + tx
+                    gauss[fill[t]] = g
+                    fill[t] += 1
+        return starts, counts, gauss
+
+    @numba.njit(parallel=True, cache=True)
+    def composite_tiles(starts, counts, gauss, means2d, conics, opac, feats, radii, n_tx, tile, width, height,
+                        alpha_threshold, alpha_max, t_min, out, out_alpha):
         n_feat = feats.shape[1]
-        for k in numba.prange(n):
-            t = tile_ids[k]
-            x0 = (t % n_tiles_x) * tile
-            y0 = (t // n_tiles_x) * tile
-            a, b = tile_start[k], tile_end[k]
+        for t in numba.prange(starts.shape[0]):
+            n = counts[t]
+            if n == 0:
+                continue
+            x0 = (t % n_tx) * tile
+            y0 = (t // n_tx) * tile
+            a = starts[t]
             acc = np.zeros(n_feat)
+            row = np.empty(n, np.int64)
             for py in range(y0, min(y0 + tile, height)):
+                cy = py + 0.5
+                m = 0
+                for i in range(a, a + n):  # Gaussians whose box reaches this row, in depth order
+                    g = gauss[i]
+                    if abs(means2d[g, 1] - cy) <= radii[g, 1] + 0.5:
+                        row[m] = g
+                        m += 1
                 for px in range(x0, min(x0 + tile, width)):
                     cx = px + 0.5
-                    cy = py + 0.5
                     T = 1.0
                     acc[:] = 0.0
-                    for i in range(a, b):
-                        g = gauss[i]
+                    for j in range(m):
+                        g = row[j]
                         dx = means2d[g, 0] - cx
-                        dy = means2d[g, 1] - cy
-                        # outside the Gaussian's bounding box alpha is below the threshold anyway
-                        if abs(dx) > radii[g, 0] + 0.5 or abs(dy) > radii[g, 1] + 0.5:
+                        if abs(dx) > radii[g, 0] + 0.5:  # outside its box alpha is below threshold
                             continue
+                        dy = means2d[g, 1] - cy
                         sigma = 0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) + conics[g, 1] * dx * dy
                         if sigma < 0.0:
                             continue
@@ -56,19 +92,21 @@ def _build():
                         out[py, px, f] = acc[f]
                     out_alpha[py, px] = 1.0 - T
 
-    return composite_tiles
+    _KERNELS["bin"] = bin_tiles
+    _KERNELS["composite"] = composite_tiles
 
 
-def composite(tile_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, gauss: np.ndarray, means2d: np.ndarray,
-              conics: np.ndarray, opac: np.ndarray, feats: np.ndarray, radii: np.ndarray, n_tiles_x: int, tile: int, width: int,
-              height: int, alpha_threshold: float, alpha_max: float, t_min: float) -> tuple[np.ndarray, np.ndarray]:
-    """One camera. tile_ids [K] with their pair ranges [starts, ends) into `gauss` (depth-sorted
-    Gaussian indices). Returns features [H, W, F] and alpha [H, W]."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _build()
+def rasterize_camera(order: np.ndarray, means2d: np.ndarray, conics: np.ndarray, opac: np.ndarray,
+                     feats: np.ndarray, radii: np.ndarray, width: int, height: int, tile: int,
+                     alpha_threshold: float, alpha_max: float, t_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """One camera. `order`: indices of the visible Gaussians sorted front to back. Arrays float64
+    except `radii` (float64 too, integral values). Returns features [H, W, F] and alpha [H, W]."""
+    if not _KERNELS:
+        _build()
+    n_tx, n_ty = -(-width // tile), -(-height // tile)
+    starts, counts, gauss = _KERNELS["bin"](order, means2d, radii, tile, n_tx, n_ty)
     out = np.zeros((height, width, feats.shape[1]), dtype=np.float64)
     out_alpha = np.zeros((height, width), dtype=np.float64)
-    _KERNEL(starts, ends, tile_ids, gauss, means2d, conics, opac, feats, radii, n_tiles_x, tile, width, height,
-            alpha_threshold, alpha_max, t_min, out, out_alpha)
+    _KERNELS["composite"](starts, counts, gauss, means2d, conics, opac, feats, radii, n_tx, tile, width, height,
+                          alpha_threshold, alpha_max, t_min, out, out_alpha)
     return out, out_alpha

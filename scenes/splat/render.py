@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -103,12 +104,9 @@ def project(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """EWA projection. Returns means2d [C, N, 2], conics [C, N, 3] (a, b, c of the inverse 2-D
     covariance), depths [C, N] and integer radii [C, N, 2] (0 = culled)."""
-    R = quat_to_rotmat(quats)
-    M = R * scales[..., None, :]
-    cov3 = M @ M.transpose(-1, -2)  # [N, 3, 3]
+    M = quat_to_rotmat(quats) * scales[..., None, :]  # [N, 3, 3], covariance = M M^T
     Rv, tv = viewmats[:, :3, :3], viewmats[:, :3, 3]
     mc = torch.einsum("cij,nj->cni", Rv, means) + tv[:, None, :]  # [C, N, 3]
-    covc = Rv[:, None] @ cov3[None] @ Rv[:, None].transpose(-1, -2)  # [C, N, 3, 3]
     tx, ty, tz = mc.unbind(-1)
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
@@ -121,7 +119,9 @@ def project(
     J = torch.stack([fx / tz, zero, -fx * jx / tz**2, zero, fy / tz, -fy * jy / tz**2], -1).reshape(
         tz.shape + (2, 3)
     )
-    cov2 = J @ covc @ J.transpose(-1, -2) + eps2d * torch.eye(2, dtype=means.dtype, device=means.device)
+    # 2-D covariance J Rv M (J Rv M)^T: one [2, 3] x [3, 3] product per Gaussian, no 3x3x3 chains
+    A = (J @ Rv[:, None]) @ M[None]  # [C, N, 2, 3]
+    cov2 = A @ A.transpose(-1, -2) + eps2d * torch.eye(2, dtype=means.dtype, device=means.device)
     means2d = torch.stack([fx * tx / tz + cx, fy * ty / tz + cy], -1)
     det = cov2[..., 0, 0] * cov2[..., 1, 1] - cov2[..., 0, 1] * cov2[..., 1, 0]
     det_safe = det.clamp_min(1e-10)
@@ -260,23 +260,17 @@ def _composite_cpu_kernel(
     width: int, height: int, tile: int,
 ) -> tuple[Tensor, Tensor]:
     """The same compositing through the compiled per-pixel loop (no autograd)."""
-    from scenes.splat._cpu_kernel import composite
+    from scenes.splat._cpu_kernel import rasterize_camera
 
-    C = feats.shape[0]
-    tile_id, pc, _pg = _bin_pairs(means2d, depths, radii, width, height, tile)
-    tx_n, ty_n = math.ceil(width / tile), math.ceil(height / tile)
-    per_cam = tx_n * ty_n
     outs, alphas = [], []
-    f64 = lambda t: t.detach().to(torch.float64).cpu().numpy()  # noqa: E731
+    f64 = lambda t: np.ascontiguousarray(t.detach().to(torch.float64).cpu().numpy())  # noqa: E731
     opac = f64(opacities)
-    for c in range(C):
-        sel = pc == c
-        tid, g = tile_id[sel] - c * per_cam, _pg[sel]
-        uniq, counts = torch.unique_consecutive(tid, return_counts=True)
-        ends = torch.cumsum(counts, 0)
-        o, a = composite(
-            uniq.numpy(), (ends - counts).numpy(), ends.numpy(), g.numpy(), f64(means2d[c]), f64(conics[c]), opac,
-            f64(feats[c]), f64(radii[c]), tx_n, tile, width, height, ALPHA_THRESHOLD, ALPHA_MAX, T_MIN,
+    for c in range(feats.shape[0]):
+        visible = torch.nonzero((radii[c] > 0).any(-1)).flatten()
+        order = visible[torch.argsort(depths[c, visible].detach(), stable=True)].numpy()
+        o, a = rasterize_camera(
+            order, f64(means2d[c]), f64(conics[c]), opac, f64(feats[c]), f64(radii[c]), width, height, tile,
+            ALPHA_THRESHOLD, ALPHA_MAX, T_MIN,
         )
         outs.append(torch.from_numpy(o))
         alphas.append(torch.from_numpy(a)[..., None])
