@@ -93,6 +93,16 @@ def new_scene(name: str, path: str | Path, overwrite: bool = False) -> SceneSpec
     return save_document(doc, path)
 
 
+def _add_entry(doc: Any, path: Path, entry: dict[str, Any]) -> None:
+    """Append an object entry, rejecting a name the scene already uses."""
+    objects = doc.get("objects")
+    if any(o.get("name") == entry["name"] for o in objects or []):
+        raise SpecError(f"{path}: objects: an object named {entry['name']!r} already exists")
+    if objects is None:
+        doc["objects"] = []
+    doc["objects"].append(entry)
+
+
 def _relative(file: str | Path, spec_path: Path) -> str:
     file = Path(file).resolve()
     try:
@@ -119,8 +129,6 @@ def add_object(
     (appearance from the file, collision from its bounding box)."""
     path = Path(path)
     doc = load_document(path)
-    if any(o.get("name") == name for o in doc.get("objects") or []):
-        raise SpecError(f"{path}: objects: an object named {name!r} already exists")
     entry: dict[str, Any] = {"name": name}
     if kind in ("box", "sphere", "cylinder"):
         if not size:
@@ -148,9 +156,7 @@ def add_object(
     if yaw_deg:
         pose["euler_deg"] = _flow([0.0, 0.0, yaw_deg])
     entry["pose"] = pose
-    if doc.get("objects") is None:
-        doc["objects"] = []
-    doc["objects"].append(entry)
+    _add_entry(doc, path, entry)
     return save_document(doc, path)
 
 
@@ -230,16 +236,12 @@ def import_scan(
     app_file = path.parent / "meshes" / f"{name}_appearance.ply"
     _write_centred_appearance(v, centre, ply, app_file, kind)
     doc = load_document(path)
-    if any(o.get("name") == name for o in doc.get("objects") or []):
-        raise SpecError(f"{path}: objects: an object named {name!r} already exists")
     entry = {
         "name": name, "shape": "mesh", "size": _flow([1.0]), "mesh": _relative(mesh_file, path),
         "appearance": {"kind": kind, "file": _relative(app_file, path)}, "fixed": fixed,
         "pose": {"pos": _flow(np.round(centre, 5).tolist())},
     }
-    if doc.get("objects") is None:
-        doc["objects"] = []
-    doc["objects"].append(entry)
+    _add_entry(doc, path, entry)
     return save_document(doc, path)
 
 

@@ -20,27 +20,26 @@ def _build() -> None:
 
     @numba.njit(cache=True)
     def bin_tiles(order, means2d, radii, tile, n_tx, n_ty):
+        # each Gaussian's tile range, computed once and used by both passes
+        box = np.empty((order.shape[0], 4), np.int64)
         counts = np.zeros(n_tx * n_ty, np.int64)
-        for g in order:
-            x0 = min(max(int(np.floor((means2d[g, 0] - radii[g, 0]) / tile)), 0), n_tx - 1)
-            x1 = min(max(int(np.floor((means2d[g, 0] + radii[g, 0]) / tile)), 0), n_tx - 1)
-            y0 = min(max(int(np.floor((means2d[g, 1] - radii[g, 1]) / tile)), 0), n_ty - 1)
-            y1 = min(max(int(np.floor((means2d[g, 1] + radii[g, 1]) / tile)), 0), n_ty - 1)
-            for ty in range(y0, y1 + 1):
-                for tx in range(x0, x1 + 1):
+        for k in range(order.shape[0]):
+            g = order[k]
+            box[k, 0] = min(max(int(np.floor((means2d[g, 0] - radii[g, 0]) / tile)), 0), n_tx - 1)
+            box[k, 1] = min(max(int(np.floor((means2d[g, 0] + radii[g, 0]) / tile)), 0), n_tx - 1)
+            box[k, 2] = min(max(int(np.floor((means2d[g, 1] - radii[g, 1]) / tile)), 0), n_ty - 1)
+            box[k, 3] = min(max(int(np.floor((means2d[g, 1] + radii[g, 1]) / tile)), 0), n_ty - 1)
+            for ty in range(box[k, 2], box[k, 3] + 1):
+                for tx in range(box[k, 0], box[k, 1] + 1):
                     counts[ty * n_tx + tx] += 1
         starts = np.cumsum(counts) - counts
         fill = starts.copy()
         gauss = np.empty(counts.sum(), np.int64)
-        for g in order:  # depth order is kept inside every tile
-            x0 = min(max(int(np.floor((means2d[g, 0] - radii[g, 0]) / tile)), 0), n_tx - 1)
-            x1 = min(max(int(np.floor((means2d[g, 0] + radii[g, 0]) / tile)), 0), n_tx - 1)
-            y0 = min(max(int(np.floor((means2d[g, 1] - radii[g, 1]) / tile)), 0), n_ty - 1)
-            y1 = min(max(int(np.floor((means2d[g, 1] + radii[g, 1]) / tile)), 0), n_ty - 1)
-            for ty in range(y0, y1 + 1):
-                for tx in range(x0, x1 + 1):
+        for k in range(order.shape[0]):  # depth order is kept inside every tile
+            for ty in range(box[k, 2], box[k, 3] + 1):
+                for tx in range(box[k, 0], box[k, 1] + 1):
                     t = ty * n_tx + tx
-                    gauss[fill[t]] = g
+                    gauss[fill[t]] = order[k]
                     fill[t] += 1
         return starts, counts, gauss
 

@@ -56,6 +56,11 @@ def test_bad_edits_are_rejected_and_leave_the_file_alone(tmp_path):
     with pytest.raises(SpecError, match="already exists"):
         new_scene("s", p)
     assert p.read_text() == before
+    add_object(p, "cube", "box", size=[0.05, 0.05, 0.05])
+    after_cube = p.read_text()
+    with pytest.raises(SpecError, match="an object named 'cube' already exists"):
+        add_object(p, "cube", "sphere", size=[0.02])
+    assert p.read_text() == after_cube
 
 
 def test_import_scan_makes_a_mesh_and_appearance(tmp_path):
