@@ -94,6 +94,9 @@ class DigitalTwin:
         self._step_count: int | None = None
         self.renderer = spec.renderer
         self._splat: Any = None
+        self._built_spec = spec
+        self._force_render = False
+        self._light_nodes: list[Any] | None = None
 
     # ---------------------------------------------------------------- build
     def _build(self) -> None:
@@ -188,6 +191,83 @@ class DigitalTwin:
             seed=0,
         )
         return _np(q).astype(np.float64)
+
+    # ---------------------------------------------------------------- variants
+    def set_variant(self, spec: SceneSpec) -> None:
+        """Re-dress the built scene as `spec`, a variant of the spec it was built from: object and
+        table colours, friction, mass, pose ranges, lights and camera poses may differ; anything
+        structural (shapes, sizes, names, resolutions, physics, control) may not. Every variable
+        field is set, so nothing of an earlier variant leaks into the next episode."""
+        from scenes.randomization import variable_fields
+
+        if variable_fields(spec) != variable_fields(self._built_spec):
+            raise SpecError(
+                f"scene {spec.name!r} is not a variant of the built scene {self._built_spec.name!r}: only colours, "
+                "friction, mass, pose ranges, lights and camera poses may differ"
+            )
+        for o in spec.objects:
+            ent = self.objects[o.name]
+            ent.set_friction(o.friction)
+            if not o.fixed:
+                ent.set_mass(o.mass)
+            self._recolor(ent, o.color)
+        self.table.set_friction(spec.table.friction)
+        self._recolor(self.table, spec.table.color)
+        for m, ent in zip(spec.markers, self.markers):
+            self._recolor(ent, m.color)
+        if self.cameras:
+            self._set_lights(spec)
+            for c in spec.cameras:
+                self.cameras[c.name].set_pose(pos=c.pos, lookat=c.lookat, up=c.up)
+            # Genesis's renderer caches materials and lights per scene revision: make it read them again
+            pyr = self.scene.visualizer.context._scene
+            pyr._meshes_updated = True
+            pyr.bump_revision()
+        if self._splat is not None and spec.model_dump() != self.spec.model_dump():
+            self._splat = None  # rebuilt on next use with the variant's colours and cameras
+        self.spec = spec
+        self._force_render = True
+
+    def _recolor(self, entity: Any, color: tuple[float, float, float]) -> None:
+        """Set a body's colour in Genesis's rasteriser: the material's base-colour factor scales the
+        vertex colours it was built with."""
+        ctx = self.scene.visualizer.context
+        if ctx is None or not self.cameras:
+            return
+        for vg in entity.vgeoms:
+            node = ctx.rigid_nodes.get(vg.uid)
+            if node is None:
+                continue
+            for prim in node.mesh.primitives:
+                base = np.ones(3) if prim.color_0 is None else np.asarray(prim.color_0[0][:3], dtype=np.float64)
+                factor = np.asarray(color, dtype=np.float64) / np.maximum(base, 1.0 / 255)
+                prim.material.baseColorFactor = np.array([*factor, 1.0], dtype=np.float32)
+
+    def _set_lights(self, spec: SceneSpec) -> None:
+        from genesis.utils.geom import z_up_to_R
+
+        ctx = self.scene.visualizer.context
+        if ctx is None:
+            return
+        if self._light_nodes is None:  # match Genesis's light nodes to the built spec's lights
+            nodes = list(ctx._scene.light_nodes)
+            self._light_nodes = []
+            for li in self._built_spec.lights:
+                kind = "DirectionalLight" if li.type == "directional" else "PointLight"
+                match = [n for n in nodes if type(n.light).__name__ == kind and n not in self._light_nodes
+                         and abs(n.light.intensity - li.intensity) < 1e-6]
+                if not match:
+                    raise WorldStateError(f"no renderer light matches lights entry {li.model_dump()}")
+                self._light_nodes.append(match[0])
+        for li, node in zip(spec.lights, self._light_nodes):
+            node.light.intensity = li.intensity
+            node.light.color = np.asarray(li.color, dtype=np.float32)
+            pose = np.eye(4)
+            if li.type == "directional":
+                pose[:3, :3] = z_up_to_R(-np.asarray(li.dir, dtype=np.float32))
+            else:
+                pose[:3, 3] = li.pos
+            ctx._scene.set_pose(node, pose)
 
     # ---------------------------------------------------------------- World protocol
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
@@ -312,8 +392,11 @@ class DigitalTwin:
     def render_genesis(self, segmentation: bool = False) -> dict[str, Any]:
         """Genesis's own renderer; with `segmentation`, name -> (rgb, link-level segmentation ids)."""
         out = {}
+        force, self._force_render = self._force_render, False
         for name, cam in self.cameras.items():
-            rgb, _, seg, _ = cam.render(rgb=True, depth=False, segmentation=segmentation, normal=False)
+            rgb, _, seg, _ = cam.render(
+                rgb=True, depth=False, segmentation=segmentation, normal=False, force_render=force
+            )
             img = np.ascontiguousarray(_np(rgb).astype(np.uint8))
             out[name] = (img, _np(seg)) if segmentation else img
         return out
