@@ -42,11 +42,11 @@ eval_app = typer.Typer(
 )
 datagen_app = typer.Typer(
     help=(
-        "Synthetic dataset generation in the LeRobot format. Example (once rollouts land): "
-        "dreamtwin datagen rollouts --scene configs/scenes/push_cube.yaml --policy expert --episodes 100 "
-        "--out data/push"
+        "Synthetic datasets in the LeRobot v3.0 format. Example: "
+        "dreamtwin datagen rollouts --scene configs/scenes/push_cube.yaml --policy expert:0.7,image_mild:0.3 "
+        "--episodes 100 --seed 0 --out data/push --randomize configs/randomization/push_cube.yaml --workers 2"
     ),
-    invoke_without_command=True,
+    no_args_is_help=True,
 )
 train_app = typer.Typer(
     help=(
@@ -299,11 +299,77 @@ def eval_show(out: Path = typer.Argument(..., help="an eval output directory")) 
 
 
 # ------------------------------------------------------------------ datagen / train
-@datagen_app.callback()
-def datagen_main(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-        typer.echo("\nNo dataset commands are installed in this version yet (LeRobot-format rollouts come next).")
+@datagen_app.command("rollouts")
+def datagen_rollouts(
+    config: Optional[Path] = typer.Option(None, help="job YAML (configs/datasets/*.yaml); flags override it"),
+    scene: Optional[str] = typer.Option(None, help="SceneSpec YAML"),
+    policy: Optional[str] = typer.Option(None, help="policy mix: name[:weight],... e.g. expert:0.7,image_mild:0.3"),
+    episodes: Optional[int] = typer.Option(None, help="episodes in the finished dataset"),
+    seed: Optional[int] = typer.Option(None, help="first seed; attempt i uses seed + i"),
+    out: Optional[str] = typer.Option(None, help="dataset directory (rerun the same command to resume)"),
+    randomize: Optional[str] = typer.Option(None, help="randomisation YAML (configs/randomization/...)"),
+    only_success: Optional[bool] = typer.Option(None, "--only-success/--all", help="keep successful episodes only"),
+    workers: Optional[int] = typer.Option(None, help="parallel workers, each with its own twin"),
+    backend: Optional[str] = typer.Option(None, help="local | ray"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
+    lossless: bool = typer.Option(False, help="store frames exactly (H.264 RGB, qp 0) instead of AV1"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"),
+) -> None:
+    """Roll policies out in randomised twins and write a LeRobot v3.0 dataset (resumable).
+
+    Example: dreamtwin datagen rollouts --scene configs/scenes/push_cube.yaml --policy expert --episodes 20
+    --seed 0 --out data/push_small --randomize configs/randomization/push_cube.yaml --workers 2
+    """
+    from datagen.rollouts import RolloutJob, generate, load_job, parse_policy_mix
+    from scenes.config import parse_overrides, validate_model
+
+    try:
+        flags = {
+            "scene": scene, "policies": parse_policy_mix(policy) if policy else None, "episodes": episodes,
+            "seed": seed, "out": out, "randomize": randomize, "only_success": only_success, "workers": workers,
+            "backend": backend, "ray_address": ray_address,
+            "scene_overrides": parse_overrides(set_) if set_ else None,
+            "video": {"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
+        }
+        flags = {k: v for k, v in flags.items() if v is not None}
+        job = load_job(config, flags) if config else validate_model(RolloutJob, flags, "command line")
+        summary = generate(job)
+    except DreamTwinError as e:
+        _fail(e)
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"dataset {summary['out']}", show_header=False)
+    if summary.get("resumed"):
+        t.add_row("status", str(summary["resumed"]))
+    t.add_row("episodes", str(summary["episodes"]))
+    t.add_row("frames", str(summary["frames"]))
+    t.add_row("success rate", f"{summary['success_rate']:.2f} (of all attempts {summary['success_rate_of_attempts']:.2f}, "
+              f"{summary['attempts']} attempts)")
+    t.add_row("policies", ", ".join(f"{k} {v}" for k, v in summary["policies"].items()))
+    t.add_row("size", f"{summary['bytes'] / 1e6:.1f} MB")
+    t.add_row("time", f"{summary['seconds']:.1f} s")
+    console.print(t)
+
+
+@datagen_app.command("verify")
+def datagen_verify(path: Path = typer.Argument(..., help="a LeRobot v3.0 dataset directory")) -> None:
+    """Check a dataset: metadata, parquet files, every episode's frames decodable, counts and stats.
+
+    Example: dreamtwin datagen verify data/push_small
+    """
+    from datagen.lerobot import verify_dataset
+
+    try:
+        report = verify_dataset(path)
+    except DreamTwinError as e:
+        _fail(e)
+        return
+    typer.echo(f"ok: {report['episodes']} episodes, {report['frames']} frames, {report['videos']} video files")
 
 
 @train_app.callback()

@@ -1,0 +1,514 @@
+"""Synthetic dataset generation: policy rollouts in randomised twins, written as a LeRobot dataset.
+
+    dreamtwin datagen rollouts --scene configs/scenes/push_cube.yaml --policy expert:0.5,image_mild:0.5 \
+        --episodes 200 --seed 0 --out data/push --randomize configs/randomization/push_cube.yaml --workers 2
+
+Attempt i uses seed `seed + i`, the scene variant drawn from that seed, and a policy drawn from
+the mix with that seed — so an attempt's content depends on (job, i) only, never on which worker
+or backend ran it. With `only_success`, the dataset holds the first N successful attempts.
+
+Crash safety: every finished attempt is staged under `OUT/.dreamtwin/staging/ep-<i>/`, written to
+a temporary directory and renamed into place (a killed worker leaves no partial episode). When
+all needed attempts are staged, the LeRobot files are assembled in `OUT/.dreamtwin/assembly/` and
+moved into `OUT/` with `meta/` last, so `meta/info.json` exists only for a complete dataset. A
+rerun of the same command skips staged attempts and finishes the job; a different job aimed at
+the same directory is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from datagen.video import VideoSettings, encode_video
+from scenes.config import Strict, atomic_write_text, load_model, stable_hash
+from scenes.errors import DreamTwinError, SpecError
+
+JOB_VERSION = 1
+
+
+class DatagenError(DreamTwinError):
+    """A generation job that cannot run as asked (its message names the file or option)."""
+
+
+class RolloutJob(Strict):
+    """What to generate. Everything except `episodes`, `out`, `workers`, `backend` and
+    `ray_address` decides the content and goes into the job's fingerprint."""
+
+    scene: str = Field(description="SceneSpec YAML path")
+    scene_overrides: dict[str, Any] = Field({}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution")
+    policies: dict[str, float] = Field(description="policy name -> mix weight")
+    episodes: int = Field(ge=1, description="episodes in the finished dataset")
+    seed: int = Field(0, ge=0, description="attempt i uses seed + i")
+    out: str = "data/rollouts"
+    randomize: str | None = Field(None, description="randomisation YAML (configs/randomization/...)")
+    only_success: bool = False
+    max_attempts_factor: float = Field(20.0, gt=1, description="only_success: give up after factor * episodes attempts")
+    workers: int = Field(1, ge=1)
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
+    video: VideoSettings = VideoSettings()
+
+    @field_validator("policies")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        from policy_eval.policies import POLICIES
+
+        if not v:
+            raise ValueError("at least one policy is needed")
+        unknown = [p for p in v if p not in POLICIES]
+        if unknown:
+            raise ValueError(f"unknown policies {unknown}; registered: {', '.join(POLICIES.names())}")
+        if any(w <= 0 for w in v.values()):
+            raise ValueError(f"mix weights must be positive, got {v}")
+        return v
+
+
+def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> RolloutJob:
+    return load_model(RolloutJob, path, overrides)
+
+
+def parse_policy_mix(text: str) -> dict[str, float]:
+    """`expert:0.5,image_mild:0.5` (or `expert,image_mild`, equal weights) -> {name: weight}."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, w = part.partition(":")
+        try:
+            mix[name.strip()] = float(w) if w else 1.0
+        except ValueError:
+            raise SpecError(f"--policy: weight of {name!r} is not a number: {w!r}") from None
+    return mix
+
+
+# ---------------------------------------------------------------------- resolved job
+@dataclass
+class ResolvedJob:
+    """The job with its scene and randomisation loaded; cheap to rebuild in every worker."""
+
+    job: RolloutJob
+    spec: Any
+    rnd: Any
+
+    @classmethod
+    def load(cls, job: RolloutJob) -> ResolvedJob:
+        from scenes.randomization import load_randomization
+        from scenes.spec import load_scene_spec
+
+        spec = load_scene_spec(job.scene, dict(job.scene_overrides) or None)
+        if not spec.cameras:
+            raise SpecError(f"{job.scene}: datasets need at least one camera; the scene has none")
+        rnd = load_randomization(job.randomize) if job.randomize else None
+        return cls(job, spec, rnd)
+
+    def fingerprint(self) -> str:
+        j = self.job
+        return stable_hash({
+            "version": JOB_VERSION, "scene": self.spec.model_dump(mode="json"),
+            "randomize": self.rnd.model_dump(mode="json") if self.rnd else None,
+            "policies": j.policies, "seed": j.seed, "only_success": j.only_success, "video": j.video.model_dump(),
+        })
+
+    def attempt(self, i: int) -> tuple[int, str]:
+        """(seed, policy name) of attempt i."""
+        names = sorted(self.job.policies)
+        w = np.array([self.job.policies[n] for n in names], dtype=np.float64)
+        rng = np.random.default_rng([self.job.seed, i, 0x9011C7])
+        return self.job.seed + i, names[int(rng.choice(len(names), p=w / w.sum()))]
+
+    def max_attempts(self) -> int:
+        return int(np.ceil(self.job.episodes * self.job.max_attempts_factor)) if self.job.only_success else self.job.episodes
+
+
+# ---------------------------------------------------------------------- one attempt
+class EpisodeMaker:
+    """Builds one twin and turns attempt indices into staged episodes."""
+
+    def __init__(self, resolved: ResolvedJob, staging: Path) -> None:
+        from scenes.twin import DigitalTwin
+
+        self.r = resolved
+        self.staging = staging
+        self.twin = DigitalTwin(resolved.spec, render=True)
+        self.spec_hash = resolved.spec.hash()
+
+    def make(self, i: int) -> dict[str, Any]:
+        from policy_eval.policies import POLICIES, make_policy
+        from policy_eval.runner import rollout
+        from scenes.randomization import sample_variation
+
+        final = self.staging / f"ep-{i:06d}"
+        if (final / "meta.json").exists():
+            return json.loads((final / "meta.json").read_text())
+        seed, name = self.r.attempt(i)
+        variation = sample_variation(self.r.spec, self.r.rnd, seed)
+        self.twin.set_variant(variation.spec)
+        policy = make_policy(name, variation.spec, seed=self.r.job.seed)
+        t0 = time.perf_counter()
+        ep = rollout(self.twin, policy, seed, policy_id=name, privileged=POLICIES.get(name).privileged,
+                     scene_hash=self.spec_hash)
+        meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed)
+        meta["seconds"] = time.perf_counter() - t0
+        return meta
+
+
+def episode_arrays(ep: Any) -> dict[str, np.ndarray]:
+    """Frame-aligned arrays of an Episode (T actions -> T + 1 frames).
+
+    Frame t < T holds observation t, the action taken from it and `next.success` after it; the
+    last frame holds the final observation with a hold action (zero motion, same gripper) and is
+    the only frame with `next.done`.
+    """
+    obs = [ep.initial_observation] + [s.observation for s in ep.steps]
+    actions = np.stack([np.asarray(s.action, np.float32) for s in ep.steps])
+    hold = np.zeros_like(actions[-1])
+    hold[3:] = actions[-1][3:]
+    T = len(obs)
+    success = np.array([s.success for s in ep.steps] + [bool(ep.success)], dtype=bool)
+    done = np.zeros(T, dtype=bool)
+    done[-1] = True
+    return {
+        "observation.state": np.stack([o.state for o in obs]).astype(np.float32),
+        "observation.environment_state": np.stack([o.environment_state for o in obs]).astype(np.float32),
+        "action": np.concatenate([actions, hold[None]]).astype(np.float32),
+        "timestamp": np.array([o.timestamp for o in obs], dtype=np.float32),
+        "next.success": success,
+        "next.done": done,
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage_episode(staging: Path, i: int, ep: Any, params: dict[str, float], r: ResolvedJob, policy: str,
+                  seed: int) -> dict[str, Any]:
+    """Write attempt i's arrays, videos and metadata; appears atomically as `staging/ep-<i>`."""
+    from datagen.lerobot import episode_stats
+
+    final = staging / f"ep-{i:06d}"
+    tmp = staging / f".tmp-ep-{i:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    arrays = episode_arrays(ep)
+    arrays["randomization"] = np.tile(np.array(list(params.values()), np.float32), (len(arrays["action"]), 1))
+    fps = r.spec.control.rate_hz
+    frames = {c.name: np.stack([ep.initial_observation.images[c.name]] + [s.observation.images[c.name] for s in ep.steps])
+              for c in r.spec.cameras}
+    for cam, fr in frames.items():
+        encode_video(fr, tmp / f"{cam}.mp4", fps, r.job.video)
+    np.savez(tmp / "arrays.npz", **arrays)
+    meta = {
+        "attempt": i, "seed": seed, "policy": policy, "success": bool(ep.success), "length": len(arrays["action"]),
+        "task": r.spec.task.instruction, "scene_hash": r.spec.hash(), "randomization_names": list(params),
+        "stats": episode_stats(arrays, frames),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # already staged by an earlier run that was cut off after its rename
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(staging)
+    return meta
+
+
+# ---------------------------------------------------------------------- backends
+_WORKER: EpisodeMaker | None = None
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)  # the job was killed: stop instead of running on as an orphan
+
+
+def _init_worker(job_json: str, staging: str, parent: int) -> None:
+    global _WORKER
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    job = RolloutJob.model_validate_json(job_json)
+    _WORKER = EpisodeMaker(ResolvedJob.load(job), Path(staging))
+
+
+def _worker_make(i: int) -> dict[str, Any]:
+    assert _WORKER is not None
+    return _WORKER.make(i)
+
+
+class LocalBackend:
+    """`workers` = 1: in this process; more: that many spawned processes, each with its own twin."""
+
+    def __init__(self, resolved: ResolvedJob, staging: Path, workers: int) -> None:
+        self.resolved, self.staging, self.workers = resolved, staging, workers
+        self._maker: EpisodeMaker | None = None
+        self._pool: Any = None
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, indices: list[int]) -> Iterator[dict[str, Any]]:
+        if self.workers == 1:
+            if self._maker is None:
+                self._maker = EpisodeMaker(self.resolved, self.staging)
+            for i in indices:
+                yield self._maker.make(i)
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                initargs=(self.resolved.job.model_dump_json(), str(self.staging), os.getpid()),
+            )
+        futures = [self._pool.submit(_worker_make, i) for i in indices]
+        for f in as_completed(futures):
+            yield f.result()
+
+
+class RayBackend:
+    """Ray actors, each with its own twin; `address` None starts a local Ray with `workers` CPUs."""
+
+    def __init__(self, resolved: ResolvedJob, staging: Path, workers: int, address: str | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise DatagenError(
+                "--backend ray needs Ray: install the `distributed` extra (pip install 'dreamtwin[distributed]')"
+            ) from None
+        self.ray = ray
+        self.resolved, self.staging, self.workers, self.address = resolved, staging, workers, address
+        self._actors: list[Any] = []
+        self._started = False
+
+    def __enter__(self) -> RayBackend:
+        ray = self.ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": self.address} if self.address else {"num_cpus": self.workers}
+            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+            self._started = True
+        actor = ray.remote(num_cpus=1)(_RayEpisodeActor)
+        job_json = self.resolved.job.model_dump_json()
+        self._actors = [actor.remote(job_json, str(self.staging)) for _ in range(self.workers)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for a in self._actors:
+            self.ray.kill(a)
+        if self._started:
+            self.ray.shutdown()
+
+    def run(self, indices: list[int]) -> Iterator[dict[str, Any]]:
+        from ray.util import ActorPool
+
+        pool = ActorPool(self._actors)
+        yield from pool.map_unordered(lambda a, i: a.make.remote(i), indices)
+
+
+class _RayEpisodeActor:
+    def __init__(self, job_json: str, staging: str) -> None:
+        job = RolloutJob.model_validate_json(job_json)
+        self.maker = EpisodeMaker(ResolvedJob.load(job), Path(staging))
+
+    def make(self, i: int) -> dict[str, Any]:
+        return self.maker.make(i)
+
+
+# ---------------------------------------------------------------------- the job
+def staged(staging: Path) -> dict[int, dict[str, Any]]:
+    out = {}
+    for d in staging.glob("ep-*"):
+        m = d / "meta.json"
+        if m.exists():
+            out[int(d.name[3:])] = json.loads(m.read_text())
+    return out
+
+
+def select(job: RolloutJob, done: dict[int, dict[str, Any]]) -> list[int] | None:
+    """The attempts that make the dataset, in order, or None while more are needed."""
+    if not job.only_success:
+        need = list(range(job.episodes))
+        return need if all(i in done for i in need) else None
+    kept = []
+    i = 0
+    while i in done and len(kept) < job.episodes:
+        if done[i]["success"]:
+            kept.append(i)
+        i += 1
+    return kept if len(kept) == job.episodes else None
+
+
+def wanted(job: RolloutJob, done: dict[int, dict[str, Any]], limit: int) -> list[int]:
+    """The next attempts to run: every missing one below the last staged, then as many new ones as
+    can still be needed."""
+    if not job.only_success:
+        return [i for i in range(job.episodes) if i not in done]
+    top = max(done) + 1 if done else 0
+    gaps = [i for i in range(top) if i not in done]
+    successes = sum(m["success"] for m in done.values())
+    budget = max(job.episodes - successes - len(gaps), 0)  # optimistic: every gap may succeed
+    new = list(range(top, min(top + budget, limit)))
+    return gaps + new
+
+
+class _DirLock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> _DirLock:
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise DatagenError(f"{self.path.parent.parent}: another generation job is writing this directory") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _claim_output(out: Path, resolved: ResolvedJob) -> Path:
+    """Create/check `out` for this job; returns the job's private directory."""
+    private = out / ".dreamtwin"
+    job_file = private / "job.json"
+    fp = resolved.fingerprint()
+    if job_file.exists():
+        try:
+            other = json.loads(job_file.read_text())
+        except json.JSONDecodeError:
+            raise DatagenError(f"{job_file}: corrupted job record") from None
+        if other.get("fingerprint") != fp:
+            raise DatagenError(
+                f"{out}: holds a different dataset (job {other.get('fingerprint')}, scene {other.get('scene')}, "
+                f"policies {other.get('policies')}); choose another --out or delete it"
+            )
+    else:
+        if out.exists() and any(p.name != ".dreamtwin" for p in out.iterdir()):
+            what = "a dataset made by another job" if (out / "meta" / "info.json").exists() else "other files"
+            raise DatagenError(f"{out}: holds {what}; choose another --out or delete it")
+        private.mkdir(parents=True, exist_ok=True)
+        j = resolved.job
+        atomic_write_text(job_file, json.dumps({
+            "fingerprint": fp, "scene": j.scene, "policies": j.policies, "seed": j.seed, "job": j.model_dump(mode="json"),
+        }, indent=2))
+    (private / "staging").mkdir(exist_ok=True)
+    return private
+
+
+def generate(job: RolloutJob, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or finish) the job; returns the summary."""
+    from datagen.lerobot import assemble_dataset, read_info
+
+    t0 = time.perf_counter()
+    resolved = ResolvedJob.load(job)
+    out = Path(job.out)
+    private = _claim_output(out, resolved)
+    staging = private / "staging"
+    with _DirLock(private / "lock"):
+        for leftover in staging.glob(".tmp-ep-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        info = read_info(out) if (out / "meta" / "info.json").exists() else None
+        record = private / "done.json"
+        if info is not None and record.exists() and json.loads(record.read_text()).get("episodes") == job.episodes:
+            summary = json.loads(record.read_text())
+            summary["resumed"] = "already complete"
+            return summary
+        done = staged(staging)
+        attempts_before = len(done)
+        backend: Any = (RayBackend(resolved, staging, job.workers, job.ray_address) if job.backend == "ray"
+                        else LocalBackend(resolved, staging, job.workers))
+        limit = resolved.max_attempts()
+        with _progress(progress, job.episodes) as bar, backend:
+            bar.update(_n_kept(job, done))
+            while (kept := select(job, done)) is None:
+                todo = wanted(job, done, limit)
+                if not todo:
+                    n_ok = sum(m["success"] for m in done.values())
+                    raise DatagenError(
+                        f"only {n_ok} successful episodes in {len(done)} attempts (limit {limit}); "
+                        "raise max_attempts_factor or use better policies"
+                    )
+                for meta in backend.run(todo):
+                    done[meta["attempt"]] = meta
+                    bar.update(_n_kept(job, done), success=meta["success"])
+        stats = assemble_dataset(out, private, [done[i] for i in kept], resolved)
+        summary = {
+            "out": str(out), "episodes": len(kept), "attempts": len(done), "attempts_this_run": len(done) - attempts_before,
+            "success_rate_of_attempts": float(np.mean([m["success"] for m in done.values()])),
+            "success_rate": float(np.mean([done[i]["success"] for i in kept])),
+            "frames": int(sum(done[i]["length"] for i in kept)), "bytes": _dir_bytes(out),
+            "policies": {p: sum(done[i]["policy"] == p for i in kept) for p in job.policies},
+            "seconds": time.perf_counter() - t0, **stats,
+        }
+        atomic_write_text(record, json.dumps(summary, indent=2))
+        shutil.rmtree(staging, ignore_errors=True)
+        return summary
+
+
+def _n_kept(job: RolloutJob, done: dict[int, dict[str, Any]]) -> int:
+    if job.only_success:
+        return min(sum(m["success"] for m in done.values()), job.episodes)
+    return sum(1 for i in done if i < job.episodes)
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and ".dreamtwin" not in f.parts)
+
+
+class _progress:
+    """A rich progress bar (episodes/s, ETA) or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+        self.n_success = self.n_seen = 0
+
+    def __enter__(self) -> _progress:
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.p = Progress(
+                TextColumn("[bold]episodes"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[succ]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            )
+            self.p.start()
+            self.task = self.p.add_task("gen", total=self.total, rate="", succ="")
+            self.t0 = time.perf_counter()
+        return self
+
+    def update(self, n: int, success: bool | None = None) -> None:
+        if success is not None:
+            self.n_seen += 1
+            self.n_success += success
+        if self.enabled:
+            dt = max(time.perf_counter() - self.t0, 1e-9)
+            succ = f"success {self.n_success / self.n_seen:.0%}" if self.n_seen else ""
+            self.p.update(self.task, completed=n, rate=f"{self.n_seen / dt:.2f} ep/s", succ=succ)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.p.stop()
