@@ -138,7 +138,8 @@ def _arrow_type(feat: dict[str, Any]) -> Any:
 
     base = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_(),
             "string": pa.string()}[feat["dtype"]]
-    return base if feat["shape"] == [1] else pa.list_(base, feat["shape"][0])
+    # LeRobot's files (written through HF datasets) name the list element "element"
+    return base if feat["shape"] == [1] else pa.list_(pa.field("element", base), feat["shape"][0])
 
 
 def _hf_feature(feat: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +251,7 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
             **video_info(build / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)),
             "video.g": resolved.job.video.g, "video.crf": resolved.job.video.crf,
             "video.preset": resolved.job.video.preset, "video.fast_decode": 0, "video.video_backend": "pyav",
-            "video.extra_options": {},
+            "video.extra_options": {}, "is_depth_map": False,
         }
 
     # per-episode stats columns, episodes metadata, aggregate stats

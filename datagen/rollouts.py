@@ -134,12 +134,15 @@ class ResolvedJob:
 class EpisodeMaker:
     """Builds one twin and turns attempt indices into staged episodes."""
 
-    def __init__(self, resolved: ResolvedJob, staging: Path) -> None:
+    def __init__(self, resolved: ResolvedJob, staging: Path, twin: Any = None) -> None:
+        from scenes.randomization import variable_fields
         from scenes.twin import DigitalTwin
 
         self.r = resolved
         self.staging = staging
-        self.twin = DigitalTwin(resolved.spec, render=True)
+        if twin is not None and variable_fields(twin._built_spec) != variable_fields(resolved.spec):
+            raise DatagenError(f"the twin given was built from another scene than {resolved.job.scene}")
+        self.twin = twin if twin is not None else DigitalTwin(resolved.spec, render=True)
         self.spec_hash = resolved.spec.hash()
 
     def make(self, i: int) -> dict[str, Any]:
@@ -244,6 +247,9 @@ def _watch_parent(parent: int) -> None:
 def _init_worker(job_json: str, staging: str, parent: int) -> None:
     global _WORKER
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     job = RolloutJob.model_validate_json(job_json)
     _WORKER = EpisodeMaker(ResolvedJob.load(job), Path(staging))
 
@@ -253,11 +259,14 @@ def _worker_make(i: int) -> dict[str, Any]:
     return _WORKER.make(i)
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 class LocalBackend:
     """`workers` = 1: in this process; more: that many spawned processes, each with its own twin."""
 
-    def __init__(self, resolved: ResolvedJob, staging: Path, workers: int) -> None:
-        self.resolved, self.staging, self.workers = resolved, staging, workers
+    def __init__(self, resolved: ResolvedJob, staging: Path, workers: int, twin: Any = None) -> None:
+        self.resolved, self.staging, self.workers, self.twin = resolved, staging, workers, twin
         self._maker: EpisodeMaker | None = None
         self._pool: Any = None
 
@@ -267,11 +276,16 @@ class LocalBackend:
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        for k, v in getattr(self, "_env_before", {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     def run(self, indices: list[int]) -> Iterator[dict[str, Any]]:
         if self.workers == 1:
             if self._maker is None:
-                self._maker = EpisodeMaker(self.resolved, self.staging)
+                self._maker = EpisodeMaker(self.resolved, self.staging, self.twin)
             for i in indices:
                 yield self._maker.make(i)
             return
@@ -279,6 +293,11 @@ class LocalBackend:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         if self._pool is None:
+            # one BLAS/OpenMP thread pool per core, not per core per worker: oversubscribed spinning BLAS
+            # threads slowed Genesis's scene build a hundredfold with 2 workers on 2 cores
+            threads = str(max(1, (os.cpu_count() or 1) // self.workers))
+            self._env_before = {k: os.environ.get(k) for k in _THREAD_VARS}
+            os.environ.update({k: threads for k in _THREAD_VARS})
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                 initargs=(self.resolved.job.model_dump_json(), str(self.staging), os.getpid()),
@@ -419,8 +438,9 @@ def _claim_output(out: Path, resolved: ResolvedJob) -> Path:
     return private
 
 
-def generate(job: RolloutJob, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or finish) the job; returns the summary."""
+def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dict[str, Any]:
+    """Run (or finish) the job; returns the summary. `twin`: an already built DigitalTwin of the
+    job's scene to use with one local worker (saves a build)."""
     from datagen.lerobot import assemble_dataset, read_info
 
     t0 = time.perf_counter()
@@ -440,8 +460,9 @@ def generate(job: RolloutJob, *, progress: bool = True) -> dict[str, Any]:
         done = staged(staging)
         attempts_before = len(done)
         backend: Any = (RayBackend(resolved, staging, job.workers, job.ray_address) if job.backend == "ray"
-                        else LocalBackend(resolved, staging, job.workers))
+                        else LocalBackend(resolved, staging, job.workers, twin))
         limit = resolved.max_attempts()
+        arrivals: list[float] = []
         with _progress(progress, job.episodes) as bar, backend:
             bar.update(_n_kept(job, done))
             while (kept := select(job, done)) is None:
@@ -453,16 +474,19 @@ def generate(job: RolloutJob, *, progress: bool = True) -> dict[str, Any]:
                         "raise max_attempts_factor or use better policies"
                     )
                 for meta in backend.run(todo):
+                    arrivals.append(time.perf_counter() - t0)
                     done[meta["attempt"]] = meta
                     bar.update(_n_kept(job, done), success=meta["success"])
+        t_assemble = time.perf_counter()
         stats = assemble_dataset(out, private, [done[i] for i in kept], resolved)
+        t_assemble = time.perf_counter() - t_assemble
         summary = {
             "out": str(out), "episodes": len(kept), "attempts": len(done), "attempts_this_run": len(done) - attempts_before,
             "success_rate_of_attempts": float(np.mean([m["success"] for m in done.values()])),
             "success_rate": float(np.mean([done[i]["success"] for i in kept])),
             "frames": int(sum(done[i]["length"] for i in kept)), "bytes": _dir_bytes(out),
             "policies": {p: sum(done[i]["policy"] == p for i in kept) for p in job.policies},
-            "seconds": time.perf_counter() - t0, **stats,
+            "seconds": time.perf_counter() - t0, "assemble_seconds": t_assemble, "episode_done_at": arrivals, **stats,
         }
         atomic_write_text(record, json.dumps(summary, indent=2))
         shutil.rmtree(staging, ignore_errors=True)

@@ -26,12 +26,14 @@ class VideoError(DreamTwinError):
 
 
 class VideoSettings(Strict):
-    """Encoder settings. The defaults are LeRobot's (AV1 via SVT-AV1, yuv420p, a key frame every 2
-    frames so that seeking decodes little); `lossless` stores RGB exactly (H.264 RGB, qp 0)."""
+    """Encoder settings: LeRobot's codec (AV1 via SVT-AV1, yuv420p, a key frame every 2 frames so
+    that seeking decodes little) at a higher quality than LeRobot's crf 30, which at our 64-128 px
+    frames leaves the worst frame at 33.8 dB PSNR (crf 10: 37.2 dB, files about 2x larger);
+    `lossless` stores RGB exactly (H.264 RGB, qp 0)."""
 
     codec: Literal["libsvtav1", "libx264", "libx264rgb"] = "libsvtav1"
     pix_fmt: Literal["yuv420p", "yuv444p", "rgb24"] = "yuv420p"
-    crf: int = Field(30, ge=0, le=63)
+    crf: int = Field(10, ge=0, le=63)
     g: int = Field(2, ge=1, description="key-frame interval (GOP size)")
     preset: int | None = Field(None, description="SVT-AV1 preset 0-13 (higher is faster); none: encoder default")
 
@@ -155,9 +157,8 @@ def video_info(path: str | Path) -> dict[str, object]:
         return {
             "video.height": cc.height,
             "video.width": cc.width,
-            "video.codec": cc.name,
+            "video.codec": cc.codec.canonical_name,
             "video.pix_fmt": cc.pix_fmt,
-            "video.is_depth_map": False,
             "video.fps": int(round(float(s.average_rate))) if s.average_rate else None,
             "video.channels": 3,
             "has_audio": len(src.streams.audio) > 0,

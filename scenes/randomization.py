@@ -104,6 +104,8 @@ class Variation:
 def _jitter_color(c: Color, j: ColorJitter, rng: np.random.Generator, key: str, params: dict[str, float]) -> Color:
     dh, ss, vs = rng.uniform(*j.hue_deg), rng.uniform(*j.saturation_scale), rng.uniform(*j.value_scale)
     params.update({f"{key}.hue_deg": dh, f"{key}.saturation_scale": ss, f"{key}.value_scale": vs})
+    if dh == 0.0 and ss == 1.0 and vs == 1.0:
+        return c  # no round trip through HSV: the nominal colour stays bit-exact
     h, s, v = colorsys.rgb_to_hsv(*c)
     rgb = colorsys.hsv_to_rgb((h + dh / 360.0) % 1.0, min(s * ss, 1.0), min(v * vs, 1.0))
     return tuple(float(np.clip(x, 0.0, 1.0)) for x in rgb)  # type: ignore[return-value]

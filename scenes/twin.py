@@ -35,6 +35,19 @@ ACTION_NAMES = ["d_ee_x", "d_ee_y", "d_ee_z", "gripper"]
 _GENESIS: dict[str, Any] = {}
 
 
+def _cpu_name() -> dict[str, str]:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return {"brand_raw": line.split(":", 1)[1].strip()}
+    except OSError:
+        pass
+    return {"brand_raw": platform.processor() or platform.machine() or "cpu"}
+
+
 def genesis(backend: str = "auto") -> Any:
     """Import and initialise Genesis once per process; returns the `genesis` module."""
     if "gs" in _GENESIS:
@@ -46,6 +59,11 @@ def genesis(backend: str = "auto") -> Any:
         return _GENESIS["gs"]
     if "PYOPENGL_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["PYOPENGL_PLATFORM"] = "egl"
+    import cpuinfo
+
+    # Genesis only reads the CPU's name from py-cpuinfo, whose full probe starts a helper process
+    # that was seen to spin forever inside spawned worker processes; the name comes from /proc.
+    cpuinfo.get_cpu_info = _cpu_name
     import genesis as gs
 
     if backend == "auto":
@@ -95,6 +113,7 @@ class DigitalTwin:
         self.renderer = spec.renderer
         self._splat: Any = None
         self._built_spec = spec
+        self._built_inertia = self._inertial_properties()
         self._force_render = False
         self._light_nodes: list[Any] | None = None
 
@@ -209,7 +228,7 @@ class DigitalTwin:
             ent = self.objects[o.name]
             ent.set_friction(o.friction)
             if not o.fixed:
-                ent.set_mass(o.mass)
+                self._set_mass(o.name, o.mass)
             self._recolor(ent, o.color)
         self.table.set_friction(spec.table.friction)
         self._recolor(self.table, spec.table.color)
@@ -227,6 +246,28 @@ class DigitalTwin:
             self._splat = None  # rebuilt on next use with the variant's colours and cameras
         self.spec = spec
         self._force_render = True
+
+    def _inertial_properties(self) -> dict[str, tuple[list[int], Any]]:
+        solver = self.scene.sim.rigid_solver
+        out = {}
+        for name, ent in self.objects.items():
+            idx = [lk.idx for lk in ent.links if not lk.is_fixed]
+            if idx:
+                out[name] = (idx, solver.get_links_mass(idx).clone())
+        return out
+
+    def _set_mass(self, name: str, mass: float) -> None:
+        """Set an object's mass from its built link masses; its rotational inertia stays as built.
+
+        Genesis cannot write a primitive's inertia, and scaling it by the mass ratio at every change
+        accumulates rounding, which would make an episode depend on the variants its twin ran
+        before (and so on the worker). Mass alone is set absolutely, so a variant is the same
+        whatever the history.
+        """
+        if name not in self._built_inertia:
+            return
+        idx, m0 = self._built_inertia[name]
+        self.scene.sim.rigid_solver.set_links_mass(m0 * (mass / float(m0.sum())), idx, scale_inertia=False)
 
     def _recolor(self, entity: Any, color: tuple[float, float, float]) -> None:
         """Set a body's colour in Genesis's rasteriser: the material's base-colour factor scales the

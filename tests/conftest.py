@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,14 +31,35 @@ def lift_spec():
 
 
 @pytest.fixture(scope="session")
-def push_twin(push_spec):
+def genesis_kernel_cache():
+    """Compile Genesis's kernels in a child process once per machine.
+
+    Genesis writes its kernel cache when the compiling process exits, so a test session that
+    compiled in-process would make every subprocess it starts (CLI jobs, workers) compile again.
+    """
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    marker = cache / "dreamtwin" / f"genesis-kernels-{version('genesis-world')}"
+    if not marker.exists():
+        code = (
+            "from scenes.spec import load_scene_spec; from scenes.twin import DigitalTwin; "
+            f"t = DigitalTwin(load_scene_spec({str(PUSH)!r})); t.reset(0); t.step([[0, 0, 0, 0]])"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=1200)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+@pytest.fixture(scope="session")
+def push_twin(push_spec, genesis_kernel_cache):
     from scenes.twin import DigitalTwin
 
     return DigitalTwin(push_spec, render=True)
 
 
 @pytest.fixture(scope="session")
-def lift_twin(lift_spec):
+def lift_twin(lift_spec, genesis_kernel_cache):
     from scenes.twin import DigitalTwin
 
     return DigitalTwin(lift_spec, render=True)

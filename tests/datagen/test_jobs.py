@@ -1,0 +1,181 @@
+"""The generation job: crash safety, identical content whatever the workers or backend, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from datagen.lerobot import LeRobotDataset, verify_dataset
+from datagen.rollouts import DatagenError, RolloutJob, generate, select, wanted
+from scenes.errors import SpecError
+from tests.conftest import PUSH, ROOT
+from tests.datagen.conftest import RANDOMIZE, job_dict
+
+
+def assert_same_episodes(a, b, n):
+    da, db = LeRobotDataset(a), LeRobotDataset(b)
+    for k in range(n):
+        ea, eb = da.episode(k), db.episode(k)
+        for col in ("action", "observation.state", "observation.environment_state", "next.success", "seed",
+                    "randomization", "policy"):
+            np.testing.assert_array_equal(ea[col], eb[col], err_msg=f"episode {k} column {col}")
+
+
+def cli(out, episodes):
+    return [sys.executable, "-m", "dreamtwin", "datagen", "rollouts", "--scene", str(PUSH),
+            "--policy", "expert,image_mild", "--episodes", str(episodes), "--seed", "0", "--out", str(out),
+            "--randomize", str(RANDOMIZE)]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_finishes_exactly_n_episodes(tmp_path, small_dataset, genesis_kernel_cache):
+    out = tmp_path / "killed"
+    staging = out / ".dreamtwin" / "staging"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cli(out, 6), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while time.time() < deadline and len(list(staging.glob("ep-*"))) < 2:
+        assert proc.poll() is None, "the job ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(0.7)  # land somewhere inside the next episode
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    staged_before = len(list(staging.glob("ep-*")))
+    assert 2 <= staged_before < 6
+    assert not (out / "meta" / "info.json").exists()
+    done = subprocess.run(cli(out, 6), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = verify_dataset(out)
+    assert report["episodes"] == 6
+    ds = LeRobotDataset(out)
+    assert sorted(int(ds.episode(k)["seed"][0]) for k in range(6)) == list(range(6))  # none twice, none missing
+    summary = json.loads((out / ".dreamtwin" / "done.json").read_text())
+    assert summary["attempts_this_run"] == 6 - staged_before
+    # the same job (fewer episodes) gives the same first episodes as the uninterrupted in-process run
+    assert_same_episodes(out, small_dataset[0], 6)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_two_local_workers_give_the_same_content(tmp_path, small_dataset, genesis_kernel_cache):
+    out = tmp_path / "w2"
+    summary = generate(RolloutJob.model_validate(job_dict(out, episodes=4, workers=2)), progress=False)
+    assert summary["episodes"] == 4
+    assert_same_episodes(out, small_dataset[0], 4)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_content(tmp_path, small_dataset, genesis_kernel_cache):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    summary = generate(RolloutJob.model_validate(job_dict(out, episodes=3, workers=2, backend="ray")), progress=False)
+    assert summary["episodes"] == 3
+    assert_same_episodes(out, small_dataset[0], 3)
+
+
+def test_ray_missing_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    from datagen.rollouts import RayBackend
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **kw):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(DatagenError, match=r"distributed"):
+        RayBackend(None, tmp_path, 2, None)
+
+
+@pytest.mark.sim
+def test_output_holding_another_dataset_is_refused(small_dataset, tmp_path):
+    out, _ = small_dataset
+    with pytest.raises(DatagenError, match="holds a different dataset") as e:
+        generate(RolloutJob.model_validate(job_dict(out, seed=5)), progress=False)
+    assert "\n" not in str(e.value)
+    (tmp_path / "x" / "notes.txt").parent.mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(DatagenError, match="holds other files"):
+        generate(RolloutJob.model_validate(job_dict(tmp_path / "x")), progress=False)
+
+
+@pytest.mark.sim
+def test_rerun_of_a_finished_job_does_nothing(small_dataset, push_twin):
+    out, _ = small_dataset
+    before = (out / "data/chunk-000/file-000.parquet").stat().st_mtime_ns
+    summary = generate(RolloutJob.model_validate(job_dict(out)), progress=False, twin=push_twin)
+    assert summary["resumed"] == "already complete"
+    assert (out / "data/chunk-000/file-000.parquet").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("text,match", [
+    ("version: 1\nobject_colour: {hue_deg: [0, 1]}\n", r"bad\.yaml: object_colour: unknown key; allowed: .*object_color"),
+    ("version: 1\nmass_scale: [1.5, 0.5]\n", r"bad\.yaml: mass_scale: .*low must be <= high"),
+    ("version: 1\nlight: {intensity_scale: [0, 1]}\n", r"bad\.yaml: light\.intensity_scale: .*positive"),
+])
+def test_malformed_randomization_yaml_gives_one_line(tmp_path, text, match):
+    from scenes.randomization import load_randomization
+
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(SpecError, match=match) as e:
+        load_randomization(p)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nfriction_scale: [2, 1]\n")
+    from typer.testing import CliRunner
+
+    from dreamtwin.cli import app
+
+    r = CliRunner().invoke(app, ["datagen", "rollouts", "--scene", str(PUSH), "--policy", "expert", "--episodes", "1",
+                                 "--out", str(tmp_path / "o"), "--randomize", str(bad)])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "bad.yaml: friction_scale" in lines[0]
+    r = CliRunner().invoke(app, ["datagen", "verify", str(tmp_path)])
+    assert r.exit_code == 2 and "meta/info.json: not found" in r.output
+
+
+def test_only_success_keeps_the_first_n_successful_attempts():
+    job = RolloutJob(scene="x", policies={"expert": 1.0}, episodes=3, only_success=True)
+    ok = lambda *s: {i: {"success": v} for i, v in s}  # noqa: E731
+    assert wanted(job, {}, 60) == [0, 1, 2]
+    done = ok((0, True), (1, False), (2, True))
+    assert select(job, done) is None
+    assert wanted(job, done, 60) == [3]
+    done.update(ok((3, False)))
+    assert wanted(job, done, 60) == [4]
+    done.update(ok((4, True), (6, True)))  # 5 is missing (a killed worker): it is run first
+    assert select(job, done) is None and wanted(job, done, 60)[0] == 5
+    done.update(ok((5, True)))
+    assert select(job, done) == [0, 2, 4]
+    assert wanted(job, {}, 2) == [0, 1]  # the attempt limit
+    plain = RolloutJob(scene="x", policies={"expert": 1.0}, episodes=3)
+    assert wanted(plain, ok((1, False)), 3) == [0, 2] and select(plain, ok((0, 1), (1, 0), (2, 0))) == [0, 1, 2]
+
+
+def test_policy_mix_follows_the_weights():
+    from datagen.rollouts import ResolvedJob
+
+    job = RolloutJob(scene="x", policies={"expert": 3.0, "random": 1.0}, episodes=400)
+    r = ResolvedJob(job, None, None)
+    picks = [r.attempt(i) for i in range(400)]
+    assert [s for s, _ in picks] == list(range(400))
+    share = sum(p == "expert" for _, p in picks) / 400
+    assert 0.68 < share < 0.82
+    assert picks == [r.attempt(i) for i in range(400)]  # a function of (job, i) only
