@@ -160,10 +160,10 @@ def test_only_success_keeps_the_first_n_successful_attempts():
     assert wanted(job, done, 60) == [3]
     done.update(ok((3, False)))
     assert wanted(job, done, 60) == [4]
-    done.update(ok((4, True), (6, True)))  # 5 is missing (a killed worker): it is run first
-    assert select(job, done) is None and wanted(job, done, 60)[0] == 5
-    done.update(ok((5, True)))
-    assert select(job, done) == [0, 2, 4]
+    done.update(ok((5, True), (6, True)))  # 4 is missing (a killed worker): it is run first
+    assert select(job, done) is None and wanted(job, done, 60) == [4]
+    done.update(ok((4, False)))
+    assert select(job, done) == [0, 2, 5]
     assert wanted(job, {}, 2) == [0, 1]  # the attempt limit
     plain = RolloutJob(scene="x", policies={"expert": 1.0}, episodes=3)
     assert wanted(plain, ok((1, False)), 3) == [0, 2] and select(plain, ok((0, 1), (1, 0), (2, 0))) == [0, 1, 2]
