@@ -73,7 +73,7 @@ def main() -> None:
         t.add_row(str(r["workers"]), f"{r['episodes_per_min']:.1f}", f"{r['frames_per_s']:.1f}",
                   f"{r['steady_episodes_per_min']:.1f}", f"{r['steady_frames_per_s']:.1f}",
                   f"{r['first_episode_s']:.1f}", f"{r['assemble_s']:.2f}", f"{r['wall_s']:.1f}")
-    Console().print(t)
+    Console(width=150).print(t)
     result = {"benchmark": "datagen_speed", "scene": "push_cube", "resolution": [64, 64], "cameras": 1,
               "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
               "date": time.strftime("%Y-%m-%d"), "results": rows}

@@ -9,6 +9,7 @@ import sys
 def test_light_imports():
     code = (
         "import sys, worldmodels, policy_eval, datagen, scenes, dreamtwin.cli;"
+        "import datagen.rollouts, datagen.lerobot, datagen.video, scenes.randomization;"
         "heavy = [m for m in ('genesis', 'open3d', 'gsplat', 'torch') if m in sys.modules];"
         "print(heavy)"
     )
