@@ -1,0 +1,96 @@
+"""Checkpoints as `save_pretrained` directories: `config.json` (strict, versioned) + `model.safetensors`.
+
+    save_pretrained(model, config, "runs/wm/checkpoint-1000")
+    state, config = load_pretrained("runs/wm/checkpoint-1000", VideoWorldModelConfig)
+    model = build(config); model.load_state_dict(state)
+
+No pickles: weights go through safetensors, the config through JSON. A directory is written under
+a temporary name and renamed into place, so a crash never leaves half a checkpoint. Loading
+checks the files, the config's keys and version, and that the weights are exactly what the
+config's model holds (`check_state`) — each failure is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from scenes.config import format_validation_error
+from scenes.errors import DreamTwinError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+C = TypeVar("C", bound=BaseModel)
+
+
+class CheckpointError(DreamTwinError):
+    """A checkpoint directory that is missing files, malformed, or does not fit the model."""
+
+
+def save_pretrained(model: torch.nn.Module, config: BaseModel, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    (tmp / CONFIG_NAME).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    os.rename(tmp, path)
+    return path
+
+
+def load_config(path: str | Path, config_cls: type[C]) -> C:
+    f = Path(path) / CONFIG_NAME
+    if not Path(path).is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory")
+    if not f.exists():
+        raise CheckpointError(f"{f}: missing (a checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f}: not valid JSON ({e})") from None
+    try:
+        return config_cls.model_validate(data)
+    except ValidationError as e:
+        raise CheckpointError(format_validation_error(e, config_cls, str(f))) from None
+
+
+def load_pretrained(path: str | Path, config_cls: type[C], map_location: str = "cpu") -> tuple[dict[str, torch.Tensor], C]:
+    """(state dict, config) of a checkpoint directory."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = load_config(path, config_cls)
+    w = Path(path) / WEIGHTS_NAME
+    if not w.exists():
+        raise CheckpointError(f"{w}: missing")
+    try:
+        state = load_file(str(w), device=map_location)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{w}: unreadable safetensors ({str(e).splitlines()[0]})") from None
+    return state, config
+
+
+def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Raise one line when `state` does not hold exactly `model`'s tensors with their shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not fit the model (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
+        )
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{source}: {k} has shape {list(state[k].shape)}, the model expects {list(v.shape)}")
