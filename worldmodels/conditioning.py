@@ -1,0 +1,59 @@
+"""Frame-level action conditioning (Ctrl-World style).
+
+Each frame's actions (the chunk executed before it, plus the robot pose it is tagged with) go
+through an MLP to one token; the latent tokens of frame t cross-attend to token t alone, so a
+frame is never conditioned on another frame's actions. The output projection starts at zero: a
+backbone with this adapter inserted computes exactly what it computed without it until training
+moves the projection.
+
+    enc = ActionTokenizer(action_dim=4 * 2, pose_dim=11, dim=64)
+    tokens = enc(actions, poses)                     # [B, F, dim]
+    adapter = FrameCrossAttention(dim=64, heads=4)
+    h = adapter(h, tokens, tokens_per_frame=h_w)     # h: [B, F * h_w, dim]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ActionTokenizer(nn.Module):
+    """Per frame: concat(actions, pose) -> MLP -> one token of width `dim`."""
+
+    def __init__(self, action_dim: int, pose_dim: int, dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or 2 * dim
+        self.net = nn.Sequential(nn.Linear(action_dim + pose_dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, actions: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """actions [B, F, action_dim], poses [B, F, pose_dim] -> [B, F, dim]."""
+        return self.net(torch.cat([actions, poses], dim=-1))
+
+
+def frame_mask(n_frames: int, tokens_per_frame: int, device: torch.device | None = None) -> torch.Tensor:
+    """bool [F * tokens_per_frame, F]: True where attention is *blocked* (query frame != token frame)."""
+    q_frame = torch.arange(n_frames, device=device).repeat_interleave(tokens_per_frame)
+    return q_frame[:, None] != torch.arange(n_frames, device=device)[None, :]
+
+
+class FrameCrossAttention(nn.Module):
+    """Residual cross-attention from latent tokens to their own frame's action token; zero-initialised
+    output, so `h + adapter(...) == h` at initialisation."""
+
+    def __init__(self, dim: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, tokens: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+        """h [B, F * tokens_per_frame, dim], tokens [B, F, dim] -> h with its frame's action mixed in."""
+        n_frames = tokens.shape[1]
+        if h.shape[1] != n_frames * tokens_per_frame:
+            raise ValueError(f"h has {h.shape[1]} tokens, expected {n_frames} frames x {tokens_per_frame}")
+        mask = frame_mask(n_frames, tokens_per_frame, h.device)
+        a, _ = self.attn(self.norm(h), tokens, tokens, attn_mask=mask, need_weights=False)
+        return h + self.out(a)
