@@ -188,10 +188,12 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
     writer: Any = None
     frames_in_file = 0
     index = 0
+    params: list[list[float]] = []  # per episode, read once here for meta/dreamtwin.json
     for k, m in enumerate(metas):
         with np.load(staging / f"ep-{m['attempt']:06d}" / "arrays.npz", allow_pickle=False) as z:
             arr = {n: z[n] for n in z.files}
         T = len(arr["action"])
+        params.append(arr["randomization"][0].astype(float).tolist())
         path = build / DATA_PATH.format(chunk_index=chunk, file_index=file)
         if writer is not None and frames_in_file:
             if _mb(path) + _mb(path) / frames_in_file * T >= DATA_FILES_SIZE_IN_MB:
@@ -291,18 +293,12 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
         "format_version": DREAMTWIN_FORMAT_VERSION, "lerobot_reference": LEROBOT_REFERENCE,
         "fingerprint": job["fingerprint"], "job": job["job"], "scene": spec.model_dump(mode="json"),
         "episodes": [{"episode_index": k, "attempt": m["attempt"], "seed": m["seed"], "policy": m["policy"],
-                      "success": m["success"], "randomization": dict(zip(m["randomization_names"],
-                                                                         _episode_params(staging, m)))}
+                      "success": m["success"], "randomization": dict(zip(m["randomization_names"], params[k]))}
                      for k, m in enumerate(metas)],
     }, indent=2))
     _swap_in(build, out)
     return {"data_files": len(list((out / "data").rglob("*.parquet"))),
             "video_files": len(list((out / "videos").rglob("*.mp4"))) if cams else 0}
-
-
-def _episode_params(staging: Path, m: dict[str, Any]) -> list[float]:
-    with np.load(staging / f"ep-{m['attempt']:06d}" / "arrays.npz", allow_pickle=False) as z:
-        return z["randomization"][0].astype(float).tolist()
 
 
 def _write_tasks(path: Path, tasks: list[str]) -> None:

@@ -441,7 +441,7 @@ def _claim_output(out: Path, resolved: ResolvedJob) -> Path:
 def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dict[str, Any]:
     """Run (or finish) the job; returns the summary. `twin`: an already built DigitalTwin of the
     job's scene to use with one local worker (saves a build)."""
-    from datagen.lerobot import assemble_dataset, read_info
+    from datagen.lerobot import assemble_dataset, dataset_bytes, read_info
 
     t0 = time.perf_counter()
     resolved = ResolvedJob.load(job)
@@ -484,7 +484,7 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dic
             "out": str(out), "episodes": len(kept), "attempts": len(done), "attempts_this_run": len(done) - attempts_before,
             "success_rate_of_attempts": float(np.mean([m["success"] for m in done.values()])),
             "success_rate": float(np.mean([done[i]["success"] for i in kept])),
-            "frames": int(sum(done[i]["length"] for i in kept)), "bytes": _dir_bytes(out),
+            "frames": int(sum(done[i]["length"] for i in kept)), "bytes": dataset_bytes(out),
             "policies": {p: sum(done[i]["policy"] == p for i in kept) for p in job.policies},
             "seconds": time.perf_counter() - t0, "assemble_seconds": t_assemble, "episode_done_at": arrivals, **stats,
         }
@@ -497,10 +497,6 @@ def _n_kept(job: RolloutJob, done: dict[int, dict[str, Any]]) -> int:
     if job.only_success:
         return min(sum(m["success"] for m in done.values()), job.episodes)
     return sum(1 for i in done if i < job.episodes)
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and ".dreamtwin" not in f.parts)
 
 
 class _progress:
