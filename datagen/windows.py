@@ -16,11 +16,55 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from datagen.lerobot import DatasetError, LeRobotDataset
+
+
+def episode_arrays(ds: LeRobotDataset, k: int, camera_keys: list[str]) -> dict[str, np.ndarray]:
+    """Episode k as arrays: frames uint8 [T, V, 3, H, W], actions [T, A], state [T, D], env_state [T, E],
+    success bool [T] (frame j shows the task solved)."""
+    cols = ds.episode(k)
+    frames = np.stack([ds.frames(k, key) for key in camera_keys], axis=1)  # [T, V, H, W, 3]
+    done = cols["next.success"].astype(bool)
+    return {
+        "frames": np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3)),
+        "actions": cols["action"].astype(np.float32),
+        "state": cols["observation.state"].astype(np.float32),
+        "env_state": cols["observation.environment_state"].astype(np.float32),
+        "success": np.concatenate([[False], done[:-1]]),
+    }
+
+
+def load_episodes(root: str | Path, cameras: list[str] | None = None, episodes: list[int] | None = None,
+                  progress: bool = False) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """Every (or the chosen) episode of a dataset decoded into memory, and what a model needs to know
+    about the dataset: cameras (short names), fps, image size, the scene it was made in."""
+    import json
+
+    ds = LeRobotDataset(root)
+    keys = ds.camera_keys
+    if cameras:
+        keys = [c if c.startswith("observation.images.") else f"observation.images.{c}" for c in cameras]
+        missing = [c for c in keys if c not in ds.camera_keys]
+        if missing:
+            raise DatasetError(f"{root}: no cameras {missing}; it has {ds.camera_keys}")
+    chosen = list(range(ds.num_episodes)) if episodes is None else episodes
+    it: Any = chosen
+    if progress:
+        from rich.progress import track
+
+        it = track(chosen, description="decoding episodes")
+    eps = [episode_arrays(ds, k, keys) for k in it]
+    ours = Path(root) / "meta" / "dreamtwin.json"
+    scene = json.loads(ours.read_text()).get("scene") if ours.exists() else None
+    h, w = eps[0]["frames"].shape[-2:] if eps else (0, 0)
+    meta = {"cameras": [k.removeprefix("observation.images.") for k in keys], "fps": ds.fps,
+            "image_size": [int(h), int(w)], "scene": scene}
+    return eps, meta
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -51,16 +95,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        cols = self.ds.episode(k)
-        frames = np.stack([self.ds.frames(k, key) for key in self.camera_keys], axis=1)  # [T, V, H, W, 3]
-        done = cols["next.success"].astype(bool)
-        item = {
-            "frames": np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3)),
-            "actions": cols["action"].astype(np.float32),
-            "state": cols["observation.state"].astype(np.float32),
-            "env_state": cols["observation.environment_state"].astype(np.float32),
-            "success": np.concatenate([[False], done[:-1]]),
-        }
+        item = episode_arrays(self.ds, k, self.camera_keys)
         self._cache[k] = item
         if len(self._cache) > self.cache_episodes:
             self._cache.popitem(last=False)

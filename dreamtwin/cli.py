@@ -50,10 +50,10 @@ datagen_app = typer.Typer(
 )
 train_app = typer.Typer(
     help=(
-        "Train learned worlds. Example (once the video world model lands): "
-        "dreamtwin train worldmodel --config configs/worldmodels/video_tiny.yaml --data data/push --out runs/wm"
+        "Train learned worlds. Example: "
+        "dreamtwin train worldmodel --config configs/worldmodels/video_tiny.yaml --data data/push_cube_small --out runs/wm"
     ),
-    invoke_without_command=True,
+    no_args_is_help=True,
 )
 app.add_typer(scenes_app, name="scenes")
 app.add_typer(policies_app, name="policies")
@@ -372,11 +372,37 @@ def datagen_verify(path: Path = typer.Argument(..., help="a LeRobot v3.0 dataset
     typer.echo(f"ok: {report['episodes']} episodes, {report['frames']} frames, {report['videos']} video files")
 
 
-@train_app.callback()
-def train_main(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-        typer.echo("\nNo training commands are installed in this version yet (the video world model comes next).")
+@train_app.command("worldmodel")
+def train_worldmodel_cmd(
+    config: Path = typer.Option(..., help="model + training YAML (configs/worldmodels/*.yaml)"),
+    data: Path = typer.Option(..., help="a LeRobot v3.0 dataset directory (dreamtwin datagen rollouts)"),
+    out: Path = typer.Option(..., help="run directory: config.json, state/, model/, log.jsonl"),
+    max_minutes: Optional[float] = typer.Option(None, help="stop (resumably) after this many minutes"),
+    resume: bool = typer.Option(False, help="continue the run in --out exactly where it stopped"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value, e.g. train.steps=100"),
+) -> None:
+    """Train the action-conditioned video world model: VAE, then latent dynamics (Lightning).
+
+    Example: dreamtwin train worldmodel --config configs/worldmodels/video_tiny.yaml --data data/push_cube_small
+    --out runs/wm_tiny --max-minutes 60
+    """
+    from datagen.windows import load_episodes
+    from scenes.config import parse_overrides
+    from worldmodels.training import train_worldmodel
+    from worldmodels.video_config import load_video_config
+
+    try:
+        cfg = load_video_config(config, parse_overrides(set_) if set_ else None)
+        episodes, meta = load_episodes(data, cfg.cameras or None, progress=True)
+        done = train_worldmodel(cfg, episodes, meta, out, max_minutes=max_minutes, resume=resume)
+    except DreamTwinError as e:
+        _fail(e)
+        return
+    if done is None:
+        typer.echo(f"stopped at the time limit; continue with: dreamtwin train worldmodel --config {config} "
+                   f"--data {data} --out {out} --resume")
+    else:
+        typer.echo(f"model saved to {done}")
 
 
 def main() -> None:

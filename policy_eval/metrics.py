@@ -1,8 +1,21 @@
-"""Success-rate statistics."""
+"""Success-rate statistics and the agreement of an evaluator's ranking with ground truth.
+
+    pearson(predicted, real), spearman(...), kendall(...), mmrv(...)   # two success-rate sequences
+    wilson_interval(k, n), beta_interval(k, n)                         # a success rate's interval
+    bootstrap_agreement(pred_outcomes, real_outcomes)                  # metrics with bootstrap intervals
+
+`mmrv` is SIMPLER's mean maximum rank violation: for each policy i the largest |real_i - real_j|
+over the policies j that the two sequences order differently, with strict comparisons
+((predicted_i > predicted_j) != (real_i > real_j)), averaged over i. Correlations of a constant
+sequence are undefined and returned as NaN.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import numpy as np
 
 
 
@@ -36,3 +49,123 @@ def _erfinv(y: float) -> float:
             break
         x -= err / (2 / math.sqrt(math.pi) * math.exp(-x * x))
     return x
+
+
+def _pair(predicted: Sequence[float], real: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(predicted, dtype=np.float64)
+    r = np.asarray(real, dtype=np.float64)
+    if p.ndim != 1 or r.ndim != 1:
+        raise ValueError(f"predicted and real must be 1-D sequences of success rates, got shapes {p.shape} and {r.shape}")
+    if len(p) != len(r):
+        raise ValueError(f"predicted has {len(p)} policies but real has {len(r)}")
+    if len(p) < 2:
+        raise ValueError(f"need at least 2 policies to compare rankings, got {len(p)}")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(r))):
+        raise ValueError("predicted and real must not contain NaN or inf")
+    return p, r
+
+
+def pearson(predicted: Sequence[float], real: Sequence[float]) -> float:
+    """Pearson correlation coefficient."""
+    p, r = _pair(predicted, real)
+    dp, dr = p - p.mean(), r - r.mean()
+    den = math.sqrt(float((dp * dp).sum() * (dr * dr).sum()))
+    return float((dp * dr).sum() / den) if den > 0 else float("nan")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(predicted: Sequence[float], real: Sequence[float]) -> float:
+    """Spearman rank correlation (Pearson of average ranks, so ties are handled)."""
+    p, r = _pair(predicted, real)
+    return pearson(_ranks(p), _ranks(r))
+
+
+def kendall(predicted: Sequence[float], real: Sequence[float]) -> float:
+    """Kendall's tau-b (accounts for ties in either sequence)."""
+    p, r = _pair(predicted, real)
+    i, j = np.triu_indices(len(p), k=1)
+    sp, sr = np.sign(p[i] - p[j]), np.sign(r[i] - r[j])
+    concordant_minus_discordant = float((sp * sr).sum())
+    n_p, n_r = float((sp != 0).sum()), float((sr != 0).sum())
+    den = math.sqrt(n_p * n_r)
+    return concordant_minus_discordant / den if den > 0 else float("nan")
+
+
+def mmrv(predicted: Sequence[float], real: Sequence[float]) -> float:
+    """Mean maximum rank violation (SIMPLER): lower is better, 0 = no pair ordered differently."""
+    p, r = _pair(predicted, real)
+    n = len(p)
+    worst = np.zeros(n)
+    for a in range(n):
+        for b in range(n):
+            if (p[a] > p[b]) != (r[a] > r[b]):
+                worst[a] = max(worst[a], abs(r[a] - r[b]))
+    return float(worst.mean())
+
+
+AGREEMENT = {"pearson": pearson, "spearman": spearman, "kendall": kendall, "mmrv": mmrv}
+
+
+def beta_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact) interval from Beta quantiles; (0, 1) when n == 0."""
+    from scipy.stats import beta
+
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n == 0:
+        return 0.0, 1.0
+    a = (1 - confidence) / 2
+    lo = 0.0 if successes == 0 else float(beta.ppf(a, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - a, successes + 1, n - successes))
+    return lo, hi
+
+
+def bootstrap_agreement(pred_outcomes: Sequence[Sequence[bool]], real_outcomes: Sequence[Sequence[bool]],
+                        n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Each agreement metric with a percentile bootstrap interval over episodes.
+
+    pred_outcomes[i] / real_outcomes[i]: per-episode success of policy i in the evaluated world and in
+    ground truth, on the same seeds (paired: a resample draws the same seed indices on both sides).
+    Returns {metric: {"value", "low", "high"}}; resamples where a metric is undefined are skipped.
+    """
+    if len(pred_outcomes) != len(real_outcomes):
+        raise ValueError(f"{len(pred_outcomes)} policies evaluated but {len(real_outcomes)} in ground truth")
+    P = [np.asarray(x, dtype=np.float64) for x in pred_outcomes]
+    R = [np.asarray(x, dtype=np.float64) for x in real_outcomes]
+    for i, (a, b) in enumerate(zip(P, R, strict=True)):
+        if len(a) != len(b) or len(a) == 0:
+            raise ValueError(f"policy {i}: {len(a)} evaluated episodes vs {len(b)} ground-truth episodes (need equal, > 0)")
+    rng = np.random.default_rng(seed)
+    point = {k: f([a.mean() for a in P], [b.mean() for b in R]) for k, f in AGREEMENT.items()}
+    samples: dict[str, list[float]] = {k: [] for k in AGREEMENT}
+    for _ in range(n_boot):
+        idx = [rng.integers(0, len(a), len(a)) for a in P]
+        ps = [a[i].mean() for a, i in zip(P, idx, strict=True)]
+        rs = [b[i].mean() for b, i in zip(R, idx, strict=True)]
+        for k, f in AGREEMENT.items():
+            v = f(ps, rs)
+            if not math.isnan(v):
+                samples[k].append(v)
+    q = (1 - confidence) / 2
+    out = {}
+    for k in AGREEMENT:
+        s_ = np.asarray(samples[k])
+        lo, hi = (float(np.quantile(s_, q)), float(np.quantile(s_, 1 - q))) if len(s_) else (float("nan"), float("nan"))
+        out[k] = {"value": point[k], "low": lo, "high": hi}
+    return out

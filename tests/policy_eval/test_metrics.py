@@ -1,8 +1,10 @@
-"""Wilson interval against known values."""
+"""Success-rate intervals and the evaluator agreement metrics on known values."""
 
 from __future__ import annotations
 
 import pytest
+
+import numpy as np
 
 from policy_eval.metrics import wilson_interval
 
@@ -34,3 +36,82 @@ def test_wilson_narrows_with_n_and_contains_p():
 def test_wilson_rejects_bad_counts():
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+# ---------------------------------------------------------------- agreement metrics (hand-computed)
+from policy_eval.metrics import beta_interval, bootstrap_agreement, kendall, mmrv, pearson, spearman  # noqa: E402
+
+TABLES = [
+    # predicted, real, pearson, spearman, kendall (tau-b), mmrv
+    ([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], 0.24 / (0.32 * 0.56 / 3) ** 0.5, 1.0, 1.0, 0.0),
+    ([0.9, 0.5, 0.1], [0.1, 0.5, 0.9], -1.0, -1.0, -1.0, 2.0 / 3),  # perfectly reversed
+    # ties in predicted: pair (0, 1) is tied there but not in real -> only policy 1 sees a violation (0.2)
+    ([0.5, 0.5, 0.8, 0.2], [0.4, 0.6, 0.9, 0.1], 0.24 / 0.0612**0.5, 4.5 / 22.5**0.5, 5 / 30**0.5, 0.05),
+]
+
+
+@pytest.mark.parametrize("pred, real, r, rho, tau, m", TABLES)
+def test_agreement_metrics_on_hand_computed_tables(pred, real, r, rho, tau, m):
+    assert pearson(pred, real) == pytest.approx(r, abs=1e-12)
+    assert spearman(pred, real) == pytest.approx(rho, abs=1e-12)
+    assert kendall(pred, real) == pytest.approx(tau, abs=1e-12)
+    assert mmrv(pred, real) == pytest.approx(m, abs=1e-12)
+
+
+@pytest.mark.parametrize("pred, real, r, rho, tau, m", TABLES)
+def test_agreement_metrics_match_scipy(pred, real, r, rho, tau, m):
+    from scipy import stats
+
+    assert pearson(pred, real) == pytest.approx(stats.pearsonr(pred, real)[0], abs=1e-12)
+    assert spearman(pred, real) == pytest.approx(stats.spearmanr(pred, real)[0], abs=1e-12)
+    assert kendall(pred, real) == pytest.approx(stats.kendalltau(pred, real)[0], abs=1e-12)
+
+
+def test_mmrv_is_simpler_strict_and_asymmetric():
+    # all-equal predictions: "i above j" is never predicted, so a pair counts only for the policy that is
+    # really above the other: policy 0 has no violation, 1 has 0.4 (over 0), 2 has max(0.8, 0.4)
+    assert mmrv([0.3, 0.3, 0.3], [0.1, 0.5, 0.9]) == pytest.approx((0.0 + 0.4 + 0.8) / 3)
+    assert mmrv([0.1, 0.5, 0.9], [0.3, 0.3, 0.3]) == pytest.approx(0.0)  # violations of size |real_i - real_j| = 0
+    assert pearson([0.3, 0.3], [0.1, 0.9]) != pearson([0.3, 0.3], [0.1, 0.9])  # NaN: undefined for a constant
+
+
+@pytest.mark.parametrize("bad, match", [
+    (([0.1, 0.2], [0.1]), "2 policies but real has 1"),
+    (([0.1], [0.1]), "at least 2 policies"),
+    (([0.1, float("nan")], [0.1, 0.2]), "NaN"),
+])
+def test_agreement_metrics_reject_bad_input(bad, match):
+    for f in (pearson, spearman, kendall, mmrv):
+        with pytest.raises(ValueError, match=match):
+            f(*bad)
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [
+    (0, 10, 0.0, 1 - 0.025 ** (1 / 10)),    # closed forms at the ends
+    (10, 10, 0.025 ** (1 / 10), 1.0),
+    (5, 10, 0.18709, 0.81291),              # tabulated
+    (1, 20, 0.0012650, 0.24873),
+])
+def test_beta_interval_known_values(k, n, lo, hi):
+    a, b = beta_interval(k, n)
+    assert a == pytest.approx(lo, abs=2e-5) and b == pytest.approx(hi, abs=2e-5)
+    assert beta_interval(0, 0) == (0.0, 1.0)
+    w = wilson_interval(k, n)
+    assert b - a >= (w[1] - w[0]) - 1e-9  # exact intervals are never narrower than Wilson here
+
+
+def test_bootstrap_agreement_intervals():
+    rng = np.random.default_rng(0)
+    rates = [0.1, 0.3, 0.5, 0.7, 0.9]
+    real = [rng.random(60) < p for p in rates]
+    same = bootstrap_agreement(real, real, n_boot=300)
+    assert same["pearson"]["value"] == pytest.approx(1.0) and same["mmrv"]["high"] == 0.0
+    noisy = [rng.random(60) < p for p in rates]
+    res = bootstrap_agreement(noisy, real, n_boot=300, seed=1)
+    for k in ("pearson", "spearman", "kendall"):
+        assert res[k]["low"] <= res[k]["value"] <= res[k]["high"] and res[k]["low"] > 0
+    assert res == bootstrap_agreement(noisy, real, n_boot=300, seed=1)  # seeded
+    reversed_ = bootstrap_agreement(noisy[::-1], real, n_boot=300)
+    assert reversed_["pearson"]["high"] < 0
+    with pytest.raises(ValueError, match="policy 0"):
+        bootstrap_agreement([[True]], [[True, False]])

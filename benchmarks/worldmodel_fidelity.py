@@ -1,0 +1,152 @@
+"""Fidelity of the video world model against the twin, on held-out push_cube episodes.
+
+    python benchmarks/worldmodel_fidelity.py                       # the shipped model, ~10 min on 2 cores
+    python benchmarks/worldmodel_fidelity.py --model runs/wm_tiny/model --data data/push_cube_small
+
+Held-out episodes are the last `train.holdout_episodes` of the training dataset (never trained
+on). Open loop with the recorded actions:
+- PSNR and SSIM at each horizon step 1..H against the twin's frames, beside copying the last
+  context frame; object position error (cm) from the predicted state frames;
+- success judged on whole imagined episodes (from their first frame, all recorded actions) by the
+  scene predicate on the predicted object poses and by the predicted value, against the twin's
+  labels: accuracy and AUROC;
+- imagined steps/s (batched, and one episode at a time) and the twin's steps/s at the same
+  resolution with its camera rendering.
+Prints a table and writes benchmarks/results/worldmodel_fidelity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_MODEL = ROOT / "assets/worldmodels/push_cube_tiny"
+DEFAULT_DATA = ROOT / "data/push_cube_small"
+
+
+def twin_speed(scene: dict, steps: int = 60) -> float:
+    """Control steps/s of the digital twin with camera rendering at the model's resolution."""
+    import numpy as np
+
+    from scenes.spec import SceneSpec
+    from scenes.twin import DigitalTwin
+
+    twin = DigitalTwin(SceneSpec.model_validate(scene))
+    twin.reset(seed=0)
+    rng = np.random.default_rng(0)
+    twin.step(rng.uniform(-1, 1, (1, 4)).astype(np.float32) * 0.01)  # first step compiles lazily
+    n = 0
+    t = time.perf_counter()
+    while n < steps:
+        r = twin.step(rng.uniform(-1, 1, (1, 4)).astype(np.float32) * 0.01)
+        n += 1
+        if r.done:
+            twin.reset(seed=n)
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--horizon", type=int, default=10)
+    ap.add_argument("--stride", type=int, default=8, help="open-loop start every N steps of an episode")
+    ap.add_argument("--episodes", type=int, default=None, help="held-out episodes to use (default: all)")
+    ap.add_argument("--samples", type=int, default=None, help="samples per step (default: the model's)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_fidelity.json"))
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from datagen.lerobot import LeRobotDataset
+    from datagen.windows import load_episodes
+    from worldmodels.evaluation import judge_episodes, open_loop
+    from worldmodels.video_world import Context, VideoWorld
+
+    torch.manual_seed(0)
+    world = VideoWorld.from_pretrained(args.model, samples=args.samples)
+    cfg = world.cfg
+    n = LeRobotDataset(args.data).num_episodes
+    held = list(range(n - cfg.train.holdout_episodes, n))[: args.episodes]
+    episodes, meta = load_episodes(args.data, world.cameras, held)
+    if tuple(meta["image_size"]) != tuple(cfg.image_size):
+        raise SystemExit(f"{args.data}: frames are {meta['image_size']}, the model was trained on {cfg.image_size}")
+    H = args.horizon
+    starts = [(i, t0) for i, e in enumerate(episodes) for t0 in range(0, len(e["frames"]) - H, args.stride)]
+    console = Console()
+    console.print(f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
+                  f"{world.samples} samples/step, {world.steps} sampler steps")
+
+    t = time.perf_counter()
+    ol = open_loop(world, episodes, starts, H)
+    ol_wall = time.perf_counter() - t
+    t = time.perf_counter()
+    judged = judge_episodes(world, episodes)
+    judge_wall = time.perf_counter() - t
+
+    # one episode at a time (the World protocol as a policy-evaluation loop uses it)
+    e = episodes[0]
+    world.reset(0, {"context": Context.from_episode(e, world.cameras, 0)})
+    t = time.perf_counter()
+    k = 0
+    for a in e["actions"][:20]:
+        r = world.step(a[None])
+        k += 1
+        if r.done:
+            break
+    single_sps = k / (time.perf_counter() - t)
+    batched_sps = (ol["generated_steps"] + judged["generated_steps"]) / (ol["generation_s"] + judged["generation_s"])
+    twin_sps = twin_speed(cfg.scene) if cfg.scene is not None else float("nan")
+
+    h10 = min(10, H) - 1
+    result = {
+        "model": str(args.model), "data": str(args.data), "held_out_episodes": held, "horizon": H,
+        "samples_per_step": world.samples, "sampler_steps": world.steps, "image_size": list(cfg.image_size),
+        "open_loop": {k: v for k, v in ol.items()}, "success_judge": judged,
+        "speed": {"imagined_steps_per_s_batched": batched_sps, "imagined_steps_per_s_single": single_sps,
+                  "twin_steps_per_s": twin_sps},
+        "targets": {
+            "psnr_h10_minus_baseline_db": ol["psnr"][h10] - ol["baseline_psnr"][h10],
+            "object_error_h10_cm": 100 * ol["object_error_m"][h10],
+            "success_accuracy": judged["predicate_accuracy"],
+            "met": {
+                "psnr_h10_at_least_baseline_plus_3db": ol["psnr"][h10] - ol["baseline_psnr"][h10] >= 3,
+                "object_error_h10_at_most_2cm": 100 * ol["object_error_m"][h10] <= 2,
+                "success_accuracy_at_least_90pct": judged["predicate_accuracy"] >= 0.9,
+            },
+        },
+        "wall_s": {"open_loop": ol_wall, "success_judge": judge_wall},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    tab = Table(title=f"video world model vs twin, open loop ({len(starts)} windows)")
+    for c in ("h", "PSNR dB", "copy-last PSNR", "SSIM", "copy-last SSIM", "object err cm"):
+        tab.add_column(c, justify="right")
+    for h in range(H):
+        tab.add_row(str(h + 1), f"{ol['psnr'][h]:.2f}", f"{ol['baseline_psnr'][h]:.2f}", f"{ol['ssim'][h]:.3f}",
+                    f"{ol['baseline_ssim'][h]:.3f}", f"{100 * ol['object_error_m'][h]:.2f}")
+    console.print(tab)
+    j = judged
+    console.print(f"success judge on {j['episodes']} imagined episodes ({j['positives']} successful in the twin): "
+                  f"predicate accuracy {j['predicate_accuracy']:.3f} (AUROC {j['predicate_auroc']:.3f}, "
+                  f"FP {j['predicate_false_positives']}, FN {j['predicate_false_negatives']}); value accuracy "
+                  f"{j['value_accuracy']:.3f}, AUROC {j['value_auroc']:.3f}")
+    console.print(f"speed: imagined {batched_sps:.1f} steps/s batched, {single_sps:.2f} steps/s one episode; "
+                  f"twin {twin_sps:.1f} steps/s")
+    console.print(f"targets: {json.dumps(result['targets'])}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else str(x)))
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

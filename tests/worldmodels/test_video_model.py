@@ -1,0 +1,241 @@
+"""The video world model: save/load, overfitting, causality, exact resume, SVD adapters, batched
+rollouts, one-line errors. All on the 16x16 toy world (tests/worldmodels/toy.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from scenes.errors import SpecError
+from tests.worldmodels.toy import TOY_META, randomise, toy_config, toy_episode, toy_scene
+from worldmodels.checkpoint import CheckpointError
+from worldmodels.training import EpisodeStore, train_worldmodel
+from worldmodels.video_config import load_video_config
+from worldmodels.video_model import VideoWorldModel
+from worldmodels.video_world import Context, ContextError, VideoWorld
+
+
+def _resolved(cfg, episodes, scene=None):
+    from worldmodels.training import resolve_config
+
+    return resolve_config(cfg, episodes, {**TOY_META, "scene": scene})
+
+
+def _store(model, episodes):
+    store = EpisodeStore(episodes, model.cfg)
+    store.latents = [model.encode_frames(torch.from_numpy(e["frames"])) for e in episodes]
+    return store
+
+
+def _fixed_loss(model, store, seed=7):
+    """Flow-matching loss on every window at fixed noise levels and noise (comparable across training)."""
+    g = torch.Generator().manual_seed(seed)
+    win = store.window(store.starts(list(range(len(store)))))
+    with torch.no_grad():
+        return float(model.loss(win, g)["loss"])
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return [toy_episode(s) for s in range(4)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, episodes):
+    """A toy model trained to overfit 4 episodes (also the model of the rollout tests)."""
+    out = tmp_path_factory.mktemp("toy") / "run"
+    cfg = toy_config(steps=400)
+    path = train_worldmodel(cfg, episodes, {**TOY_META, "scene": toy_scene()}, out, progress=False)
+    return out, path
+
+
+def test_tiny_config_overfits_four_episodes(trained, episodes):
+    out, path = trained
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    vae_psnr = next(r["val_psnr_db"] for r in log if "val_psnr_db" in r)
+    assert vae_psnr > 25, vae_psnr
+    model = VideoWorldModel.from_pretrained(path)
+    store = _store(model, episodes)
+    after = _fixed_loss(model, store)
+    fresh = VideoWorldModel(model.cfg, weights=False)
+    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.")}, strict=False)
+    before = _fixed_loss(fresh, store)
+    assert before / after >= 10, (before, after)
+
+
+def test_save_load_round_trip_is_exact(tmp_path, episodes):
+    cfg = _resolved(toy_config(), episodes)
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg)
+    randomise(model)
+    model.save_pretrained(tmp_path / "m")
+    again = VideoWorldModel.from_pretrained(tmp_path / "m")
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    store = _store(model, episodes)
+    win = store.window(store.starts([0])[:3])
+    noise = torch.randn(3, 2, 1, 4, 8, 8), torch.randn(3, 2, 2, 4, 4)
+    x1, v1 = model.eval().sample(win, *noise)
+    x2, v2 = again.sample(win, *noise)
+    assert torch.equal(x1, x2) and torch.equal(v1, v2)
+
+
+def test_a_future_action_never_changes_an_earlier_frame(episodes):
+    cfg = _resolved(toy_config(), episodes).model_copy(update={"future": 4})
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg).eval()
+    randomise(model, scale=0.2)
+    store = _store(model, episodes)
+    win = store.window([(0, 3)])
+    noise = torch.randn(1, 4, 1, 4, 8, 8), torch.randn(1, 4, 2, 4, 4)
+    x1, v1 = model.sample(win, *noise)
+    win.actions = win.actions.clone()
+    K = win.ctx_img.shape[1]
+    win.actions[0, K + 2] += torch.tensor([5.0, -5.0, 0.0, 0.0])  # the action into future step 3 of 4
+    x2, v2 = model.sample(win, *noise)
+    assert torch.equal(x1[:, :2], x2[:, :2]) and torch.equal(v1[:, :2], v2[:, :2])
+    assert (x1[:, 2:] - x2[:, 2:]).abs().max() > 1e-3  # the changed step and later ones do move
+
+
+def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes):
+    cfg = toy_config(steps=5, checkpoint_every=2).model_copy(
+        update={"vae": toy_config().vae.model_copy(update={"train_steps": 4})})
+    straight = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "a", progress=False)
+    # a time limit of zero stops (resumably) after every step; resume until done
+    assert train_worldmodel(cfg, episodes, TOY_META, tmp_path / "b", max_minutes=0, progress=False) is None
+    for _ in range(20):
+        done = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "b", max_minutes=0, resume=True, progress=False)
+        if done is not None:
+            break
+    assert done is not None
+    a = VideoWorldModel.from_pretrained(straight).state_dict()
+    b = VideoWorldModel.from_pretrained(done).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(Exception, match="not empty; pass --resume"):
+        train_worldmodel(cfg, episodes, TOY_META, tmp_path / "a", progress=False)
+
+
+def test_batched_rollout_equals_single_rollouts(trained, episodes):
+    _, path = trained
+    world = VideoWorld.from_pretrained(path)
+    ctxs = [Context.from_episode(e, world.cameras, 2) for e in episodes[:3]]
+    chunks = [e["actions"][2:9] for e in episodes[:3]]
+    world.reset_batch(ctxs, seeds=[10, 11, 12])
+    batched = world.step_batch(chunks)
+    for i in range(3):
+        world.reset(10 + i, {"context": ctxs[i]})
+        single = world.step(chunks[i])
+        assert len(single.observations) == len(batched[i].observations)
+        for o1, o2 in zip(single.observations, batched[i].observations):
+            assert np.abs(o1.images["top"].astype(int) - o2.images["top"].astype(int)).max() <= 1
+            np.testing.assert_allclose(o1.environment_state, o2.environment_state, atol=1e-5)
+        assert single.info["success"] == batched[i].info["success"]
+
+
+def test_trained_toy_world_follows_its_actions(trained, episodes):
+    """Open loop with the true actions, the imagined square stays near the true one and success is judged."""
+    _, path = trained
+    world = VideoWorld.from_pretrained(path)
+    e = episodes[1]
+    world.reset(0, {"context": Context.from_episode(e, world.cameras, 1)})
+    r = world.step(e["actions"][1:9])
+    pred = np.stack([o.environment_state[:2] for o in r.observations])
+    true = e["env_state"][2 : 2 + len(pred), :2]
+    assert np.abs(pred - true).max() < 0.02, (pred, true)  # 2 px of 16
+    assert len(r.info["uncertainty_per_step"]) == len(r.observations)
+
+
+def test_svd_adapters_start_as_the_identity(tmp_path):
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from worldmodels.svd import SVDDenoiser
+    from worldmodels.video_config import SVDConfig
+
+    torch.manual_seed(0)
+    base = UNetSpatioTemporalConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), block_out_channels=(32, 64),
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=24, layers_per_block=1,
+        cross_attention_dim=32, num_attention_heads=(2, 4), num_frames=4,
+    ).eval()
+    base.save_pretrained(tmp_path / "svd" / "unet")
+    den = SVDDenoiser(SVDConfig(pretrained=str(tmp_path / "svd")), latent_channels=4, views=1, cond_dim=6, max_offset=8).eval()
+    assert len(den.adapters) >= 2
+    x = torch.randn(2, 4, 8, 8, 8)
+    t = torch.tensor([500.0, 20.0])
+    ehs = torch.randn(2, 1, 32)
+    ids = torch.tensor([[6.0, 127.0, 0.02]] * 2)
+    tokens = torch.randn(2, 4, den.token_dim)
+    with torch.no_grad():
+        ref = base(x, t, ehs, ids).sample
+        out = den.unet_forward(x, t, ehs, ids, tokens)
+    assert torch.equal(ref, out)
+    with torch.no_grad():  # once an adapter has learnt something, the actions change the output
+        den.adapters[0].xattn.out.weight.add_(0.1)
+        moved = den.unet_forward(x, t, ehs, ids, tokens)
+    assert (moved - ref).abs().max() > 1e-4
+
+
+def test_svd_backbone_trains_inside_the_world_model(tmp_path, episodes):
+    from worldmodels.video_config import VideoWorldModelConfig
+
+    base = toy_config(steps=3).model_dump()
+    base["vae"]["train_steps"] = 2
+    cfg = VideoWorldModelConfig.model_validate({**base, "backbone": {"type": "svd_unet", "unet": {
+        "sample_size": 8, "in_channels": 8, "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
+        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"], "block_out_channels": [16, 32],
+        "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 12, "layers_per_block": 1,
+        "cross_attention_dim": 16, "num_attention_heads": [2, 4], "num_frames": 4}}})
+    path = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "svd", progress=False)
+    world = VideoWorld.from_pretrained(path, samples=1, steps=2)
+    world.reset(0, {"context": Context.from_episode(episodes[0], world.cameras, 1)})
+    r = world.step(episodes[0]["actions"][1:4])
+    assert len(r.observations) == 3 and r.observations[0].images["top"].shape == (16, 16, 3)
+
+
+def test_one_line_errors(tmp_path, episodes, trained):
+    _, path = trained
+    # malformed checkpoint directories
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        VideoWorldModel.from_pretrained(tmp_path / "nope")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        VideoWorldModel.from_pretrained(bad)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["backbone"]["dim"] = 48
+    (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="has shape|do not fit") as e:
+        VideoWorldModel.from_pretrained(bad)
+    assert "\n" not in str(e.value)
+    # an unknown config key
+    y = tmp_path / "wm.yaml"
+    y.write_text("future: 4\nbackbone: {type: video_dit, depht: 3}\n")
+    with pytest.raises(SpecError, match=r"wm.yaml: backbone.video_dit.depht: unknown key|wm.yaml: backbone.*depht.*unknown key") as e:
+        load_video_config(y)
+    assert "\n" not in str(e.value)
+    # context frames of the wrong size
+    world = VideoWorld.from_pretrained(path)
+    e0 = dict(episodes[0])
+    e0["frames"] = np.zeros((12, 1, 3, 32, 32), np.uint8)
+    with pytest.raises(ContextError, match=r"are 32x32; the model was trained on 16x16 images"):
+        world.reset(0, {"context": Context.from_episode(e0, world.cameras, 2)})
+    with pytest.raises(ContextError, match="needs options"):
+        world.reset(0)
+
+
+def test_cli_unknown_key_is_one_line(tmp_path):
+    y = tmp_path / "wm.yaml"
+    y.write_text("future: 4\nsampler: {stepz: 3}\n")
+    r = subprocess.run([sys.executable, "-m", "dreamtwin.cli", "train", "worldmodel", "--config", str(y), "--data",
+                        str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "sampler.stepz: unknown key" in r.stderr, r.stderr

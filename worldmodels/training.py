@@ -1,0 +1,406 @@
+"""Training the video world model with Lightning: VAE stage, then the latent dynamics stage.
+
+    dreamtwin train worldmodel --config configs/worldmodels/video_tiny.yaml --data data/push_cube_small \\
+        --out runs/wm_tiny [--max-minutes 60] [--resume]
+
+Episodes come in as arrays (the CLI reads the LeRobot dataset), so this package never depends on
+the dataset code. The last `train.holdout_episodes` episodes are held out for validation.
+
+Output directory:
+    config.json          the resolved config (dataset-derived fields filled in)
+    state/               the latest training state: model/ (save_pretrained), optimizer.safetensors,
+                         trainer.json (stage, step) - written atomically every `checkpoint_every` steps
+    model/               the trained model (save_pretrained), written when both stages are done
+    log.jsonl            losses every 25 steps, validation loss every `val_every` steps
+
+Exact resume: the batch, the noise and the condition dropout of step s are drawn from generators
+seeded by (seed, stage, s); the learning rate is a function of s; the optimizer state is restored.
+Training 2N steps, or N steps + resume + N steps, gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scenes.config import atomic_write_text
+from scenes.errors import DreamTwinError
+from worldmodels.checkpoint import check_state, load_pretrained
+from worldmodels.video_config import VideoWorldModelConfig
+from worldmodels.video_model import VideoWorldModel, Window, context_indices
+
+STAGES = ("vae", "dynamics")
+LOG_EVERY = 25
+
+
+class TrainingError(DreamTwinError):
+    """A training run that cannot start or resume (names the directory and what is wrong)."""
+
+
+# ---------------------------------------------------------------------- episodes -> tensors
+def value_targets(success: np.ndarray, discount: float) -> np.ndarray:
+    """Per-step value: discount ** (steps until the first solved frame), 0 on failed episodes."""
+    hit = np.flatnonzero(success)
+    v = np.zeros(len(success), np.float32)
+    if len(hit):
+        t = np.arange(hit[0] + 1)
+        v[: hit[0] + 1] = discount ** (hit[0] - t)
+        v[hit[0] + 1 :] = 1.0
+    return v
+
+
+class EpisodeStore:
+    """Episodes held as tensors: frames (uint8), latents (after the VAE stage), vectors, actions."""
+
+    def __init__(self, episodes: list[dict[str, np.ndarray]], cfg: VideoWorldModelConfig) -> None:
+        if not episodes:
+            raise TrainingError("no episodes to train on")
+        self.frames = [torch.from_numpy(e["frames"]) for e in episodes]  # [T, V, 3, H, W]
+        self.actions = [torch.from_numpy(e["actions"]) for e in episodes]
+        self.state = [torch.from_numpy(e["state"]) for e in episodes]
+        self.vectors = [
+            torch.from_numpy(np.concatenate([e["state"], e["env_state"], value_targets(e["success"], cfg.value_discount)[:, None]], 1))
+            for e in episodes
+        ]
+        self.latents: list[torch.Tensor] | None = None
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def starts(self, episodes: list[int]) -> list[tuple[int, int]]:
+        """(episode, t) for every window whose future t+1..t+F lies inside the episode."""
+        F = self.cfg.future
+        return [(k, t) for k in episodes for t in range(len(self.frames[k]) - F)]
+
+    def window(self, items: list[tuple[int, int]]) -> Window:
+        """A training window per (episode, t): memory context ending at t, future t+1..t+F."""
+        assert self.latents is not None
+        m, F = self.cfg.memory, self.cfg.future
+        ctx_img, ctx_vec, fut_img, fut_vec, acts, has, poses, offs = [], [], [], [], [], [], [], []
+        for k, t in items:
+            idx = context_indices(self.state[k][: t + 1], m.recent, m.retrieved, m.pose_dims)
+            fut = torch.arange(t + 1, t + 1 + F)
+            steps = torch.cat([idx, fut])
+            ctx_img.append(self.latents[k][idx])
+            ctx_vec.append(self.vectors[k][idx])
+            fut_img.append(self.latents[k][fut])
+            fut_vec.append(self.vectors[k][fut])
+            prev = (steps - 1).clamp_min(0)
+            acts.append(torch.where((steps > 0)[:, None], self.actions[k][prev], 0.0))
+            has.append(steps > 0)
+            poses.append(self.state[k][idx])
+            offs.append(steps - t)
+        st = torch.stack
+        return Window(st(ctx_img), st(ctx_vec), st(acts), st(has), st(poses), st(offs), st(fut_img), st(fut_vec))
+
+
+def step_generator(seed: int, stage: str, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The generators of one training step: a pure function of (seed, stage, step)."""
+    key = [seed, STAGES.index(stage), step]
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    return np.random.default_rng(key), g
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of `base`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# ---------------------------------------------------------------------- optimizer state <-> safetensors
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+    save_file(tensors, str(path / "optimizer.safetensors"))
+    (path / "optimizer.json").write_text(json.dumps({"param_groups": sd["param_groups"]}))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    groups = json.loads((path / "optimizer.json").read_text())["param_groups"]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ---------------------------------------------------------------------- Lightning modules
+def _lightning_module_class() -> type:
+    import lightning as L
+
+    class WorldModelTraining(L.LightningModule):
+        """One stage of training: `vae` (reconstruction + KL on frames) or `dynamics` (flow matching)."""
+
+        def __init__(self, model: VideoWorldModel, store: EpisodeStore, stage: str, train_eps: list[int],
+                     total: int, start: int) -> None:
+            super().__init__()
+            self.model, self.store, self.stage = model, store, stage
+            self.cfg = model.cfg
+            self.train_eps, self.total, self.step_no = train_eps, total, start
+            self.windows = store.starts(train_eps) if stage == "dynamics" else []
+            self.sizes = [len(store.frames[k]) for k in train_eps]
+            self.on_step: Callable[[int, dict[str, float]], None] | None = None
+            self.restore: Path | None = None
+
+        def params(self) -> list[torch.nn.Parameter]:
+            mod = self.model.vae if self.stage == "vae" else self.model.denoiser
+            return list(mod.parameters())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            base = self.cfg.vae.lr if self.stage == "vae" else self.cfg.train.lr
+            opt = torch.optim.AdamW(self.params(), lr=base, weight_decay=self.cfg.train.weight_decay if self.stage == "dynamics" else 0.0)
+            if self.restore is not None:
+                load_optimizer(opt, self.restore)
+            return opt
+
+        def train_dataloader(self) -> Any:
+            return torch.utils.data.DataLoader(_Steps(self.total - self.step_no), batch_size=None)
+
+        def _batch(self, rng: np.random.Generator) -> Any:
+            if self.stage == "vae":
+                B = self.cfg.vae.batch_size
+                ks = rng.integers(0, len(self.train_eps), B)
+                frames = []
+                for j in ks:
+                    k = self.train_eps[int(j)]
+                    f = self.store.frames[k][int(rng.integers(0, self.sizes[int(j)]))]
+                    frames.append(f[int(rng.integers(0, f.shape[0]))])
+                return torch.stack(frames).float().div(127.5).sub(1)
+            picks = rng.integers(0, len(self.windows), self.cfg.train.batch_size)
+            return self.store.window([self.windows[int(i)] for i in picks])
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            s = self.step_no
+            rng, gen = step_generator(self.cfg.train.seed, self.stage, s)
+            base = self.cfg.vae.lr if self.stage == "vae" else self.cfg.train.lr
+            warm = 0 if self.stage == "vae" else self.cfg.train.warmup
+            for group in self.optimizers().optimizer.param_groups:
+                group["lr"] = lr_at(s, self.total, base, warm)
+            data = self._batch(rng)
+            if self.stage == "vae":
+                out = vae_loss(self.model, data, gen)
+            else:
+                out = self.model.loss(_to(data, self.device), gen)
+            self.step_no += 1
+            if self.on_step is not None:
+                self.on_step(self.step_no, {k: float(v) for k, v in out.items()})
+            self.log("loss", out["loss"].detach(), prog_bar=True)
+            return out["loss"]
+
+    return WorldModelTraining
+
+
+class _Steps(torch.utils.data.Dataset):
+    """A dataset of step numbers: the real batch is drawn inside the step from its seeded generator."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def _to(win: Window, device: torch.device) -> Window:
+    return Window(*(getattr(win, f).to(device) if getattr(win, f) is not None else None for f in Window.__dataclass_fields__))
+
+
+def vae_loss(model: VideoWorldModel, x: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    x = x.to(model.latent_mean.device)
+    post = model.vae.encode(x).latent_dist
+    z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(x.device)
+    rec = model.vae.decode(z).sample
+    l1 = (rec - x).abs().mean()
+    mse = ((rec - x) ** 2).mean()
+    kl = post.kl().mean()
+    return {"loss": l1 + mse + model.cfg.vae.kl_weight * kl, "mse": mse.detach(), "kl": kl.detach()}
+
+
+# ---------------------------------------------------------------------- the job
+def resolve_config(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any]) -> VideoWorldModelConfig:
+    e = episodes[0]
+    scene = meta.get("scene")
+    max_steps = max(len(x["actions"]) for x in episodes)
+    if scene is not None:
+        max_steps = max(max_steps, int(scene["task"]["max_steps"]) + 1)
+    return cfg.model_copy(update={
+        "cameras": list(meta["cameras"]), "image_size": tuple(meta["image_size"]), "action_dim": e["actions"].shape[1],
+        "state_dim": e["state"].shape[1], "env_dim": e["env_state"].shape[1], "max_steps": max_steps,
+        "fps": float(meta["fps"]), "scene": scene,
+    })
+
+
+def split(n: int, holdout: int) -> tuple[list[int], list[int]]:
+    if n - holdout < 1:
+        raise TrainingError(f"{n} episodes and train.holdout_episodes={holdout}: nothing left to train on")
+    return list(range(n - holdout)), list(range(n - holdout, n))
+
+
+def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
+    z = torch.cat([store.latents[k].flatten(0, 1) for k in train_eps])  # [N, c, h, w]  (already normalised)
+    raw = z * model.latent_std[:, None, None] + model.latent_mean[:, None, None]
+    vec = torch.cat([store.vectors[k] for k in train_eps])
+    lo, hi = vec.amin(0), vec.amax(0)
+    pad = (hi - lo) * 0.05
+    lo, hi = lo - pad, hi + pad
+    lo[model.cfg.value_index], hi[model.cfg.value_index] = 0.0, 1.0
+    acts = torch.cat([store.actions[k] for k in train_eps]).abs().amax(0)
+    model.set_statistics(raw.mean((0, 2, 3)), raw.std((0, 2, 3)), lo, hi, acts)
+
+
+def _save_state(model: VideoWorldModel, opt: torch.optim.Optimizer | None, out: Path, stage: str, step: int) -> None:
+    tmp = out / f".state.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model")
+    if opt is not None:
+        save_optimizer(opt, tmp)
+    (tmp / "trainer.json").write_text(json.dumps({"stage": stage, "step": step}))
+    old = out / ".state.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / "state").exists():
+        os.rename(out / "state", old)
+    os.rename(tmp, out / "state")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def vae_psnr(model: VideoWorldModel, store: EpisodeStore, eps: list[int], n: int = 256) -> float:
+    """Mean reconstruction PSNR (dB) of up to n held-out frames."""
+    frames = torch.cat([store.frames[k].flatten(0, 1) for k in eps])[:n] if eps else store.frames[0].flatten(0, 1)[:n]
+    model.eval()
+    rec = model.decode_latents(model.encode_frames(frames))
+    mse = ((rec.float() - frames.float()) ** 2).mean((1, 2, 3)).clamp_min(1e-3)
+    return float((10 * torch.log10(255.0**2 / mse)).mean())
+
+
+@torch.no_grad()
+def validation_loss(model: VideoWorldModel, store: EpisodeStore, eps: list[int], n: int = 32, seed: int = 12345) -> float:
+    starts = store.starts(eps)
+    if not starts:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    picks = [starts[int(i)] for i in rng.integers(0, len(starts), n)]
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for i in range(0, n, 8):
+        total += float(model.loss(store.window(picks[i : i + 8]), g)["loss"]) * len(picks[i : i + 8])
+    return total / n
+
+
+def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any], out: str | Path,
+                     *, max_minutes: float | None = None, resume: bool = False, progress: bool = True) -> Path | None:
+    """Train (or resume) and return the finished model's directory, or None when the time limit
+    stopped the run first (rerun with `--resume` to continue)."""
+    import lightning as L
+
+    t0 = time.monotonic()
+    out = Path(out)
+    state_dir = out / "state"
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise TrainingError(f"{out}: not empty; pass --resume to continue the run there, or choose a new --out")
+    if resume and not (out / "config.json").exists():
+        raise TrainingError(f"{out}: nothing to resume (no config.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    if resume:
+        saved = VideoWorldModelConfig.model_validate_json((out / "config.json").read_text())
+        cfg = saved
+    else:
+        cfg = resolve_config(cfg, episodes, meta)
+    model = VideoWorldModel(cfg)
+    stage, step = "vae", 0
+    if resume and (state_dir / "trainer.json").exists():
+        st = json.loads((state_dir / "trainer.json").read_text())
+        stage, step = st["stage"], st["step"]
+        weights, _ = load_pretrained(state_dir / "model", VideoWorldModelConfig)
+        check_state(model, weights, state_dir / "model" / "model.safetensors")
+        model.load_state_dict(weights)
+    cfg = model.resolved_config()
+    model.cfg = cfg
+    atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+    if stage == "done":
+        return out / "model"
+    train_eps, val_eps = split(len(episodes), cfg.train.holdout_episodes)
+    store = EpisodeStore(episodes, cfg)
+    Module = _lightning_module_class()
+    deadline = None if max_minutes is None else t0 + 60 * max_minutes
+
+    for st_name in STAGES[STAGES.index(stage):]:
+        if st_name == "vae" and cfg.vae.pretrained:
+            total = 0
+        else:
+            total = cfg.vae.train_steps if st_name == "vae" else cfg.train.steps
+        start = step if st_name == stage else 0
+        if st_name == "dynamics":
+            fresh = start == 0
+            store.latents = [model.encode_frames(f) for f in store.frames]
+            if fresh:  # latents were encoded with identity statistics: set them, then normalise in place
+                _statistics(model, store, train_eps)
+                m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
+                store.latents = [(z - m) / sd for z in store.latents]
+            model.vae.requires_grad_(False)
+        module = Module(model, store, st_name, train_eps, total, start)
+        if resume and st_name == stage and start > 0 and (state_dir / "optimizer.safetensors").exists():
+            module.restore = state_dir
+        stopped = {"time": False}
+
+        def on_step(s: int, losses: dict[str, float], st_name: str = st_name, module: Any = module) -> None:
+            if s % LOG_EVERY == 0 or s == total:
+                _log(out, {"stage": st_name, "step": s, **losses, "elapsed_s": round(time.monotonic() - t0, 1)})
+            if st_name == "dynamics" and (s % cfg.train.val_every == 0 or s == total):
+                model.eval()
+                _log(out, {"stage": st_name, "step": s, "val_loss": validation_loss(model, store, val_eps)})
+                model.train()
+            if s % cfg.train.checkpoint_every == 0 and s < total:
+                _save_state(model, module.optimizers().optimizer, out, st_name, s)
+            if deadline is not None and time.monotonic() > deadline and s < total:
+                stopped["time"] = True
+                _save_state(model, module.optimizers().optimizer, out, st_name, s)
+                module.trainer.should_stop = True
+
+        module.on_step = on_step
+        if total > start:
+            trainer = L.Trainer(
+                max_steps=total - start, max_epochs=1, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+                strategy=cfg.train.strategy, gradient_clip_val=cfg.train.grad_clip, logger=False,
+                enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                num_sanity_val_steps=0,
+            )
+            model.train()
+            trainer.fit(module)
+            model.cpu()
+        if stopped["time"]:
+            return None
+        if st_name == "vae":
+            _log(out, {"stage": "vae", "step": total, "val_psnr_db": vae_psnr(model, store, val_eps)})
+            _save_state(model, None, out, "dynamics", 0)
+        stage, step = st_name, 0
+    model.eval()
+    model.save_pretrained(out / "model")
+    _save_state(model, None, out, "done", 0)
+    return out / "model"

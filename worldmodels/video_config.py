@@ -1,0 +1,165 @@
+"""Configuration of the action-conditioned video world model (strict pydantic, one YAML file).
+
+    cfg = load_video_config("configs/worldmodels/video_tiny.yaml", overrides={"train.steps": 100})
+
+Fields marked *resolved* are filled from the training dataset (cameras, sizes, dims, the scene)
+and saved with the checkpoint, so a checkpoint directory is self-describing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from scenes.config import Strict, load_model
+
+VIDEO_CONFIG_VERSION = 1
+
+
+class VAEConfig(Strict):
+    """diffusers `AutoencoderKL`: a tiny one trained on the dataset's frames, or a pretrained local one."""
+
+    pretrained: str | None = Field(None, description="local diffusers AutoencoderKL directory; skips VAE training")
+    block_out_channels: tuple[int, ...] = Field((32, 64, 64), description="downsampling = 2**(len - 1)")
+    layers_per_block: int = Field(1, ge=1)
+    latent_channels: int = Field(4, ge=1)
+    norm_num_groups: int = Field(16, ge=1)
+    train_steps: int = Field(1500, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)
+
+
+class DiTConfig(Strict):
+    """A small video transformer over latent patches: frame-causal attention, adaLN-Zero timestep
+    conditioning, per-frame action cross-attention. The CPU default."""
+
+    type: Literal["video_dit"] = "video_dit"
+    dim: int = Field(128, ge=8)
+    depth: int = Field(6, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    patch: int = Field(2, ge=1, description="image latent patch size")
+    state_patch: int = Field(2, ge=1, description="state-frame patch size")
+
+
+class SVDConfig(Strict):
+    """diffusers `UNetSpatioTemporalConditionModel` (Stable Video Diffusion), pretrained from a local
+    directory or built from `unet` kwargs, with zero-initialised per-frame action adapters."""
+
+    type: Literal["svd_unet"] = "svd_unet"
+    pretrained: str | None = Field(None, description="local diffusers directory of the UNet (e.g. SVD's unet/)")
+    unet: dict[str, Any] = Field(default_factory=dict, description="constructor kwargs when not pretrained")
+    adapter_heads: int = Field(1, ge=1)
+
+
+class MemoryConfig(Strict):
+    """Context = the `recent` latest frames + `retrieved` older frames of nearest pose."""
+
+    recent: int = Field(2, ge=1)
+    retrieved: int = Field(2, ge=0)
+    pose_dims: list[int] = Field([0, 1, 2, 3], description="proprio entries compared for retrieval")
+
+    @property
+    def frames(self) -> int:
+        return self.recent + self.retrieved
+
+
+class StateFrameConfig(Strict):
+    """Shape of the Cosmos-style latent frame carrying proprio, object poses and the value."""
+
+    channels: int = Field(4, ge=1)
+    height: int = Field(4, ge=1)
+    width: int = Field(4, ge=1)
+    loss_weight: float = Field(1.0, ge=0)
+
+
+class SamplerConfig(Strict):
+    """Flow-matching Euler sampler (diffusers `FlowMatchEulerDiscreteScheduler`)."""
+
+    steps: int = Field(8, ge=1)
+    shift: float = Field(1.0, gt=0)
+    guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale on the actions (1 = off)")
+    samples: int = Field(2, ge=1, description="samples per step; their disagreement is the uncertainty")
+
+
+class TrainConfig(Strict):
+    steps: int = Field(3000, ge=0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    warmup: int = Field(100, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    cond_drop: float = Field(0.05, ge=0, le=1, description="probability of dropping the actions (for CFG)")
+    holdout_episodes: int = Field(30, ge=0, description="the last N episodes are held out for validation")
+    val_every: int = Field(250, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    seed: int = 0
+    strategy: str = Field("auto", description="Lightning strategy on multi-device machines (e.g. ddp)")
+    devices: int | str = "auto"
+    accelerator: str = "auto"
+
+
+Backbone = Annotated[DiTConfig | SVDConfig, Field(discriminator="type")]
+
+
+class VideoWorldModelConfig(Strict):
+    version: Literal[1] = VIDEO_CONFIG_VERSION
+    future: int = Field(4, ge=1, description="frames generated per forward pass")
+    value_discount: float = Field(0.9, gt=0, le=1, description="value target = discount ** steps-to-success")
+    vae: VAEConfig = VAEConfig()
+    backbone: Backbone = DiTConfig()
+    memory: MemoryConfig = MemoryConfig()
+    state_frame: StateFrameConfig = StateFrameConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    train: TrainConfig = TrainConfig()
+    # resolved from the dataset
+    cameras: list[str] = Field(default_factory=list)
+    image_size: tuple[int, int] = (64, 64)
+    action_dim: int = 4
+    state_dim: int = 11
+    env_dim: int = 7
+    max_steps: int = Field(64, ge=1, description="longest episode, in control steps")
+    fps: float = 10.0
+    scene: dict[str, Any] | None = Field(None, description="the SceneSpec the dataset was made in")
+    vae_arch: dict[str, Any] | None = Field(None, description="the VAE's diffusers config (set at training)")
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoWorldModelConfig:
+        down = 2 ** (len(self.vae.block_out_channels) - 1)
+        h, w = self.image_size
+        if h % down or w % down:
+            raise ValueError(f"image_size {h}x{w} is not divisible by the VAE's downsampling {down}")
+        if isinstance(self.backbone, DiTConfig):
+            p = self.backbone.patch
+            if (h // down) % p or (w // down) % p:
+                raise ValueError(f"latent {h // down}x{w // down} is not divisible by backbone.patch {p}")
+            sp = self.backbone.state_patch
+            if self.state_frame.height % sp or self.state_frame.width % sp:
+                raise ValueError(f"state_frame {self.state_frame.height}x{self.state_frame.width} is not divisible by backbone.state_patch {sp}")
+            if self.backbone.dim % self.backbone.heads:
+                raise ValueError(f"backbone.dim {self.backbone.dim} is not divisible by backbone.heads {self.backbone.heads}")
+        return self
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.vae.block_out_channels) - 1)
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return self.image_size[0] // self.downsample, self.image_size[1] // self.downsample
+
+    @property
+    def value_index(self) -> int:
+        """Index of the value in the state-frame vector [proprio, object poses, value]."""
+        return self.state_dim + self.env_dim
+
+    @property
+    def vector_dim(self) -> int:
+        return self.state_dim + self.env_dim + 1
+
+
+def load_video_config(path: str | Path, overrides: dict[str, Any] | None = None) -> VideoWorldModelConfig:
+    return load_model(VideoWorldModelConfig, path, overrides)

@@ -1,0 +1,259 @@
+"""The action-conditioned video world model: VAE + latent video denoiser + action/pose tokens + sampler.
+
+    model = VideoWorldModel(cfg)
+    z = model.encode_frames(frames)                    # uint8 [..., 3, H, W] -> [..., c, h, w]
+    loss = model.loss(batch, generator)                # flow matching, future frames only
+    img, vec = model.sample(ctx, cond, offsets, noise) # generate F future frames (images + state + value)
+    model = VideoWorldModel.from_pretrained("assets/worldmodels/push_cube_tiny")
+
+One time step = one image latent per camera (`V` views) + one Cosmos-style state frame holding
+[proprio, object poses, value] (`StateFrameCodec`). A forward pass sees `memory.frames` context
+steps (clean) and `future` noisy steps; the loss covers the future steps only. Classifier-free
+guidance comes from dropping the actions with probability `train.cond_drop`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from worldmodels.checkpoint import CheckpointError, check_state, load_pretrained, save_pretrained
+from worldmodels.memory import retrieve_memory
+from worldmodels.state_frames import StateFrameCodec
+from worldmodels.video_config import DiTConfig, SVDConfig, VideoWorldModelConfig
+
+
+def build_vae(cfg: VideoWorldModelConfig, weights: bool = True) -> nn.Module:
+    """The VAE: from the saved architecture (`vae_arch`), a local pretrained directory (weights loaded
+    when `weights`), or the tiny configuration to train."""
+    from diffusers import AutoencoderKL
+
+    v = cfg.vae
+    if cfg.vae_arch is not None:  # a saved model: architecture from its config, weights from its safetensors
+        return AutoencoderKL.from_config(cfg.vae_arch)
+    if v.pretrained:
+        path = Path(v.pretrained)
+        if not (path / "config.json").exists():
+            raise CheckpointError(f"vae.pretrained {path}: not a diffusers AutoencoderKL directory (no config.json)")
+        if weights:
+            return AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+        return AutoencoderKL.from_config(AutoencoderKL.load_config(str(path)))
+    n = len(v.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=v.latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=v.block_out_channels, layers_per_block=v.layers_per_block,
+        norm_num_groups=v.norm_num_groups, sample_size=cfg.image_size[0],
+    )
+
+
+@dataclass
+class Window:
+    """A training / generation window, all tensors batched.
+
+    ctx_img [B, K, V, c, h, w], ctx_vec [B, K, D]: context steps (clean, normalised latents; raw vectors)
+    fut_img [B, F, V, c, h, w], fut_vec [B, F, D]: the future (targets; absent when generating)
+    actions [B, K + F, A]: the action that led into each step (zeros where none); has_action [B, K + F]
+    poses [B, K, P]: raw proprio of the context steps (their pose tags)
+    offsets [B, K + F] long: step time relative to the last context step
+    """
+
+    ctx_img: torch.Tensor
+    ctx_vec: torch.Tensor
+    actions: torch.Tensor
+    has_action: torch.Tensor
+    poses: torch.Tensor
+    offsets: torch.Tensor
+    fut_img: torch.Tensor | None = None
+    fut_vec: torch.Tensor | None = None
+
+
+def context_indices(poses: torch.Tensor, recent: int, retrieved: int, pose_dims: list[int]) -> torch.Tensor:
+    """Memory indices (time-ordered) into a history of T steps, left-padded with step 0 to recent + retrieved."""
+    idx = retrieve_memory(poses[:, pose_dims], recent, retrieved)
+    k = recent + retrieved
+    if len(idx) < k:
+        idx = torch.cat([idx.new_zeros(k - len(idx)), idx])
+    return idx
+
+
+class VideoWorldModel(nn.Module):
+    def __init__(self, cfg: VideoWorldModelConfig, weights: bool = True) -> None:
+        """`weights`: load pretrained VAE / UNet weights from their local paths (False when the
+        weights come from a checkpoint of ours)."""
+        super().__init__()
+        self.cfg = cfg
+        self.vae = build_vae(cfg, weights)
+        c = self.vae.config.latent_channels
+        h, w = cfg.latent_size
+        self.views = max(1, len(cfg.cameras))
+        self.register_buffer("latent_mean", torch.zeros(c))
+        self.register_buffer("latent_std", torch.ones(c))
+        self.register_buffer("action_scale", torch.ones(cfg.action_dim))
+        if isinstance(cfg.backbone, SVDConfig):
+            state_shape = (c, self.views * h, w)  # state frames ride along the frame axis at the latent's size
+        else:
+            s = cfg.state_frame
+            state_shape = (s.channels, s.height, s.width)
+        self.codec = StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
+        cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1  # action, has-action, pose tag, is-context
+        if isinstance(cfg.backbone, DiTConfig):
+            from worldmodels.dit import VideoDiT
+
+            b = cfg.backbone
+            self.denoiser: nn.Module = VideoDiT(
+                dim=b.dim, depth=b.depth, heads=b.heads, mlp_ratio=b.mlp_ratio, patch=b.patch, state_patch=b.state_patch,
+                latent_channels=c, latent_size=(h, w), views=self.views, state_shape=state_shape, cond_dim=cond_dim,
+                max_offset=cfg.max_steps + cfg.future,
+            )
+        else:
+            from worldmodels.svd import SVDDenoiser
+
+            self.denoiser = SVDDenoiser(cfg.backbone, latent_channels=c, views=self.views, cond_dim=cond_dim,
+                                        max_offset=cfg.max_steps + cfg.future, weights=weights)
+
+    # ------------------------------------------------------------------ normalisation
+    def set_statistics(self, latent_mean: torch.Tensor, latent_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+                       action_scale: torch.Tensor) -> None:
+        """Dataset statistics kept as buffers (saved with the weights): per-channel latent mean/std,
+        the state-frame vector's range, and the largest |action| per dimension."""
+        self.action_scale.copy_(torch.where(action_scale > 1e-6, action_scale, torch.ones_like(action_scale)))
+        self.latent_mean.copy_(latent_mean)
+        self.latent_std.copy_(latent_std.clamp_min(1e-4))
+        fresh = StateFrameCodec(low, high, *self.codec.shape)
+        self.codec.low.copy_(fresh.low)
+        self.codec.span.copy_(fresh.span)
+
+    def _lat_norm(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """uint8 [..., 3, H, W] -> normalised latents [..., c, h, w] (posterior means)."""
+        H, W = self.cfg.image_size
+        if tuple(frames.shape[-3:]) != (3, H, W):
+            raise ValueError(f"frames must be [..., 3, {H}, {W}] (the model's image size), got {list(frames.shape)}")
+        lead = frames.shape[:-3]
+        flat = frames.reshape(-1, 3, H, W)
+        out = []
+        for i in range(0, len(flat), batch):
+            x = flat[i : i + batch].to(self.latent_mean.device, torch.float32) / 127.5 - 1
+            out.append(self._lat_norm(self.vae.encode(x).latent_dist.mean))
+        z = torch.cat(out)
+        return z.reshape(*lead, *z.shape[1:])
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """normalised latents [..., c, h, w] -> uint8 [..., 3, H, W]."""
+        lead = z.shape[:-3]
+        flat = z.reshape(-1, *z.shape[-3:])
+        out = []
+        for i in range(0, len(flat), batch):
+            zz = flat[i : i + batch] * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
+            x = self.vae.decode(zz).sample
+            out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        x = torch.cat(out)
+        return x.reshape(*lead, *x.shape[1:])
+
+    # ------------------------------------------------------------------ denoising
+    def _cond(self, win: Window, drop: torch.Tensor | None) -> torch.Tensor:
+        B, K = win.ctx_img.shape[:2]
+        n = win.actions.shape[1]
+        a, has = win.actions / self.action_scale, win.has_action.float()
+        if drop is not None:  # classifier-free guidance: forget the actions of dropped samples
+            keep = (~drop).float()[:, None]
+            a, has = a * keep[..., None], has * keep
+        poses = torch.zeros(B, n, self.cfg.state_dim, device=a.device)
+        poses[:, :K] = self.codec.normalise(torch.cat([win.poses, win.poses.new_zeros(B, K, self.cfg.vector_dim - self.cfg.state_dim)], -1))[..., : self.cfg.state_dim]
+        is_ctx = torch.zeros(B, n, 1, device=a.device)
+        is_ctx[:, :K] = 1
+        return torch.cat([a, has[..., None], poses, is_ctx], dim=-1)
+
+    def _ctx_state(self, ctx_vec: torch.Tensor) -> torch.Tensor:
+        v = ctx_vec.clone()
+        v[..., self.cfg.value_index] = 0.0  # the value is predicted, never given
+        return self.codec.encode(v)
+
+    def velocity(self, win: Window, x_img: torch.Tensor, x_state: torch.Tensor, sigma: torch.Tensor,
+                 drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocity of the future steps given noisy x_img [B, F, V, c, h, w], x_state [B, F, cs, hs, ws], sigma [B]."""
+        B, K = win.ctx_img.shape[:2]
+        F = x_img.shape[1]
+        img = torch.cat([win.ctx_img, x_img], dim=1)
+        state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
+        sig = torch.cat([sigma.new_zeros(B, K), sigma[:, None].expand(B, F)], dim=1)
+        vi, vs = self.denoiser(img, state, sig, self._cond(win, drop), win.offsets)
+        return vi[:, K:], vs[:, K:]
+
+    def loss(self, win: Window, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Flow-matching loss on the future steps: x_s = (1 - s) x0 + s eps, target eps - x0."""
+        assert win.fut_img is not None and win.fut_vec is not None
+        B = win.fut_img.shape[0]
+        dev = win.fut_img.device
+        x0_img, x0_state = win.fut_img, self.codec.encode(win.fut_vec)
+        sigma = torch.sigmoid(torch.randn(B, generator=generator, device=dev))  # logit-normal noise levels
+        e_img = torch.randn(x0_img.shape, generator=generator, device=dev)
+        e_state = torch.randn(x0_state.shape, generator=generator, device=dev)
+        drop = torch.rand(B, generator=generator, device=dev) < self.cfg.train.cond_drop
+        s_i = sigma.view(B, 1, 1, 1, 1, 1)
+        s_s = sigma.view(B, 1, 1, 1, 1)
+        vi, vs = self.velocity(win, (1 - s_i) * x0_img + s_i * e_img, (1 - s_s) * x0_state + s_s * e_state, sigma, drop)
+        l_img = ((vi - (e_img - x0_img)) ** 2).mean()
+        l_state = ((vs - (e_state - x0_state)) ** 2).mean()
+        return {"loss": l_img + self.cfg.state_frame.loss_weight * l_state, "image": l_img.detach(), "state": l_state.detach()}
+
+    def state_shape(self) -> tuple[int, int, int]:
+        return self.codec.shape
+
+    @torch.no_grad()
+    def sample(self, win: Window, noise_img: torch.Tensor, noise_state: torch.Tensor, steps: int | None = None,
+               guidance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate the future: noise_img [B, F, V, c, h, w], noise_state [B, F, cs, hs, ws] ->
+        (latents [B, F, V, c, h, w], vectors [B, F, D]) with a flow-matching Euler sampler."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        steps = steps or self.cfg.sampler.steps
+        g = self.cfg.sampler.guidance if guidance is None else guidance
+        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.cfg.sampler.shift)
+        sched.set_timesteps(steps, device=noise_img.device)
+        x_img, x_state = noise_img.clone(), noise_state.clone()
+        B = x_img.shape[0]
+        for i, t in enumerate(sched.timesteps):
+            sigma = sched.sigmas[i].expand(B).to(x_img.dtype)
+            if g == 1.0:
+                vi, vs = self.velocity(win, x_img, x_state, sigma)
+            else:
+                both = Window(*(torch.cat([x, x]) if isinstance(x, torch.Tensor) else x for x in
+                                (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
+                drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x_img.device)
+                vi2, vs2 = self.velocity(both, torch.cat([x_img, x_img]), torch.cat([x_state, x_state]),
+                                         torch.cat([sigma, sigma]), drop)
+                vi = vi2[B:] + g * (vi2[:B] - vi2[B:])
+                vs = vs2[B:] + g * (vs2[:B] - vs2[B:])
+            dt = sched.sigmas[i + 1] - sched.sigmas[i]
+            x_img = x_img + dt * vi
+            x_state = x_state + dt * vs
+        return x_img, self.codec.decode(x_state)
+
+    # ------------------------------------------------------------------ persistence
+    def resolved_config(self) -> VideoWorldModelConfig:
+        """The config with the loaded architectures recorded, so the checkpoint rebuilds without them."""
+        upd: dict = {"vae_arch": dict(self.vae.config)}
+        if isinstance(self.cfg.backbone, SVDConfig):
+            upd["backbone"] = self.cfg.backbone.model_copy(update={"unet": dict(self.denoiser.unet.config)})
+        return self.cfg.model_copy(update=upd)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        self.cfg = self.resolved_config()
+        return save_pretrained(self, self.cfg, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> VideoWorldModel:
+        state, cfg = load_pretrained(path, VideoWorldModelConfig, map_location)
+        model = cls(cfg, weights=False)
+        check_state(model, state, Path(path) / "model.safetensors")
+        model.load_state_dict(state)
+        return model.eval()

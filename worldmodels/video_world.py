@@ -1,0 +1,294 @@
+"""A trained video world model as a `World`: reset from observed context, step with action chunks.
+
+    world = VideoWorld.from_pretrained("assets/worldmodels/push_cube_tiny")
+    obs = world.reset(seed=0, options={"context": Context.from_observations([twin_obs])})
+    result = world.step(policy.act(obs))        # observations decoded from imagined latents
+    result.info["success"], result.info["success_prob"], result.info["uncertainty"]
+
+    # many episodes in one forward pass
+    obs = world.reset_batch(contexts, seeds)
+    results = world.step_batch(chunks)
+
+Each step generates `future` frames per pass, autoregressively, conditioned on the memory context
+(recent steps + older steps of nearest pose). `sampler.samples` samples are drawn per episode;
+the first continues the episode and their disagreement is the per-step uncertainty. Every
+episode draws its noise from its own generator (seed, pass), so an episode's rollout does not
+depend on which other episodes share the batch.
+
+Success in imagination is the scene's own predicate on the predicted object poses (`success`);
+the predicted value is reported beside it (`success_prob`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scenes.errors import DreamTwinError
+from scenes.types import Observation, StepResult, as_action_chunk
+from worldmodels.video_model import VideoWorldModel, Window, context_indices
+
+
+class ContextError(DreamTwinError):
+    """Context observations that do not fit the model (cameras, image size, state size)."""
+
+
+@dataclass
+class Context:
+    """What the world starts from: T observed steps (oldest first).
+
+    frames: camera -> uint8 [T, H, W, 3]; state [T, D]; env_state [T, E] (object poses, needed for the
+    predicate and the state frames); actions [T - 1, A]: the action between step t and t + 1.
+    """
+
+    frames: dict[str, np.ndarray]
+    state: np.ndarray
+    env_state: np.ndarray
+    actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    @classmethod
+    def from_observations(cls, observations: list[Observation], actions: np.ndarray | None = None) -> Context:
+        if not observations:
+            raise ContextError("context needs at least one observation")
+        if any(o.environment_state is None for o in observations):
+            raise ContextError("context observations need environment_state (object poses) for the state frames")
+        cams = list(observations[0].images)
+        return cls(
+            frames={c: np.stack([o.images[c] for o in observations]) for c in cams},
+            state=np.stack([o.state for o in observations]).astype(np.float32),
+            env_state=np.stack([o.environment_state for o in observations]).astype(np.float32),  # type: ignore[misc]
+            actions=np.zeros((0, 0), np.float32) if actions is None else np.asarray(actions, np.float32),
+        )
+
+    @classmethod
+    def from_episode(cls, episode: dict[str, np.ndarray], cameras: list[str], upto: int) -> Context:
+        """Steps 0..upto of an episode in `datagen.windows.episode_arrays` form (frames [T, V, 3, H, W])."""
+        f = episode["frames"][: upto + 1]
+        return cls(
+            frames={c: np.ascontiguousarray(f[:, v].transpose(0, 2, 3, 1)) for v, c in enumerate(cameras)},
+            state=episode["state"][: upto + 1], env_state=episode["env_state"][: upto + 1],
+            actions=episode["actions"][:upto],
+        )
+
+
+@dataclass
+class _Episode:
+    seed: int
+    latents: torch.Tensor  # [T, V, c, h, w] normalised
+    vectors: torch.Tensor  # [T, D] state, env, value
+    actions: torch.Tensor  # [T, A] action that led into step t (row 0 unused)
+    initial: dict[str, tuple[np.ndarray, np.ndarray]]
+    step: int
+    passes: int = 0
+    done: bool = False
+
+
+class VideoWorld:
+    """The `World` protocol over a `VideoWorldModel`, with a batched API beside it."""
+
+    def __init__(self, model: VideoWorldModel, *, samples: int | None = None, steps: int | None = None,
+                 guidance: float | None = None, device: str | torch.device = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.cfg = model.cfg
+        self.device = torch.device(device)
+        self.samples = samples or self.cfg.sampler.samples
+        self.steps = steps or self.cfg.sampler.steps
+        self.guidance = self.cfg.sampler.guidance if guidance is None else guidance
+        self.action_dim = self.cfg.action_dim
+        self.cameras = self.cfg.cameras or ["camera"]
+        self._spec: Any = None
+        if self.cfg.scene is not None:
+            from scenes.spec import SceneSpec
+
+            self._spec = SceneSpec.model_validate(self.cfg.scene)
+        self.max_steps = self._spec.task.max_steps if self._spec is not None else self.cfg.max_steps - 1
+        self.task = self._spec.task.instruction if self._spec is not None else ""
+        self.episodes: list[_Episode] = []
+        self.stop_on_success = True  # end an episode when the predicate holds (as the twin does)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kw: Any) -> VideoWorld:
+        return cls(VideoWorldModel.from_pretrained(path), **kw)
+
+    # ------------------------------------------------------------------ context
+    def _check(self, ctx: Context) -> None:
+        H, W = self.cfg.image_size
+        missing = [c for c in self.cameras if c not in ctx.frames]
+        if missing:
+            raise ContextError(f"context lacks cameras {missing}; the model was trained on {self.cameras}")
+        T = len(ctx.state)
+        for c in self.cameras:
+            f = ctx.frames[c]
+            if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
+                raise ContextError(f"context frames[{c!r}] must be uint8 [T, H, W, 3], got {f.dtype} {list(f.shape)}")
+            if f.shape[1:3] != (H, W):
+                raise ContextError(f"context frames[{c!r}] are {f.shape[1]}x{f.shape[2]}; the model was trained on {H}x{W} images")
+            if len(f) != T:
+                raise ContextError(f"context frames[{c!r}] has {len(f)} steps, state has {T}")
+        if ctx.state.shape[1:] != (self.cfg.state_dim,) or ctx.env_state.shape != (T, self.cfg.env_dim):
+            raise ContextError(f"context state must be [T, {self.cfg.state_dim}] and env_state [T, {self.cfg.env_dim}], "
+                               f"got {list(ctx.state.shape)} and {list(ctx.env_state.shape)}")
+        if T > 1 and ctx.actions.shape != (T - 1, self.action_dim):
+            raise ContextError(f"context actions must be [T - 1, {self.action_dim}] = [{T - 1}, {self.action_dim}], got {list(ctx.actions.shape)}")
+
+    def _poses(self, env: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if self._spec is None:
+            return {}
+        return {o.name: (env[7 * i : 7 * i + 3].astype(np.float64), env[7 * i + 3 : 7 * i + 7].astype(np.float64))
+                for i, o in enumerate(self._spec.objects)}
+
+    def judge(self, env_state: np.ndarray, initial: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
+        """The scene's success predicate on (predicted) object poses."""
+        if self._spec is None or self._spec.task.success is None:
+            return False
+        from scenes.predicates import PREDICATES
+
+        s = self._spec.task.success
+        return PREDICATES.get(s.name).fn(s.typed_params(), self._poses(env_state), initial)
+
+    def _observation(self, ep: _Episode, t: int, frames: np.ndarray) -> Observation:
+        v = ep.vectors[t].cpu().numpy()
+        d, e = self.cfg.state_dim, self.cfg.env_dim
+        return Observation(images={c: frames[i] for i, c in enumerate(self.cameras)}, state=v[:d],
+                           environment_state=v[d : d + e], task=self.task, timestamp=t / self.cfg.fps)
+
+    # ------------------------------------------------------------------ batched API
+    def reset_batch(self, contexts: list[Context], seeds: list[int], steps: list[int] | None = None) -> list[Observation]:
+        """Start len(contexts) episodes; `steps` = control steps already taken (default: context length - 1)."""
+        if len(contexts) != len(seeds):
+            raise ContextError(f"{len(contexts)} contexts but {len(seeds)} seeds")
+        self.episodes = []
+        out = []
+        for i, (ctx, seed) in enumerate(zip(contexts, seeds, strict=True)):
+            self._check(ctx)
+            frames = np.stack([ctx.frames[c] for c in self.cameras], axis=1)  # [T, V, H, W, 3]
+            x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3))).to(self.device)
+            T = len(ctx.state)
+            vec = np.concatenate([ctx.state, ctx.env_state, np.zeros((T, 1), np.float32)], 1)
+            acts = np.zeros((T, self.action_dim), np.float32)
+            if T > 1:
+                acts[1:] = ctx.actions
+            ep = _Episode(seed=seed, latents=self.model.encode_frames(x), vectors=torch.from_numpy(vec).to(self.device),
+                          actions=torch.from_numpy(acts).to(self.device), initial=self._poses(ctx.env_state[0]),
+                          step=(T - 1) if steps is None else steps[i])
+            self.episodes.append(ep)
+            out.append(self._observation(ep, T - 1, frames[-1]))
+        return out
+
+    def _window(self, eps: list[_Episode], chunks: list[torch.Tensor]) -> Window:
+        m, F = self.cfg.memory, self.cfg.future
+        ci, cv, ac, ha, po, of = [], [], [], [], [], []
+        for ep, a in zip(eps, chunks, strict=True):
+            T = len(ep.latents)
+            idx = context_indices(ep.vectors[:, : self.cfg.state_dim].cpu(), m.recent, m.retrieved, m.pose_dims).to(self.device)
+            ci.append(ep.latents[idx])
+            cv.append(ep.vectors[idx])
+            po.append(ep.vectors[idx, : self.cfg.state_dim])
+            ac.append(torch.cat([ep.actions[idx], a]))
+            ha.append(torch.cat([idx > 0, torch.ones(F, dtype=torch.bool, device=self.device)]))
+            of.append(torch.cat([idx - (T - 1), torch.arange(1, F + 1, device=self.device)]))
+        st = torch.stack
+        return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of))
+
+    def _generate(self, eps: list[_Episode], chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass for each episode: F future steps from its chunk [F, A].
+        Returns latents [B, S, F, V, c, h, w], vectors [B, S, F, D], uncertainty [B, F]."""
+        S, F = self.samples, self.cfg.future
+        win = self._window(eps, chunks)
+        rep = Window(*(x.repeat_interleave(S, 0) for x in (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
+        img_shape = win.ctx_img.shape[2:]
+        st_shape = self.model.state_shape()
+        ni, ns = [], []
+        for ep in eps:
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0]))
+            ni.append(torch.randn(S, F, *img_shape, generator=g))
+            ns.append(torch.randn(S, F, *st_shape, generator=g))
+            ep.passes += 1
+        lat, vec = self.model.sample(rep, torch.cat(ni).to(self.device), torch.cat(ns).to(self.device),
+                                     steps=self.steps, guidance=self.guidance)
+        B = len(eps)
+        lat = lat.reshape(B, S, *lat.shape[1:])
+        vec = vec.reshape(B, S, *vec.shape[1:])
+        unc = lat.std(1, unbiased=False).mean(dim=tuple(range(2, lat.ndim - 1))) if S > 1 else lat.new_zeros(B, F)
+        return lat, vec, unc
+
+    def step_batch(self, chunks: list[np.ndarray]) -> list[StepResult | None]:
+        """Execute one chunk per episode (None for episodes already done); chunks may differ in length."""
+        if len(chunks) != len(self.episodes):
+            raise ContextError(f"{len(chunks)} action chunks for {len(self.episodes)} episodes")
+        live = [i for i, ep in enumerate(self.episodes) if not ep.done]
+        acts = {i: torch.from_numpy(as_action_chunk(chunks[i], self.action_dim)).to(self.device) for i in live}
+        F = self.cfg.future
+        gen: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {i: [] for i in live}
+        pos = dict.fromkeys(live, 0)
+        stopped: set[int] = set()
+        while True:
+            todo = [i for i in live if i not in stopped and pos[i] < len(acts[i])]
+            if not todo:
+                break
+            pieces = []
+            for i in todo:
+                a = acts[i][pos[i] : pos[i] + F]
+                pieces.append(torch.cat([a, a[-1:].expand(F - len(a), -1)]) if len(a) < F else a)
+            lat, vec, unc = self._generate([self.episodes[i] for i in todo], pieces)
+            for j, i in enumerate(todo):
+                ep = self.episodes[i]
+                n = min(F, len(acts[i]) - pos[i])
+                for k in range(n):
+                    ep.latents = torch.cat([ep.latents, lat[j, 0, k][None]])
+                    ep.vectors = torch.cat([ep.vectors, vec[j, 0, k][None]])
+                    ep.actions = torch.cat([ep.actions, acts[i][pos[i] + k][None]])
+                    ep.step += 1
+                    gen[i].append((lat[j, 0, k], vec[j, 0, k], unc[j, k], vec[j, :, k, self.cfg.value_index]))
+                    env = vec[j, 0, k, self.cfg.state_dim : self.cfg.state_dim + self.cfg.env_dim].cpu().numpy()
+                    if (self.stop_on_success and self.judge(env, ep.initial)) or ep.step >= self.max_steps:
+                        ep.done = True
+                        stopped.add(i)
+                        break
+                pos[i] += n
+        results: list[StepResult | None] = [None] * len(self.episodes)
+        for i in live:
+            ep = self.episodes[i]
+            steps = gen[i]
+            frames = self.model.decode_latents(torch.stack([s[0] for s in steps])).cpu().numpy().transpose(0, 1, 3, 4, 2)
+            T = len(ep.latents)
+            obs = [self._observation(ep, T - len(steps) + k, frames[k]) for k in range(len(steps))]
+            env = obs[-1].environment_state
+            success = self.judge(env, ep.initial)  # type: ignore[arg-type]
+            results[i] = StepResult(observations=obs, done=ep.done, info={
+                "success": success,
+                "success_prob": float(steps[-1][3].mean().clamp(0, 1)),
+                "value_per_step": [float(s[3].mean().clamp(0, 1)) for s in steps],
+                "uncertainty": float(torch.stack([s[2] for s in steps]).mean()),
+                "uncertainty_per_step": [float(s[2]) for s in steps],
+                "predicted_state": obs[-1].state,
+                "object_poses": self._poses(env),  # type: ignore[arg-type]
+                "step": ep.step,
+                "truncated": ep.done and not success,
+            })
+        return results
+
+    # ------------------------------------------------------------------ World protocol
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
+        ctx = (options or {}).get("context")
+        if ctx is None:
+            raise ContextError("VideoWorld.reset needs options={'context': Context | [Observation, ...]}: "
+                               "a learned world starts from observed frames")
+        if isinstance(ctx, Observation):
+            ctx = [ctx]
+        if isinstance(ctx, list):
+            ctx = Context.from_observations(ctx)
+        return self.reset_batch([ctx], [seed])[0]
+
+    def step(self, action_chunk: np.ndarray) -> StepResult:
+        if not self.episodes:
+            raise ContextError("VideoWorld.step before reset")
+        if self.episodes[0].done:
+            raise ContextError("VideoWorld.step after the episode ended; call reset")
+        r = self.step_batch([action_chunk])[0]
+        assert r is not None
+        return r
