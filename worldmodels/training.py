@@ -198,11 +198,15 @@ def _lightning_module_class() -> type:
                 out = vae_loss(self.model, data, gen)
             else:
                 out = self.model.loss(_to(data, self.device), gen)
-            self.step_no += 1
-            if self.on_step is not None:
-                self.on_step(self.step_no, {k: float(v) for k, v in out.items()})
+            self._losses = {k: float(v.detach()) for k, v in out.items()}
             self.log("loss", out["loss"].detach(), prog_bar=True)
             return out["loss"]
+
+        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+            # after the optimizer step: a state saved here holds exactly `step_no` updates
+            self.step_no += 1
+            if self.on_step is not None:
+                self.on_step(self.step_no, self._losses)
 
     return WorldModelTraining
 

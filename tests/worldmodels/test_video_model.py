@@ -49,7 +49,7 @@ def episodes():
 def trained(tmp_path_factory, episodes):
     """A toy model trained to overfit 4 episodes (also the model of the rollout tests)."""
     out = tmp_path_factory.mktemp("toy") / "run"
-    cfg = toy_config(steps=400)
+    cfg = toy_config(steps=1000)
     path = train_worldmodel(cfg, episodes, {**TOY_META, "scene": toy_scene()}, out, progress=False)
     return out, path
 
@@ -189,7 +189,7 @@ def test_svd_backbone_trains_inside_the_world_model(tmp_path, episodes):
     cfg = VideoWorldModelConfig.model_validate({**base, "backbone": {"type": "svd_unet", "unet": {
         "sample_size": 8, "in_channels": 8, "out_channels": 4,
         "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
-        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"], "block_out_channels": [16, 32],
+        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"], "block_out_channels": [32, 64],
         "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 12, "layers_per_block": 1,
         "cross_attention_dim": 16, "num_attention_heads": [2, 4], "num_frames": 4}}})
     path = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "svd", progress=False)

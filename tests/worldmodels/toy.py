@@ -65,7 +65,7 @@ def toy_config(**train: Any) -> VideoWorldModelConfig:
         "future": 2, "memory": {"recent": 1, "retrieved": 1, "pose_dims": [0, 1]},
         "vae": {"block_out_channels": [8, 16], "norm_num_groups": 4, "latent_channels": 4, "train_steps": 150,
                 "batch_size": 16, "lr": 3e-3},
-        "backbone": {"type": "video_dit", "dim": 32, "depth": 2, "heads": 2, "patch": 2, "state_patch": 2},
+        "backbone": {"type": "video_dit", "dim": 64, "depth": 2, "heads": 4, "patch": 2, "state_patch": 2},
         "state_frame": {"channels": 2, "height": 4, "width": 4},
         "sampler": {"steps": 4, "samples": 2},
         "train": t,
