@@ -6,24 +6,20 @@ import subprocess
 import sys
 
 
-def test_light_imports():
-    code = (
-        "import sys, worldmodels, policy_eval, datagen, scenes, dreamtwin.cli;"
-        "import datagen.rollouts, datagen.lerobot, datagen.video, scenes.randomization;"
-        "heavy = [m for m in ('genesis', 'open3d', 'gsplat', 'torch') if m in sys.modules];"
-        "print(heavy)"
-    )
+def _heavy_modules_after(imports: str, heavy: tuple[str, ...]) -> list[str]:
+    """Which of `heavy` a fresh interpreter has loaded after `import <imports>`."""
+    code = f"import sys, {imports}; print([m for m in {heavy!r} if m in sys.modules])"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[]"
+    return eval(r.stdout.strip())  # a printed list of str
+
+
+def test_light_imports():
+    imports = ("worldmodels, policy_eval, datagen, scenes, dreamtwin.cli, datagen.rollouts, datagen.lerobot, "
+               "datagen.video, scenes.randomization")
+    assert _heavy_modules_after(imports, ("genesis", "open3d", "gsplat", "torch")) == []
 
 
 def test_world_model_modules_do_not_load_the_simulator_or_renderers():
-    code = (
-        "import sys, worldmodels.video_world, worldmodels.training, worldmodels.evaluation, worldmodels.svd;"
-        "heavy = [m for m in ('genesis', 'open3d', 'gsplat', 'lightning') if m in sys.modules];"
-        "print(heavy)"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[]"
+    imports = "worldmodels.video_world, worldmodels.training, worldmodels.evaluation, worldmodels.svd"
+    assert _heavy_modules_after(imports, ("genesis", "open3d", "gsplat", "lightning")) == []

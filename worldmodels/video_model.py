@@ -166,8 +166,9 @@ class VideoWorldModel(nn.Module):
         if drop is not None:  # classifier-free guidance: forget the actions of dropped samples
             keep = (~drop).float()[:, None]
             a, has = a * keep[..., None], has * keep
-        poses = torch.zeros(B, n, self.cfg.state_dim, device=a.device)
-        poses[:, :K] = self.codec.normalise(torch.cat([win.poses, win.poses.new_zeros(B, K, self.cfg.vector_dim - self.cfg.state_dim)], -1))[..., : self.cfg.state_dim]
+        d = self.cfg.state_dim
+        poses = torch.zeros(B, n, d, device=a.device)
+        poses[:, :K] = (win.poses - self.codec.low[:d]) / self.codec.span[:d] * 2 - 1  # the codec's normalisation
         is_ctx = torch.zeros(B, n, 1, device=a.device)
         is_ctx[:, :K] = 1
         return torch.cat([a, has[..., None], poses, is_ctx], dim=-1)
