@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES ?= libusb-1.0-0 libegl1 libgl1 libglu1-mesa
+APT_PACKAGES ?= libusb-1.0-0 libegl1 libgl1 libglu1-mesa chromium
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dreamtwin-installed
 export PYOPENGL_PLATFORM ?= egl
@@ -29,8 +29,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,distributed]"
 	touch $(STAMP)
 
+DEMO_MODEL ?= assets/worldmodels/push_cube_tiny
+
+# rank the policy zoo in the twin (ground truth), then in the shipped world model on the same seeds,
+# and compare the rankings; the report is runs/demo/worldmodel/report.html
 demo: setup
 	$(VENV)/bin/dreamtwin eval --config configs/eval/demo.yaml
+	$(VENV)/bin/dreamtwin eval --config configs/eval/demo.yaml --world worldmodel:$(DEMO_MODEL) \
+	  --ground-truth runs/demo/twin --report --out runs/demo/worldmodel
 
 test: setup
 	$(PY) -m pytest -x -q --durations=15

@@ -254,28 +254,41 @@ def eval_run(
     config: Optional[Path] = typer.Option(None, help="job YAML (configs/eval/*.yaml); flags override it"),
     scene: Optional[str] = typer.Option(None, help="SceneSpec YAML"),
     policies: Optional[str] = typer.Option(None, help="comma-separated registered policy names"),
-    world: Optional[str] = typer.Option(None, help="world to evaluate in: twin"),
+    world: Optional[str] = typer.Option(None, help="world to evaluate in: twin | worldmodel:PATH"),
     episodes: Optional[int] = typer.Option(None, help="episodes per policy"),
     seed: Optional[int] = typer.Option(None, help="first seed; episode i uses seed + i"),
     out: Optional[str] = typer.Option(None, help="output directory (rerun to resume)"),
     videos: Optional[bool] = typer.Option(None, help="save one MP4 per policy"),
+    ground_truth: Optional[str] = typer.Option(None, help="eval output directory of a ground-truth (twin) run"),
+    report: Optional[bool] = typer.Option(None, help="write DIR/report.html"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (or Ray actors), each with its own world"),
+    backend: Optional[str] = typer.Option(None, help="local | ray"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value, e.g. adaptive.half_width=0.1"),
 ) -> None:
     """Evaluate policies in a world and print a ranked table."""
     if ctx.invoked_subcommand is not None:
         return
-    from policy_eval.evaluate import EvalConfig, designed_order_note, load_eval_config, ranked_table, run_eval
+    from policy_eval.evaluate import (
+        EvalConfig, agreement_table, designed_order_note, load_eval_config, ranked_table, run_eval,
+    )
     from scenes.config import validate_model
 
     flags = {
         "scene": scene, "policies": policies.split(",") if policies else None, "world": world,
-        "episodes": episodes, "seed": seed, "out": out, "videos": videos,
+        "episodes": episodes, "seed": seed, "out": out, "videos": videos, "ground_truth": ground_truth,
+        "report": report, "workers": workers, "backend": backend,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
+    from scenes.config import parse_overrides, set_dotted
     try:
-        cfg = (
-            load_eval_config(config, flags) if config
-            else validate_model(EvalConfig, flags, "command line")
-        )
+        flags.update(parse_overrides(set_) if set_ else {})
+        if config:
+            cfg = load_eval_config(config, flags)
+        else:
+            data: dict = {}
+            for key, value in flags.items():
+                set_dotted(data, key, value, "--set")
+            cfg = validate_model(EvalConfig, data, "command line")
         results = run_eval(cfg)
     except DreamTwinError as e:
         _fail(e)
@@ -284,7 +297,11 @@ def eval_run(
     designed = designed_order_note(results["ranking"])
     if designed:
         console.print(designed)
+    if "metrics" in results:
+        console.print(agreement_table(results["metrics"]))
     console.print(f"results: {Path(cfg.out) / 'results.json'}")
+    if cfg.report:
+        console.print(f"report: {Path(cfg.out) / 'report.html'}")
 
 
 @eval_app.command("show")
@@ -403,6 +420,32 @@ def train_worldmodel_cmd(
                    f"--data {data} --out {out} --resume")
     else:
         typer.echo(f"model saved to {done}")
+
+
+@train_app.command("policy")
+def train_policy_cmd(
+    config: Path = typer.Option(..., help="policy + training YAML (configs/policies/*.yaml)"),
+    data: Path = typer.Option(..., help="a LeRobot v3.0 dataset directory (dreamtwin datagen rollouts)"),
+    out: Path = typer.Option(..., help="run directory: config.json, log.jsonl, step-XXXXXX/ checkpoints"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value, e.g. steps=500"),
+) -> None:
+    """Train a behaviour-cloning CNN policy (images + proprio -> actions) with Lightning.
+
+    Example: dreamtwin train policy --config configs/policies/bc_cnn.yaml --data data/push_cube_small --out runs/bc_push
+    """
+    from datagen.windows import load_episodes
+    from policy_eval.policies.bc import load_bc_config, train_policy
+    from scenes.config import parse_overrides
+
+    try:
+        cfg = load_bc_config(config, parse_overrides(set_) if set_ else None)
+        episodes, meta = load_episodes(data, cfg.cameras or None, progress=True)
+        saved = train_policy(cfg, episodes, meta, out)
+    except DreamTwinError as e:
+        _fail(e)
+        return
+    for p in saved:
+        typer.echo(f"checkpoint: {p}  (evaluate with: dreamtwin eval --policies {p} ...)")
 
 
 def main() -> None:

@@ -1,15 +1,25 @@
-"""Offline policy evaluation job: every policy on the same seeds, success rates with Wilson CIs.
+"""Offline policy evaluation job: every policy on the same seeds, in the twin or an imagined world.
 
-    dreamtwin eval --scene configs/scenes/push_cube.yaml --policies image_expert,image_mild \
-        --world twin --episodes 10 --seed 0 --out runs/eval
+    dreamtwin eval --scene configs/scenes/push_cube.yaml --policies image_expert,bc_final \
+        --world twin --episodes 50 --seed 0 --out runs/eval_twin
+    dreamtwin eval --config configs/eval/demo.yaml --world worldmodel:assets/worldmodels/push_cube_tiny \
+        --ground-truth runs/eval_twin --report --out runs/eval_wm
 
 Writes into `out/`:
 - `config.json`: the resolved job config (a rerun must match it),
 - `episodes.jsonl`: one line per finished episode, appended and fsynced as it finishes — a rerun
-  of the same command skips what is there (resume),
-- `results.json`: per policy `{success_rate, ci_low, ci_high, n, successes, mean_length}` plus the
-  ranking, written atomically,
-- `videos/<policy>.mp4`: the first episode of every policy.
+  of the same command skips what is there (resume); a killed run loses at most the episodes in flight,
+- `results.json`: per policy `{success_rate, ci_low, ci_high, n, successes, mean_length, ...}`, the
+  ranking, and with `ground_truth` a `metrics` object (Pearson, Spearman, Kendall, MMRV with
+  bootstrap intervals), written atomically,
+- `videos/<policy>.mp4` (first seed), `strips/<policy>/seed-<s>.png` (first `strips` seeds),
+- `report.html` with `report: true`.
+
+Episodes run in rounds of seeds; with `adaptive`, a policy stops getting new rounds once its Wilson
+interval's half-width is under `adaptive.half_width`. Within a round, episodes are grouped into
+batches (one forward pass per step in an imagined world) and fanned out to `workers` local
+processes or Ray actors, each with its own world. Episode (policy, seed) is deterministic, so the
+results do not depend on batching, workers or interruptions.
 """
 
 from __future__ import annotations
@@ -18,42 +28,77 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from policy_eval.metrics import wilson_interval
 from scenes.config import Strict, atomic_write_text, load_model
 from scenes.errors import DreamTwinError, SpecError
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
+# settings that decide where and how fast a job runs, not what it computes (left out of the fingerprint)
+RUN_SETTINGS = ("out", "workers", "backend", "ray_address", "batch_size", "ground_truth", "report")
+
+
+class AdaptiveStop(Strict):
+    half_width: float = Field(gt=0, le=0.5, description="stop a policy when its 95% interval's half-width is below this")
+    min_episodes: int = Field(10, ge=1, description="never stop a policy before this many episodes")
+    round: int = Field(10, ge=1, description="seeds per round; stopping is decided between rounds")
 
 
 class EvalConfig(Strict):
     scene: str = Field(description="SceneSpec YAML path")
-    policies: list[str] = Field(min_length=1, description="registered policy names")
-    world: Literal["twin"] = "twin"
+    scene_overrides: dict[str, Any] = Field({}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution")
+    policies: list[str] = Field(min_length=1, description="registered policy names or checkpoint directories")
+    world: str = Field("twin", description="twin | worldmodel:PATH")
     episodes: int = Field(10, ge=1)
     seed: int = Field(0, ge=0, description="episode i uses seed + i for every policy")
     out: str = "runs/eval"
     videos: bool = True
     render: bool = True
+    strips: int = Field(2, ge=0, description="episodes per policy kept as frame strips for the report")
+    samples: int | None = Field(None, ge=1, description="world model: samples per step (default: the model's)")
+    sampler_steps: int | None = Field(None, ge=1, description="world model: denoising steps (default: the model's)")
+    adaptive: AdaptiveStop | None = None
+    batch_size: int = Field(32, ge=1, description="episodes per forward pass in an imagined world")
+    workers: int = Field(1, ge=1)
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ground_truth: str | None = Field(None, description="an eval output directory in the ground-truth world")
+    report: bool = False
 
     @field_validator("policies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from policy_eval.policies import POLICIES
+        from policy_eval.policies import policy_info
 
-        unknown = [p for p in v if p not in POLICIES]
-        if unknown:
-            raise ValueError(f"unknown policies {unknown}; registered: {', '.join(POLICIES.names())}")
+        for p in v:
+            policy_info(p)  # raises naming the unknown policy and the registered ones
         if len(set(v)) != len(v):
             raise ValueError(f"policies listed twice: {v}")
         return v
 
+    @field_validator("world")
+    @classmethod
+    def _world(cls, v: str) -> str:
+        from policy_eval.worlds import parse_world
+
+        return str(parse_world(v))
+
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.episodes)]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(RUN_SETTINGS))
+
+    def load_scene(self) -> Any:
+        from scenes.spec import load_scene_spec
+
+        return load_scene_spec(self.scene, dict(self.scene_overrides) or None)
 
 
 def load_eval_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:
@@ -92,13 +137,26 @@ class EpisodeLog:
             os.fsync(f.fileno())
 
 
+def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (policy, seed): the first logged (a rerun never appends a finished episode, but a
+    log assembled by hand might)."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["policy"], r["seed"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def summarise(rows: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]:
     per_policy = {}
+    rows = unique_rows(rows)
     for p in policies:
-        mine = [r for r in rows if r["policy"] == p]
+        mine = sorted((r for r in rows if r["policy"] == p), key=lambda r: r["seed"])
         n, k = len(mine), sum(bool(r["success"]) for r in mine)
         lo, hi = wilson_interval(k, n)
-        per_policy[p] = {
+        entry = {
             "success_rate": k / n if n else 0.0,
             "ci_low": lo,
             "ci_high": hi,
@@ -106,6 +164,11 @@ def summarise(rows: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]
             "successes": k,
             "mean_length": sum(r["length"] for r in mine) / n if n else 0.0,
         }
+        for key in ("success_prob", "uncertainty"):  # imagined worlds report these per episode
+            vals = [r[key] for r in mine if r.get(key) is not None]
+            if vals:
+                entry[f"mean_{key}"] = float(np.mean(vals))
+        per_policy[p] = entry
     ranking = sorted(policies, key=lambda p: (-per_policy[p]["success_rate"], -per_policy[p]["ci_low"], p))
     return {"version": RESULTS_VERSION, "policies": per_policy, "ranking": ranking}
 
@@ -122,21 +185,92 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> dict[str, Any]:
-    """Run (or resume) the evaluation described by `cfg`; returns the results dict.
+def slug(policy: str) -> str:
+    """A file-name-safe form of a policy name or checkpoint path."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in policy.strip("/")).strip("._") or "policy"
 
-    `world` may be a prebuilt World for the same scene (tests reuse one twin); by default the job
-    builds the one `cfg.world` names.
-    """
-    from policy_eval.policies import POLICIES, make_policy
-    from policy_eval.runner import rollout
-    from policy_eval.video import write_mp4
-    from scenes.spec import load_scene_spec
 
-    spec = load_scene_spec(cfg.scene)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = {"job": "eval", "config": cfg.model_dump(mode="json"), "scene_hash": spec.hash()}
+# ---------------------------------------------------------------------- executing episodes
+class Evaluator:
+    """Runs batches of (policy, seed) episodes in one world and writes their media; one per worker."""
+
+    def __init__(self, cfg: EvalConfig, world: Any = None) -> None:
+        from policy_eval.policies import policy_info
+        from policy_eval.worlds import make_world
+
+        self.cfg = cfg
+        self.spec = cfg.load_scene()
+        self.out = Path(cfg.out)
+        self.infos = {p: policy_info(p) for p in cfg.policies}
+        if world is not None and cfg.world != "twin" and not getattr(world, "batched", False):
+            world = make_world(cfg.world, self.spec, twin=world, samples=cfg.samples, sampler_steps=cfg.sampler_steps)
+        self.world = world if world is not None else make_world(
+            cfg.world, self.spec, render=cfg.render, samples=cfg.samples, sampler_steps=cfg.sampler_steps)
+        self.batched = bool(getattr(self.world, "batched", False))
+
+    @classmethod
+    def from_json(cls, cfg_json: str) -> Evaluator:
+        return cls(EvalConfig.model_validate_json(cfg_json))
+
+    def run(self, pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        from policy_eval import runner
+        from policy_eval.policies import make_policy
+
+        t0 = time.perf_counter()
+        if self.batched:
+            episodes = runner.rollout_batch(
+                self.world, [make_policy(p, self.spec, seed=self.cfg.seed) for p, _ in pairs], [s for _, s in pairs],
+                policy_ids=[p for p, _ in pairs], privileged=[self.infos[p].privileged for p, _ in pairs],
+                scene_hash=self.spec.hash(),
+            )
+        else:
+            episodes = [
+                runner.rollout(self.world, make_policy(p, self.spec, seed=self.cfg.seed), s, policy_id=p,
+                               privileged=self.infos[p].privileged, scene_hash=self.spec.hash())
+                for p, s in pairs
+            ]
+        seconds = (time.perf_counter() - t0) / max(len(pairs), 1)
+        rows = []
+        for (p, s), ep in zip(pairs, episodes, strict=True):
+            self._media(p, s, ep)
+            row = {**ep.summary(), "policy": p, "seconds": seconds}
+            last = ep.steps[-1].info if ep.steps else {}
+            if "success_prob" in last:
+                row["success_prob"] = float(last["success_prob"])
+            unc = [st.info["uncertainty"] for st in ep.steps if "uncertainty" in st.info]
+            if unc:
+                row["uncertainty"] = float(np.mean(unc))
+            rows.append(row)
+        return rows
+
+    def _media(self, policy: str, seed: int, ep: Any) -> None:
+        from policy_eval.video import write_mp4
+
+        if not (self.cfg.render and self.spec.cameras):
+            return
+        cam = self.spec.cameras[0].name
+        index = seed - self.cfg.seed
+        if self.cfg.videos and index == 0:
+            write_mp4(self.out / "videos" / f"{slug(policy)}.mp4", ep.frames(cam), fps=self.spec.control.rate_hz)
+        if index < self.cfg.strips:
+            write_strip(self.out / "strips" / slug(policy) / f"seed-{seed}.png", ep.frames(cam))
+
+
+def write_strip(path: Path, frames: np.ndarray, count: int = 8) -> None:
+    """Save `count` evenly spaced frames side by side as one PNG (atomically)."""
+    from PIL import Image
+
+    idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    strip = np.concatenate([frames[i] for i in idx], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(strip).save(tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- the job
+def _check_out(cfg: EvalConfig, spec: Any, out: Path) -> None:
+    resolved = {"job": "eval", "config": cfg.fingerprint(), "scene_hash": spec.hash()}
     cfg_path = out / "config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
@@ -147,40 +281,132 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
     else:
         atomic_write_text(cfg_path, json.dumps({**resolved, "versions": _versions()}, indent=2))
 
+
+def stopped_policies(cfg: EvalConfig, rows: list[dict[str, Any]], upto_seed: int) -> set[str]:
+    """Policies whose interval, over the episodes with seed < upto_seed, is narrow enough to stop."""
+    if cfg.adaptive is None:
+        return set()
+    out = set()
+    for p in cfg.policies:
+        mine = [r for r in rows if r["policy"] == p and r["seed"] < upto_seed]
+        n, k = len(mine), sum(bool(r["success"]) for r in mine)
+        lo, hi = wilson_interval(k, n)
+        if n >= cfg.adaptive.min_episodes and (hi - lo) / 2 < cfg.adaptive.half_width:
+            out.add(p)
+    return out
+
+
+def _rounds(cfg: EvalConfig) -> Iterator[list[int]]:
+    seeds = cfg.seeds()
+    size = cfg.adaptive.round if cfg.adaptive else len(seeds)
+    for i in range(0, len(seeds), size):
+        yield seeds[i : i + size]
+
+
+def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> dict[str, Any]:
+    """Run (or resume) the evaluation described by `cfg`; returns the results dict.
+
+    `world` may be a prebuilt World for the same scene (tests reuse one twin; for an imagined world a
+    twin is enough, the model is loaded around it); by default each worker builds the one `cfg.world` names.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from policy_eval.parallel import WorkerPool
+
+    spec = cfg.load_scene()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out(cfg, spec, out)
     log = EpisodeLog(out / "episodes.jsonl")
     log.repair()
-    done = {(r["policy"], r["seed"]) for r in log.read()}
-    todo = [(p, s) for p in cfg.policies for s in cfg.seeds() if (p, s) not in done]
+    rows = unique_rows(log.read())
+    done = {(r["policy"], r["seed"]) for r in rows}
+    started = time.perf_counter()
+    local = Evaluator(cfg, world) if world is not None else None
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with WorkerPool("policy_eval.evaluate:Evaluator.from_json", (cfg.model_dump_json(),), workers=cfg.workers,
+                    backend=cfg.backend, address=cfg.ray_address, local=local) as pool, \
+            Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"episodes in {cfg.world}", total=len(cfg.policies) * cfg.episodes)
+        bar.update(task, completed=len(done))
+        for seeds in _rounds(cfg):
+            stopped = stopped_policies(cfg, rows, seeds[0])
+            todo = [(p, s) for s in seeds for p in cfg.policies if p not in stopped and (p, s) not in done]
+            bar.update(task, total=len(cfg.policies) * cfg.episodes - sum(
+                cfg.episodes - sum(1 for r in rows if r["policy"] == p) for p in stopped))
+            size = cfg.batch_size if (cfg.world != "twin") else 1
+            batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+            for result in pool.map_unordered("run", batches):
+                for row in result:
+                    log.append(row)
+                    rows.append(row)
+                    done.add((row["policy"], row["seed"]))
+                bar.advance(task, len(result))
 
-    if todo:
-        if world is None:
-            from scenes.twin import DigitalTwin
-
-            world = DigitalTwin(spec, render=cfg.render)
-        policies = {p: make_policy(p, spec, seed=cfg.seed) for p in cfg.policies}
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            task = bar.add_task("episodes", total=len(todo))
-            for policy_name, seed in todo:
-                bar.update(task, description=f"{policy_name} seed {seed}")
-                t0 = time.perf_counter()
-                ep = rollout(
-                    world, policies[policy_name], seed,
-                    policy_id=policy_name, privileged=POLICIES.get(policy_name).privileged,
-                    scene_hash=spec.hash(),
-                )
-                video = out / "videos" / f"{policy_name}.mp4"
-                if cfg.videos and cfg.render and spec.cameras and not video.exists():
-                    write_mp4(video, ep.frames(spec.cameras[0].name), fps=spec.control.rate_hz)
-                log.append({**ep.summary(), "policy": policy_name, "seconds": time.perf_counter() - t0})
-                bar.advance(task)
-
-    results = summarise(log.read(), cfg.policies)
-    results.update(scene=spec.name, scene_hash=spec.hash(), seeds=cfg.seeds(), world=cfg.world)
+    results = summarise(rows, cfg.policies)
+    results.update(scene=spec.name, scene_hash=spec.hash(), seeds=cfg.seeds(), world=cfg.world,
+                   wall_seconds_this_run=time.perf_counter() - started,
+                   episode_seconds=float(sum(r.get("seconds", 0.0) for r in rows)))
+    if cfg.ground_truth:
+        results["metrics"] = agreement_with(rows, cfg.policies, Path(cfg.ground_truth))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    if cfg.report:
+        from policy_eval.report import write_report
+
+        write_report(out, results, cfg)
     return results
+
+
+def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(results.json, episode rows) of an eval output directory."""
+    f = path / "results.json"
+    if not f.exists():
+        raise DreamTwinError(f"{f}: not found (ground truth must be a finished `dreamtwin eval` output directory)")
+    try:
+        results = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise DreamTwinError(f"{f}: not valid JSON ({e})") from None
+    return results, unique_rows(EpisodeLog(path / "episodes.jsonl").read())
+
+
+def agreement_with(rows: list[dict[str, Any]], policies: list[str], gt_dir: Path, n_boot: int = 2000) -> dict[str, Any]:
+    """Pearson / Spearman / Kendall / MMRV of this run's success rates against a ground-truth run's,
+    on the policies and seeds both ran, with a paired bootstrap over seeds for each metric."""
+    from policy_eval.metrics import bootstrap_agreement
+
+    gt_results, gt_rows = load_results(gt_dir)
+    mine = {(r["policy"], r["seed"]): bool(r["success"]) for r in rows}
+    real = {(r["policy"], r["seed"]): bool(r["success"]) for r in gt_rows}
+    common = [p for p in policies if any((p, s) in real for (q, s) in mine if q == p)]
+    if len(common) < 2:
+        raise DreamTwinError(
+            f"ground truth {gt_dir} shares fewer than 2 policies (with common seeds) with this evaluation: "
+            f"it has {sorted(gt_results.get('policies', {}))}"
+        )
+    pred_out, real_out, seeds_used = [], [], {}
+    for p in common:
+        seeds = sorted(s for (q, s) in mine if q == p and (p, s) in real)
+        pred_out.append([mine[(p, s)] for s in seeds])
+        real_out.append([real[(p, s)] for s in seeds])
+        seeds_used[p] = len(seeds)
+    boot = bootstrap_agreement(pred_out, real_out, n_boot=n_boot)
+    pred_rate = {p: float(np.mean(o)) for p, o in zip(common, pred_out, strict=True)}
+    real_rate = {p: float(np.mean(o)) for p, o in zip(common, real_out, strict=True)}
+    order = lambda rate: sorted(common, key=lambda p: (-rate[p], p))  # noqa: E731
+    return {
+        "ground_truth": str(gt_dir), "ground_truth_world": gt_results.get("world"),
+        "policies": common, "episodes_compared": seeds_used,
+        "predicted_success": pred_rate, "ground_truth_success": real_rate,
+        "ranking_predicted": order(pred_rate), "ranking_ground_truth": order(real_rate),
+        "per_episode_agreement": float(np.mean([a == b for po, ro in zip(pred_out, real_out, strict=False) for a, b in zip(po, ro, strict=False)])),
+        **{k: {"value": _finite(v["value"]), "ci_low": _finite(v["low"]), "ci_high": _finite(v["high"])}
+           for k, v in boot.items()},
+    }
+
+
+def _finite(x: float) -> float | None:
+    """NaN (a metric undefined, e.g. a correlation when every rate is equal) as JSON null."""
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def ranked_table(results: dict[str, Any]) -> Any:
@@ -208,3 +434,19 @@ def designed_order_note(ranking: list[str]) -> str | None:
     designed = sorted(ranking, key=lambda p: ranks[p])
     verdict = "matches" if designed == ranking else "differs from"
     return f"this ranking {verdict} the designed skill order: {' > '.join(designed)}"
+
+
+def agreement_table(metrics: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"agreement with ground truth ({metrics.get('ground_truth_world')}, {metrics['ground_truth']})")
+    for col in ("metric", "value", "95% bootstrap CI", "target"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    targets = {"pearson": ">= 0.9", "mmrv": "<= 0.05"}
+    for k in ("pearson", "spearman", "kendall", "mmrv"):
+        m = metrics[k]
+        f = lambda x: "undefined" if x is None else f"{x:.3f}"  # noqa: E731
+        table.add_row(k, f(m["value"]), f"[{f(m['ci_low'])}, {f(m['ci_high'])}]", targets.get(k, ""))
+    table.caption = (f"ranking here: {' > '.join(metrics['ranking_predicted'])}\n"
+                     f"ground truth: {' > '.join(metrics['ranking_ground_truth'])}")
+    return table

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import numpy as np
 
 
-
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion; (0, 1) when n == 0."""
     if n < 0 or not 0 <= successes <= n:

@@ -1,6 +1,9 @@
-"""Roll policies out in a World and collect Episodes."""
+"""Roll policies out in a World and collect Episodes: one at a time, or many in lock-step through a
+world's batched API (`policy_eval.worlds`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +38,7 @@ def rollout(
             raise ActionError(f"policy {policy_id!r} at step {len(steps)} (seed {seed}): {e}") from None
         result = world.step(chunk)
         n = len(result.observations)
-        for i, (action, o) in enumerate(zip(chunk[:n], result.observations)):
+        for i, (action, o) in enumerate(zip(chunk[:n], result.observations, strict=False)):
             steps.append(EpisodeStep(np.asarray(action), o, success=result.success and i == n - 1))
         obs = result.last
         if result.done or (max_steps is not None and len(steps) >= max_steps):
@@ -48,3 +51,48 @@ def rollout(
         seed=seed,
         scene_hash=scene_hash,
     )
+
+
+def rollout_batch(
+    world: Any,
+    policies: list[Policy],
+    seeds: list[int],
+    *,
+    policy_ids: list[str],
+    privileged: list[bool],
+    scene_hash: str = "",
+) -> list[Episode]:
+    """Episodes i = (policies[i], seeds[i]) advanced together: every live episode's policy acts on
+    its latest observation, then the world steps all of them in one call. An episode's result does
+    not depend on which others share the batch (worlds draw noise per episode)."""
+    n = len(policies)
+    if not n == len(seeds) == len(policy_ids) == len(privileged):
+        raise ValueError("policies, seeds, policy_ids and privileged must have one entry per episode")
+    for p, s in zip(policies, seeds, strict=True):
+        reset_policy(p, s)
+    obs = world.reset_batch(list(seeds))
+    first = list(obs)
+    steps: list[list[EpisodeStep]] = [[] for _ in range(n)]
+    live = [True] * n
+    while any(live):
+        chunks: list[np.ndarray | None] = [None] * n
+        for i in range(n):
+            if live[i]:
+                o = obs[i] if privileged[i] else obs[i].without_privileged()
+                try:
+                    chunks[i] = as_action_chunk(policies[i].act(o), world.action_dim)
+                except ActionError as e:
+                    raise ActionError(f"policy {policy_ids[i]!r} at step {len(steps[i])} (seed {seeds[i]}): {e}") from None
+        results = world.step_batch(chunks)
+        for i, r in enumerate(results):
+            if not live[i] or r is None:
+                continue
+            m = len(r.observations)
+            for k, (action, o) in enumerate(zip(chunks[i][:m], r.observations, strict=False)):  # type: ignore[index]
+                info = {key: r.info[key] for key in ("success_prob", "uncertainty") if key in r.info}
+                steps[i].append(EpisodeStep(np.asarray(action), o, success=r.success and k == m - 1, info=info))
+            obs[i] = r.last
+            live[i] = not r.done
+    wid = getattr(world, "world_id", type(world).__name__)
+    return [Episode(initial_observation=first[i], steps=steps[i], policy_id=policy_ids[i], world_id=wid,
+                    seed=seeds[i], scene_hash=scene_hash) for i in range(n)]

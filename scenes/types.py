@@ -117,6 +117,7 @@ class EpisodeStep:
     action: np.ndarray  # [A]
     observation: Observation
     success: bool
+    info: dict[str, Any] = field(default_factory=dict)  # per-step world info kept with the episode (JSON-ready)
 
 
 @dataclass

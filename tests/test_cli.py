@@ -46,7 +46,7 @@ def test_validate_reports_a_bad_spec_in_one_line(tmp_path):
 
 def test_eval_rejects_unknown_policy_in_one_line(tmp_path):
     r = _cli("eval", "--scene", str(PUSH), "--policies", "expert,nope", "--out", str(tmp_path))
-    assert r.returncode == 2 and "unknown policies ['nope']" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unknown policy 'nope'" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.sim

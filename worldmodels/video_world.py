@@ -180,7 +180,7 @@ class VideoWorld:
         return out
 
     def _window(self, eps: list[_Episode], chunks: list[torch.Tensor]) -> Window:
-        m, F = self.cfg.memory, self.cfg.future
+        m, F = self.cfg.memory, len(chunks[0])
         ci, cv, ac, ha, po, of = [], [], [], [], [], []
         for ep, a in zip(eps, chunks, strict=True):
             T = len(ep.latents)
@@ -195,9 +195,13 @@ class VideoWorld:
         return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of))
 
     def _generate(self, eps: list[_Episode], chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One pass for each episode: F future steps from its chunk [F, A].
-        Returns latents [B, S, F, V, c, h, w], vectors [B, S, F, D], uncertainty [B, F]."""
-        S, F = self.samples, self.cfg.future
+        """One pass for each episode: F <= cfg.future steps from its chunk [F, A] (all chunks of one length).
+        Returns latents [B, S, F, V, c, h, w], vectors [B, S, F, D], uncertainty [B, F].
+
+        The denoiser is frame-causal, so generating fewer than `cfg.future` frames gives exactly the
+        frames a full pass would (under the same noise) at a fraction of the cost; noise is drawn
+        frame by frame so that a shorter pass sees a prefix of a longer pass's noise."""
+        S, F = self.samples, len(chunks[0])
         win = self._window(eps, chunks)
         rep = Window(*(x.repeat_interleave(S, 0) for x in (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
         img_shape = win.ctx_img.shape[2:]
@@ -205,8 +209,9 @@ class VideoWorld:
         ni, ns = [], []
         for ep in eps:
             g = torch.Generator().manual_seed(int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0]))
-            ni.append(torch.randn(S, F, *img_shape, generator=g))
-            ns.append(torch.randn(S, F, *st_shape, generator=g))
+            per_frame = [(torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g)) for _ in range(F)]
+            ni.append(torch.stack([f[0] for f in per_frame], 1))
+            ns.append(torch.stack([f[1] for f in per_frame], 1))
             ep.passes += 1
         lat, vec = self.model.sample(rep, torch.cat(ni).to(self.device), torch.cat(ns).to(self.device),
                                      steps=self.steps, guidance=self.guidance)
@@ -230,14 +235,15 @@ class VideoWorld:
             todo = [i for i in live if i not in stopped and pos[i] < len(acts[i])]
             if not todo:
                 break
+            n_pass = min(F, max(len(acts[i]) - pos[i] for i in todo))  # frames this pass needs
             pieces = []
             for i in todo:
-                a = acts[i][pos[i] : pos[i] + F]
-                pieces.append(torch.cat([a, a[-1:].expand(F - len(a), -1)]) if len(a) < F else a)
+                a = acts[i][pos[i] : pos[i] + n_pass]
+                pieces.append(torch.cat([a, a[-1:].expand(n_pass - len(a), -1)]) if len(a) < n_pass else a)
             lat, vec, unc = self._generate([self.episodes[i] for i in todo], pieces)
             for j, i in enumerate(todo):
                 ep = self.episodes[i]
-                n = min(F, len(acts[i]) - pos[i])
+                n = min(n_pass, len(acts[i]) - pos[i])
                 for k in range(n):
                     ep.latents = torch.cat([ep.latents, lat[j, 0, k][None]])
                     ep.vectors = torch.cat([ep.vectors, vec[j, 0, k][None]])

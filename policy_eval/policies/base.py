@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scenes.errors import SpecError
 from scenes.registry import Registry
 from scenes.spec import SceneSpec
 from scenes.types import Policy
@@ -32,8 +33,30 @@ def register_policy(
     POLICIES.register(name, PolicyInfo(factory, privileged, description, skill_rank), description=description)
 
 
+def policy_info(name: str) -> PolicyInfo:
+    """The registered policy `name`, or a trained checkpoint directory given by path."""
+    if name in POLICIES:
+        return POLICIES.get(name)
+    from pathlib import Path
+
+    from policy_eval.policies.bc import is_bc_checkpoint
+
+    if is_bc_checkpoint(name):
+        return PolicyInfo(lambda spec, seed: _load_bc(name), privileged=False, description=f"BC CNN from {name}")
+    if Path(name).exists():
+        raise SpecError(f"{name}: not a policy checkpoint (a directory with config.json of type bc_cnn)")
+    return POLICIES.get(name)  # the unknown-name error listing what is registered
+
+
+def _load_bc(path: str) -> Policy:
+    from policy_eval.policies.bc import BCPolicy
+
+    return BCPolicy.from_pretrained(path)
+
+
 def make_policy(name: str, spec: SceneSpec, seed: int = 0) -> Policy:
-    return POLICIES.get(name).factory(spec, seed)
+    """Build a policy by registered name or checkpoint path."""
+    return policy_info(name).factory(spec, seed)
 
 
 def reset_policy(policy: Policy, seed: int | None) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import policy_eval.runner as runner
-from policy_eval.evaluate import EvalConfig, EpisodeLog, run_eval, summarise
+from policy_eval.evaluate import EpisodeLog, EvalConfig, run_eval, summarise
 from scenes.errors import DreamTwinError, SpecError
 
 from ..conftest import PUSH
@@ -24,7 +24,7 @@ def test_summarise_ranks_by_success_and_reports_wilson():
 
 
 def test_config_rejects_unknown_policies_and_keys():
-    with pytest.raises(SpecError, match=r"policies: .*unknown policies \['nope'\]"):
+    with pytest.raises(SpecError, match=r"policies: .*unknown policy 'nope'"):
         from scenes.config import validate_model
 
         validate_model(EvalConfig, {"scene": str(PUSH), "policies": ["nope"]}, "cfg")
@@ -70,3 +70,42 @@ def test_eval_writes_results_and_resumes(push_twin, tmp_path, monkeypatch):
     other = cfg.model_copy(update={"episodes": 4})
     with pytest.raises(DreamTwinError, match="different evaluation"):
         run_eval(other, progress=False, world=push_twin)
+
+
+@pytest.mark.sim
+def test_sigkilled_eval_resumes_to_the_uninterrupted_result(push_twin, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--scene", str(PUSH), "--policies", "expert,random", "--episodes", "3", "--seed", "11", "--no-videos"]
+    cmd = [sys.executable, "-m", "dreamtwin", "eval", *args, "--out", str(tmp_path / "killed")]
+    log = tmp_path / "killed/episodes.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = EpisodeLog(log).read()
+    assert 2 <= len(before) < 6
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = EpisodeLog(log).read()
+    keys = [(r["policy"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 6  # every episode once, none counted twice
+    assert rows[: len(before)] == before  # what was logged before the kill is kept, not rerun
+
+    reference = run_eval(
+        EvalConfig(scene=str(PUSH), policies=["expert", "random"], episodes=3, seed=11, out=str(tmp_path / "ref"),
+                   videos=False),
+        progress=False, world=push_twin,
+    )
+    resumed = json.loads((tmp_path / "killed/results.json").read_text())
+    assert resumed["policies"] == reference["policies"]

@@ -1,0 +1,110 @@
+"""The worlds an evaluation can run in, by name: `twin` or `worldmodel:PATH`.
+
+    world = make_world("worldmodel:assets/worldmodels/push_cube_tiny", spec)
+    observations = world.reset_batch(seeds=[0, 1, 2])       # every world starts from the twin's
+    results = world.step_batch([chunk0, chunk1, chunk2])    # initial observation for that seed
+
+`twin` is the `DigitalTwin` itself (a `World`; the runner steps its episodes one after another).
+An imagined world has a batched API beside the `World` protocol (`batched = True`;
+`reset_batch(seeds)`, `step_batch(chunks)`: a chunk of an episode that has ended is ignored and its
+result is None) and advances all its episodes in one forward pass.
+
+An imagined world starts each episode from the observation the twin shows at reset for the same
+seed (frames, proprio and object poses), so that every policy meets the same initial scenes in
+every world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scenes.errors import SpecError
+from scenes.spec import SceneSpec
+from scenes.types import Observation, StepResult
+
+
+@dataclass(frozen=True)
+class WorldName:
+    kind: str  # "twin" | "worldmodel"
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+def parse_world(text: str) -> WorldName:
+    """'twin' or 'worldmodel:PATH' (a `save_pretrained` directory of a video world model)."""
+    kind, sep, path = text.partition(":")
+    if kind == "twin" and not sep:
+        return WorldName("twin")
+    if kind == "worldmodel" and path:
+        return WorldName("worldmodel", path)
+    raise SpecError(f"world {text!r}: expected 'twin' or 'worldmodel:PATH'")
+
+
+class ImaginedWorld:
+    """A video world model started, for each seed, from the twin's initial observation."""
+
+    batched = True
+
+    def __init__(self, video_world: Any, twin: Any) -> None:
+        self.video, self.twin = video_world, twin
+        self.action_dim = video_world.action_dim
+        self.world_id = "worldmodel"
+
+    def reset_batch(self, seeds: list[int]) -> list[Observation]:
+        from worldmodels.video_world import Context
+
+        contexts = [Context.from_observations([self.twin.reset(s)]) for s in seeds]
+        return self.video.reset_batch(contexts, list(seeds))
+
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
+        return self.reset_batch([seed])[0]
+
+    def step(self, action_chunk: np.ndarray) -> StepResult:
+        r = self.step_batch([action_chunk])[0]
+        if r is None:
+            raise SpecError("step after the episode ended; call reset")
+        return r
+
+    def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]:
+        zero = np.zeros((1, self.action_dim), np.float32)
+        return self.video.step_batch([zero if c is None else c for c in chunks])
+
+
+def check_scene_matches(model_scene: dict[str, Any] | None, spec: SceneSpec, path: str) -> None:
+    """A world model must be evaluated in the scene it was trained on (cameras and image size)."""
+    if model_scene is None:
+        return
+    trained = SceneSpec.model_validate(model_scene)
+    mine = {c.name: tuple(c.resolution) for c in spec.cameras}
+    theirs = {c.name: tuple(c.resolution) for c in trained.cameras}
+    missing = {k: v for k, v in theirs.items() if mine.get(k) != v}
+    if missing:
+        raise SpecError(
+            f"world model {path} was trained on cameras {theirs}; the evaluation scene has {mine} "
+            f"(set scene_overrides, e.g. cameras.0.resolution: {list(next(iter(theirs.values())))})"
+        )
+
+
+def make_world(name: str | WorldName, spec: SceneSpec, *, render: bool = True, twin: Any = None,
+               device: str = "cpu", samples: int | None = None, sampler_steps: int | None = None) -> Any:
+    """Build the named world for `spec`; `twin` may be a prebuilt DigitalTwin of the same scene."""
+    w = parse_world(name) if isinstance(name, str) else name
+    if twin is None:
+        from scenes.twin import DigitalTwin
+
+        twin = DigitalTwin(spec, render=render or w.kind == "worldmodel")
+    if w.kind == "twin":
+        return twin
+    from worldmodels.video_world import VideoWorld
+
+    assert w.path is not None
+    video = VideoWorld.from_pretrained(w.path, samples=samples, steps=sampler_steps, device=device)
+    check_scene_matches(video.cfg.scene, spec, w.path)
+    world = ImaginedWorld(video, twin)
+    world.world_id = str(w)
+    return world
