@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from datagen.video import VideoError, concat_videos, decode_frames, video_info
+from scenes.config import read_json
 from scenes.errors import DreamTwinError
 
 CODEBASE_VERSION = "v3.0"
@@ -324,12 +325,7 @@ def read_info(root: str | Path) -> dict[str, Any]:
     """meta/info.json of a v3.0 dataset, checked; plus our own format version where present."""
     root = Path(root)
     path = root / "meta" / "info.json"
-    if not path.exists():
-        raise DatasetError(f"{path}: not found (not a LeRobot dataset, or an unfinished one)")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    info = read_json(path, DatasetError, "not found (not a LeRobot dataset, or an unfinished one)")
     if info.get("codebase_version") != CODEBASE_VERSION:
         raise DatasetError(f"{path}: codebase_version {info.get('codebase_version')!r}, expected {CODEBASE_VERSION!r}")
     missing = [k for k in ("fps", "features", "total_episodes", "total_frames", "data_path") if k not in info]

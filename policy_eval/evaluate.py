@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from policy_eval.metrics import wilson_interval
-from scenes.config import Strict, atomic_write_text, load_model
+from scenes.config import Strict, atomic_write_text, load_model, read_json
 from scenes.errors import DreamTwinError, SpecError
 
 RESULTS_VERSION = 2
@@ -359,13 +359,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
 
 def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results.json, episode rows) of an eval output directory."""
-    f = path / "results.json"
-    if not f.exists():
-        raise DreamTwinError(f"{f}: not found (ground truth must be a finished `dreamtwin eval` output directory)")
-    try:
-        results = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise DreamTwinError(f"{f}: not valid JSON ({e})") from None
+    results = read_json(path / "results.json", DreamTwinError,
+                        "not found (ground truth must be a finished `dreamtwin eval` output directory)")
     return results, unique_rows(EpisodeLog(path / "episodes.jsonl").read())
 
 

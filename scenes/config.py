@@ -143,6 +143,17 @@ def stable_hash(data: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def read_json(path: str | Path, error: type[Exception] = SpecError, missing: str = "not found") -> Any:
+    """The JSON in `path`, or `error` with one line naming the file (missing / not valid JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file in the same directory and rename: readers never see half a file."""
     path = Path(path)

@@ -21,7 +21,7 @@ from typing import TypeVar
 import torch
 from pydantic import BaseModel, ValidationError
 
-from scenes.config import format_validation_error
+from scenes.config import format_validation_error, read_json
 from scenes.errors import DreamTwinError
 
 CONFIG_NAME = "config.json"
@@ -53,12 +53,7 @@ def load_config(path: str | Path, config_cls: type[C]) -> C:
     f = Path(path) / CONFIG_NAME
     if not Path(path).is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
-    if not f.exists():
-        raise CheckpointError(f"{f}: missing (a checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        data = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{f}: not valid JSON ({e})") from None
+    data = read_json(f, CheckpointError, f"missing (a checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
         return config_cls.model_validate(data)
     except ValidationError as e:
