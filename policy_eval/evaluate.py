@@ -431,6 +431,11 @@ def designed_order_note(ranking: list[str]) -> str | None:
     return f"this ranking {verdict} the designed skill order: {' > '.join(designed)}"
 
 
+def fmt_metric(x: float | None, digits: int = 3) -> str:
+    """A metric for display; None (undefined, e.g. a correlation of constant rates) as 'undefined'."""
+    return "undefined" if x is None else f"{x:.{digits}f}"
+
+
 def agreement_table(metrics: dict[str, Any]) -> Any:
     from rich.table import Table
 
@@ -440,7 +445,7 @@ def agreement_table(metrics: dict[str, Any]) -> Any:
     targets = {"pearson": ">= 0.9", "mmrv": "<= 0.05"}
     for k in ("pearson", "spearman", "kendall", "mmrv"):
         m = metrics[k]
-        f = lambda x: "undefined" if x is None else f"{x:.3f}"  # noqa: E731
+        f = fmt_metric
         table.add_row(k, f(m["value"]), f"[{f(m['ci_low'])}, {f(m['ci_high'])}]", targets.get(k, ""))
     table.caption = (f"ranking here: {' > '.join(metrics['ranking_predicted'])}\n"
                      f"ground truth: {' > '.join(metrics['ranking_ground_truth'])}")

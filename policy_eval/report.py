@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from policy_eval.evaluate import fmt_metric
 from scenes.config import atomic_write_text
 
 CSS = """
@@ -29,9 +30,18 @@ figure { margin: 0.5rem 0; }
 """
 
 
-def _svg(fig: Any) -> str:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _svg(fig: Any) -> str:
+    plt = _pyplot()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
@@ -40,11 +50,9 @@ def _svg(fig: Any) -> str:
 
 
 def _bars(results: dict[str, Any], gt: dict[str, Any] | None, world: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = _pyplot()
 
     pols = results["ranking"]
     x = np.arange(len(pols))
@@ -67,11 +75,7 @@ def _bars(results: dict[str, Any], gt: dict[str, Any] | None, world: str) -> str
 
 
 def _scatter(metrics: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.plot([0, 1], [0, 1], "--", color="#999", lw=1)
     for p in metrics["policies"]:
@@ -82,8 +86,7 @@ def _scatter(metrics: dict[str, Any]) -> str:
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("ground-truth success")
     ax.set_ylabel("success in this world")
-    r, m = metrics["pearson"]["value"], metrics["mmrv"]["value"]
-    ax.set_title(f"Pearson {'undefined' if r is None else f'{r:.2f}'}, MMRV {'undefined' if m is None else f'{m:.3f}'}",
+    ax.set_title(f"Pearson {fmt_metric(metrics['pearson']['value'], 2)}, MMRV {fmt_metric(metrics['mmrv']['value'])}",
                  fontsize=9)
     return _svg(fig)
 
@@ -112,7 +115,7 @@ def _ranking_table(results: dict[str, Any], gt: dict[str, Any] | None) -> str:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    f = lambda x: "undefined" if x is None else f"{x:.3f}"  # noqa: E731
+    f = fmt_metric
     rows = "".join(
         f"<tr><td>{k}</td><td class=num>{f(metrics[k]['value'])}</td>"
         f"<td class=num>[{f(metrics[k]['ci_low'])}, {f(metrics[k]['ci_high'])}]</td></tr>"

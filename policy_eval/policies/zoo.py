@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from policy_eval.policies.base import PolicyInfo, register_policy
+from policy_eval.policies.base import register_policy
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "policies" / "push_cube_bc"
 
@@ -39,4 +39,4 @@ def _factory(name: str):  # noqa: ANN202
 for _name, (_step, _desc) in BC_CHECKPOINTS.items():
     register_policy(_name, _factory(_name), privileged=False, description=_desc)
 
-__all__ = ["BC_CHECKPOINTS", "PolicyInfo", "checkpoint_path"]
+__all__ = ["BC_CHECKPOINTS", "checkpoint_path"]
