@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=8, help="open-loop start every N steps of an episode")
     ap.add_argument("--episodes", type=int, default=None, help="held-out episodes to use (default: all)")
     ap.add_argument("--samples", type=int, default=None, help="samples per step (default: the model's)")
+    ap.add_argument("--context-noise", type=float, default=None,
+                    help="noise level of the context latents when generating (default: the model's sampler.context_noise)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_fidelity.json"))
     args = ap.parse_args()
 
@@ -74,7 +76,7 @@ def main() -> None:
     from worldmodels.video_world import Context, VideoWorld
 
     torch.manual_seed(0)
-    world = VideoWorld.from_pretrained(args.model, samples=args.samples)
+    world = VideoWorld.from_pretrained(args.model, samples=args.samples, context_noise=args.context_noise)
     cfg = world.cfg
     n = LeRobotDataset(args.data).num_episodes
     held = list(range(n - cfg.train.holdout_episodes, n))[: args.episodes]
@@ -85,7 +87,7 @@ def main() -> None:
     starts = [(i, t0) for i, e in enumerate(episodes) for t0 in range(0, len(e["frames"]) - H, args.stride)]
     console = Console()
     console.print(f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
-                  f"{world.samples} samples/step, {world.steps} sampler steps")
+                  f"{world.samples} samples/step, {world.steps} sampler steps, context noise {world.context_noise}")
 
     t = time.perf_counter()
     ol = open_loop(world, episodes, starts, H)
@@ -111,7 +113,8 @@ def main() -> None:
     h10 = min(10, H) - 1
     result = {
         "model": str(args.model), "data": str(args.data), "held_out_episodes": held, "horizon": H,
-        "samples_per_step": world.samples, "sampler_steps": world.steps, "image_size": list(cfg.image_size),
+        "samples_per_step": world.samples, "sampler_steps": world.steps,
+        "context_noise": world.context_noise, "image_size": list(cfg.image_size),
         "open_loop": {k: v for k, v in ol.items()}, "success_judge": judged,
         "speed": {"imagined_steps_per_s_batched": batched_sps, "imagined_steps_per_s_single": single_sps,
                   "twin_steps_per_s": twin_sps},

@@ -83,6 +83,9 @@ class SamplerConfig(Strict):
     shift: float = Field(1.0, gt=0)
     guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale on the actions (1 = off)")
     samples: int = Field(2, ge=1, description="samples per step; their disagreement is the uncertainty")
+    context_noise: float = Field(0.0, ge=0, lt=1, description=(
+        "noise level given to the context latents when generating (the model's own earlier frames are "
+        "imperfect; a model trained with train.context_noise > 0 expects some)"))
 
 
 class TrainConfig(Strict):
@@ -93,6 +96,10 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     cond_drop: float = Field(0.05, ge=0, le=1, description="probability of dropping the actions (for CFG)")
+    context_noise: float = Field(0.0, ge=0, lt=1, description=(
+        "context-noise augmentation: each window's context latents are noised to a level drawn uniformly "
+        "from [0, context_noise] and the level is given to the denoiser, so that autoregressive rollouts "
+        "do not drift on their own imperfect frames"))
     holdout_episodes: int = Field(30, ge=0, description="the last N episodes are held out for validation")
     val_every: int = Field(250, ge=1)
     checkpoint_every: int = Field(250, ge=1)
@@ -141,6 +148,10 @@ class VideoWorldModelConfig(Strict):
                 raise ValueError(f"state_frame {self.state_frame.height}x{self.state_frame.width} is not divisible by backbone.state_patch {sp}")
             if self.backbone.dim % self.backbone.heads:
                 raise ValueError(f"backbone.dim {self.backbone.dim} is not divisible by backbone.heads {self.backbone.heads}")
+        elif self.train.context_noise or self.sampler.context_noise:
+            # the SVD UNet takes one noise level per clip, so it cannot be told how noisy the context is
+            raise ValueError("train.context_noise / sampler.context_noise need the video_dit backbone "
+                             "(the SVD UNet has one noise level per clip)")
         return self
 
     @property

@@ -14,7 +14,7 @@ guidance comes from dropping the actions with probability `train.cond_drop`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -178,14 +178,23 @@ class VideoWorldModel(nn.Module):
         v[..., self.cfg.value_index] = 0.0  # the value is predicted, never given
         return self.codec.encode(v)
 
+    @staticmethod
+    def noise_context(win: Window, level: torch.Tensor, eps: torch.Tensor) -> Window:
+        """The window with its context latents noised to `level` [B] (eps [B, K, V, c, h, w]), as in training
+        with `train.context_noise`; pass the same level to `velocity` as `ctx_sigma`."""
+        s = level.view(-1, 1, 1, 1, 1, 1).to(win.ctx_img.dtype)
+        return replace(win, ctx_img=(1 - s) * win.ctx_img + s * eps)
+
     def velocity(self, win: Window, x_img: torch.Tensor, x_state: torch.Tensor, sigma: torch.Tensor,
-                 drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Velocity of the future steps given noisy x_img [B, F, V, c, h, w], x_state [B, F, cs, hs, ws], sigma [B]."""
+                 drop: torch.Tensor | None = None, ctx_sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocity of the future steps given noisy x_img [B, F, V, c, h, w], x_state [B, F, cs, hs, ws], sigma [B];
+        `ctx_sigma` [B]: the noise level of the context latents (default 0, clean)."""
         B, K = win.ctx_img.shape[:2]
         F = x_img.shape[1]
         img = torch.cat([win.ctx_img, x_img], dim=1)
         state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
-        sig = torch.cat([sigma.new_zeros(B, K), sigma[:, None].expand(B, F)], dim=1)
+        ctx = sigma.new_zeros(B, K) if ctx_sigma is None else ctx_sigma[:, None].to(sigma.dtype).expand(B, K)
+        sig = torch.cat([ctx, sigma[:, None].expand(B, F)], dim=1)
         vi, vs = self.denoiser(img, state, sig, self._cond(win, drop), win.offsets)
         return vi[:, K:], vs[:, K:]
 
@@ -199,9 +208,14 @@ class VideoWorldModel(nn.Module):
         e_img = torch.randn(x0_img.shape, generator=generator, device=dev)
         e_state = torch.randn(x0_state.shape, generator=generator, device=dev)
         drop = torch.rand(B, generator=generator, device=dev) < self.cfg.train.cond_drop
+        ctx_sigma = None
+        if self.cfg.train.context_noise > 0:  # drawn after the other noise: context_noise = 0 keeps the old stream
+            ctx_sigma = torch.rand(B, generator=generator, device=dev) * self.cfg.train.context_noise
+            win = self.noise_context(win, ctx_sigma, torch.randn(win.ctx_img.shape, generator=generator, device=dev))
         s_i = sigma.view(B, 1, 1, 1, 1, 1)
         s_s = sigma.view(B, 1, 1, 1, 1)
-        vi, vs = self.velocity(win, (1 - s_i) * x0_img + s_i * e_img, (1 - s_s) * x0_state + s_s * e_state, sigma, drop)
+        vi, vs = self.velocity(win, (1 - s_i) * x0_img + s_i * e_img, (1 - s_s) * x0_state + s_s * e_state, sigma, drop,
+                               ctx_sigma)
         l_img = ((vi - (e_img - x0_img)) ** 2).mean()
         l_state = ((vs - (e_state - x0_state)) ** 2).mean()
         return {"loss": l_img + self.cfg.state_frame.loss_weight * l_state, "image": l_img.detach(), "state": l_state.detach()}
@@ -211,9 +225,11 @@ class VideoWorldModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, win: Window, noise_img: torch.Tensor, noise_state: torch.Tensor, steps: int | None = None,
-               guidance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               guidance: float | None = None, ctx_noise: tuple[float, torch.Tensor] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate the future: noise_img [B, F, V, c, h, w], noise_state [B, F, cs, hs, ws] ->
-        (latents [B, F, V, c, h, w], vectors [B, F, D]) with a flow-matching Euler sampler."""
+        (latents [B, F, V, c, h, w], vectors [B, F, D]) with a flow-matching Euler sampler.
+        `ctx_noise` = (level, eps [B, K, V, c, h, w]) noises the context latents to `level` first."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         steps = steps or self.cfg.sampler.steps
@@ -222,16 +238,21 @@ class VideoWorldModel(nn.Module):
         sched.set_timesteps(steps, device=noise_img.device)
         x_img, x_state = noise_img.clone(), noise_state.clone()
         B = x_img.shape[0]
+        ctx_sigma = None
+        if ctx_noise is not None and ctx_noise[0] > 0:
+            ctx_sigma = x_img.new_full((B,), ctx_noise[0])
+            win = self.noise_context(win, ctx_sigma, ctx_noise[1])
         for i, t in enumerate(sched.timesteps):
             sigma = sched.sigmas[i].expand(B).to(x_img.dtype)
             if g == 1.0:
-                vi, vs = self.velocity(win, x_img, x_state, sigma)
+                vi, vs = self.velocity(win, x_img, x_state, sigma, ctx_sigma=ctx_sigma)
             else:
                 both = Window(*(torch.cat([x, x]) if isinstance(x, torch.Tensor) else x for x in
                                 (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
                 drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x_img.device)
                 vi2, vs2 = self.velocity(both, torch.cat([x_img, x_img]), torch.cat([x_state, x_state]),
-                                         torch.cat([sigma, sigma]), drop)
+                                         torch.cat([sigma, sigma]), drop,
+                                         None if ctx_sigma is None else torch.cat([ctx_sigma, ctx_sigma]))
                 vi = vi2[B:] + g * (vi2[:B] - vi2[B:])
                 vs = vs2[B:] + g * (vs2[:B] - vs2[B:])
             dt = sched.sigmas[i + 1] - sched.sigmas[i]

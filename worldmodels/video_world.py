@@ -11,7 +11,8 @@
 
 Each step generates `future` frames per pass, autoregressively, conditioned on the memory context
 (recent steps + older steps of nearest pose). `sampler.samples` samples are drawn per episode;
-the first continues the episode and their disagreement is the per-step uncertainty. Every
+the first sample's frames and the samples' mean state continue the episode, and their disagreement
+is the per-step uncertainty. Every
 episode draws its noise from its own generator (seed, pass), so an episode's rollout does not
 depend on which other episodes share the batch.
 
@@ -91,13 +92,15 @@ class VideoWorld:
     """The `World` protocol over a `VideoWorldModel`, with a batched API beside it."""
 
     def __init__(self, model: VideoWorldModel, *, samples: int | None = None, steps: int | None = None,
-                 guidance: float | None = None, device: str | torch.device = "cpu") -> None:
+                 guidance: float | None = None, context_noise: float | None = None,
+                 device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
         self.cfg = model.cfg
         self.device = torch.device(device)
         self.samples = samples or self.cfg.sampler.samples
         self.steps = steps or self.cfg.sampler.steps
         self.guidance = self.cfg.sampler.guidance if guidance is None else guidance
+        self.context_noise = self.cfg.sampler.context_noise if context_noise is None else context_noise
         self.action_dim = self.cfg.action_dim
         self.cameras = self.cfg.cameras or ["camera"]
         self._spec: Any = None
@@ -197,6 +200,7 @@ class VideoWorld:
     def _generate(self, eps: list[_Episode], chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass for each episode: F <= cfg.future steps from its chunk [F, A] (all chunks of one length).
         Returns latents [B, S, F, V, c, h, w], vectors [B, S, F, D], uncertainty [B, F].
+        With `context_noise` > 0 the context latents are noised to that level first (as in training).
 
         The denoiser is frame-causal, so generating fewer than `cfg.future` frames gives exactly the
         frames a full pass would (under the same noise) at a fraction of the cost; noise is drawn
@@ -206,15 +210,18 @@ class VideoWorld:
         rep = Window(*(x.repeat_interleave(S, 0) for x in (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
         img_shape = win.ctx_img.shape[2:]
         st_shape = self.model.state_shape()
-        ni, ns = [], []
+        ni, ns, nc = [], [], []
         for ep in eps:
             g = torch.Generator().manual_seed(int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0]))
+            if self.context_noise > 0:  # drawn first, so that a shorter pass still sees a prefix of the frame noise
+                nc.append(torch.randn(S, *win.ctx_img.shape[1:], generator=g))
             per_frame = [(torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g)) for _ in range(F)]
             ni.append(torch.stack([f[0] for f in per_frame], 1))
             ns.append(torch.stack([f[1] for f in per_frame], 1))
             ep.passes += 1
+        ctx_noise = (self.context_noise, torch.cat(nc).to(self.device)) if nc else None
         lat, vec = self.model.sample(rep, torch.cat(ni).to(self.device), torch.cat(ns).to(self.device),
-                                     steps=self.steps, guidance=self.guidance)
+                                     steps=self.steps, guidance=self.guidance, ctx_noise=ctx_noise)
         B = len(eps)
         lat = lat.reshape(B, S, *lat.shape[1:])
         vec = vec.reshape(B, S, *vec.shape[1:])
@@ -245,12 +252,13 @@ class VideoWorld:
                 ep = self.episodes[i]
                 n = min(n_pass, len(acts[i]) - pos[i])
                 for k in range(n):
+                    v = vec[j, :, k].mean(0)  # the samples' mean state: a better point estimate than any one sample
                     ep.latents = torch.cat([ep.latents, lat[j, 0, k][None]])
-                    ep.vectors = torch.cat([ep.vectors, vec[j, 0, k][None]])
+                    ep.vectors = torch.cat([ep.vectors, v[None]])
                     ep.actions = torch.cat([ep.actions, acts[i][pos[i] + k][None]])
                     ep.step += 1
-                    gen[i].append((lat[j, 0, k], vec[j, 0, k], unc[j, k], vec[j, :, k, self.cfg.value_index]))
-                    env = vec[j, 0, k, self.cfg.state_dim : self.cfg.state_dim + self.cfg.env_dim].cpu().numpy()
+                    gen[i].append((lat[j, 0, k], v, unc[j, k], vec[j, :, k, self.cfg.value_index]))
+                    env = v[self.cfg.state_dim : self.cfg.state_dim + self.cfg.env_dim].cpu().numpy()
                     if (self.stop_on_success and self.judge(env, ep.initial)) or ep.step >= self.max_steps:
                         ep.done = True
                         stopped.add(i)

@@ -85,7 +85,8 @@ def test_save_load_round_trip_is_exact(tmp_path, episodes):
     assert torch.equal(x1, x2) and torch.equal(v1, v2)
 
 
-def test_a_future_action_never_changes_an_earlier_frame(episodes):
+@pytest.mark.parametrize("context_noise", [0.0, 0.2])
+def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise):
     cfg = _resolved(toy_config(), episodes).model_copy(update={"future": 4})
     torch.manual_seed(0)
     model = VideoWorldModel(cfg).eval()
@@ -93,11 +94,12 @@ def test_a_future_action_never_changes_an_earlier_frame(episodes):
     store = _store(model, episodes)
     win = store.window([(0, 3)])
     noise = torch.randn(1, 4, 1, 4, 8, 8), torch.randn(1, 4, 2, 4, 4)
-    x1, v1 = model.sample(win, *noise)
+    ctx_noise = (context_noise, torch.randn(win.ctx_img.shape))
+    x1, v1 = model.sample(win, *noise, ctx_noise=ctx_noise)
     win.actions = win.actions.clone()
     K = win.ctx_img.shape[1]
     win.actions[0, K + 2] += torch.tensor([5.0, -5.0, 0.0, 0.0])  # the action into future step 3 of 4
-    x2, v2 = model.sample(win, *noise)
+    x2, v2 = model.sample(win, *noise, ctx_noise=ctx_noise)
     assert torch.equal(x1[:, :2], x2[:, :2]) and torch.equal(v1[:, :2], v2[:, :2])
     assert (x1[:, 2:] - x2[:, 2:]).abs().max() > 1e-3  # the changed step and later ones do move
 
@@ -120,9 +122,10 @@ def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes)
         train_worldmodel(cfg, episodes, TOY_META, tmp_path / "a", progress=False)
 
 
-def test_batched_rollout_equals_single_rollouts(trained, episodes):
+@pytest.mark.parametrize("context_noise", [0.0, 0.1])
+def test_batched_rollout_equals_single_rollouts(trained, episodes, context_noise):
     _, path = trained
-    world = VideoWorld.from_pretrained(path)
+    world = VideoWorld.from_pretrained(path, context_noise=context_noise)
     ctxs = [Context.from_episode(e, world.cameras, 2) for e in episodes[:3]]
     chunks = [e["actions"][2:9] for e in episodes[:3]]
     world.reset_batch(ctxs, seeds=[10, 11, 12])
@@ -135,6 +138,34 @@ def test_batched_rollout_equals_single_rollouts(trained, episodes):
             assert np.abs(o1.images["top"].astype(int) - o2.images["top"].astype(int)).max() <= 1
             np.testing.assert_allclose(o1.environment_state, o2.environment_state, atol=1e-5)
         assert single.info["success"] == batched[i].info["success"]
+
+
+def test_context_noise_is_drawn_in_training_and_told_to_the_denoiser(episodes):
+    """train.context_noise noises each window's context to a drawn level and gives the level to the
+    denoiser; at 0 the training noise stream is exactly the clean-context one."""
+    cfg = _resolved(toy_config(), episodes)
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg).eval()
+    randomise(model, scale=0.2)
+    store = _store(model, episodes)
+    win = store.window([(0, 3), (1, 5)])
+    clean = model.loss(win, torch.Generator().manual_seed(3))["loss"]
+    assert torch.equal(clean, model.loss(win, torch.Generator().manual_seed(3))["loss"])
+    model.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"context_noise": 0.5})})
+    noisy = model.loss(win, torch.Generator().manual_seed(3))["loss"]
+    assert not torch.allclose(clean, noisy)
+    # the level alone (same latents) changes the prediction: the denoiser is told how noisy its context is
+    x, s = torch.randn(2, cfg.future, 1, 4, 8, 8), torch.randn(2, cfg.future, *model.state_shape())
+    sig = torch.full((2,), 0.5)
+    v0 = model.velocity(win, x, s, sig)[0]
+    v1 = model.velocity(win, x, s, sig, ctx_sigma=torch.full((2,), 0.3))[0]
+    assert (v0 - v1).abs().max() > 1e-4
+    # the SVD UNet has one noise level per clip: context noise is refused there
+    from worldmodels.video_config import VideoWorldModelConfig
+
+    with pytest.raises(ValueError, match="need the video_dit backbone"):
+        VideoWorldModelConfig.model_validate({**toy_config().model_dump(), "backbone": {"type": "svd_unet"},
+                                              "sampler": {"context_noise": 0.1}})
 
 
 def test_trained_toy_world_follows_its_actions(trained, episodes):
