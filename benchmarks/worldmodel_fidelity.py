@@ -62,6 +62,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="samples per step (default: the model's)")
     ap.add_argument("--context-noise", type=float, default=None,
                     help="noise level of the context latents when generating (default: the model's sampler.context_noise)")
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    ap.add_argument("--frames", choices=["first", "mean"], default=None,
+                    help="frame that continues an episode: first sample's or the samples' mean (default: the model's)")
+    ap.add_argument("--skip-judge", action="store_true", help="open-loop metrics only (quick comparisons)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_fidelity.json"))
     args = ap.parse_args()
 
@@ -71,12 +75,14 @@ def main() -> None:
     from rich.table import Table
 
     from datagen.lerobot import LeRobotDataset
+    from scenes.config import atomic_write_text
     from datagen.windows import load_episodes
     from worldmodels.evaluation import judge_episodes, open_loop
     from worldmodels.video_world import Context, VideoWorld
 
     torch.manual_seed(0)
-    world = VideoWorld.from_pretrained(args.model, samples=args.samples, context_noise=args.context_noise)
+    world = VideoWorld.from_pretrained(args.model, samples=args.samples, steps=args.steps,
+                                       context_noise=args.context_noise, frames=args.frames)
     cfg = world.cfg
     n = LeRobotDataset(args.data).num_episodes
     held = list(range(n - cfg.train.holdout_episodes, n))[: args.episodes]
@@ -87,12 +93,21 @@ def main() -> None:
     starts = [(i, t0) for i, e in enumerate(episodes) for t0 in range(0, len(e["frames"]) - H, args.stride)]
     console = Console()
     console.print(f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
-                  f"{world.samples} samples/step, {world.steps} sampler steps, context noise {world.context_noise}")
+                  f"{world.samples} samples/step ({world.frames} frame), {world.steps} sampler steps, "
+                  f"context noise {world.context_noise}")
 
     t = time.perf_counter()
     ol = open_loop(world, episodes, starts, H)
     ol_wall = time.perf_counter() - t
     t = time.perf_counter()
+    if args.skip_judge:
+        tab = Table(title=f"open loop ({len(starts)} windows)")
+        for c in ("h", "PSNR dB", "copy-last PSNR", "object err cm"):
+            tab.add_column(c, justify="right")
+        for h in range(H):
+            tab.add_row(str(h + 1), f"{ol['psnr'][h]:.2f}", f"{ol['baseline_psnr'][h]:.2f}", f"{100 * ol['object_error_m'][h]:.2f}")
+        console.print(tab)
+        return
     judged = judge_episodes(world, episodes)
     judge_wall = time.perf_counter() - t
 
@@ -113,7 +128,7 @@ def main() -> None:
     h10 = min(10, H) - 1
     result = {
         "model": str(args.model), "data": str(args.data), "held_out_episodes": held, "horizon": H,
-        "samples_per_step": world.samples, "sampler_steps": world.steps,
+        "samples_per_step": world.samples, "sampler_steps": world.steps, "frames": world.frames,
         "context_noise": world.context_noise, "image_size": list(cfg.image_size),
         "open_loop": {k: v for k, v in ol.items()}, "success_judge": judged,
         "speed": {"imagined_steps_per_s_batched": batched_sps, "imagined_steps_per_s_single": single_sps,
@@ -146,8 +161,7 @@ def main() -> None:
     console.print(f"speed: imagined {batched_sps:.1f} steps/s batched, {single_sps:.2f} steps/s one episode; "
                   f"twin {twin_sps:.1f} steps/s")
     console.print(f"targets: {json.dumps(result['targets'])}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else str(x)))
+    atomic_write_text(Path(args.out), json.dumps(result, indent=2, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else str(x)))
     console.print(f"wrote {args.out}")
 
 

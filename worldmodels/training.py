@@ -228,15 +228,30 @@ def _to(win: Window, device: torch.device) -> Window:
     return Window(*(getattr(win, f).to(device) if getattr(win, f) is not None else None for f in Window.__dataclass_fields__))
 
 
+def detail_weights(x: torch.Tensor, weight: float, kernel: int) -> torch.Tensor:
+    """[B, 1, H, W] pixel weights 1 + weight * |x - local mean of x| (channels summed): edges and small
+    objects count more than flat background. x: images in [-1, 1], [B, 3, H, W]."""
+    k = kernel | 1
+    local = torch.nn.functional.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+    return 1 + weight * (x - local).abs().sum(1, keepdim=True)
+
+
 def vae_loss(model: VideoWorldModel, x: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
     x = x.to(model.latent_mean.device)
     post = model.vae.encode(x).latent_dist
     z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(x.device)
     rec = model.vae.decode(z).sample
-    l1 = (rec - x).abs().mean()
-    mse = ((rec - x) ** 2).mean()
+    v = model.cfg.vae
+    if v.detail_weight > 0:
+        w = detail_weights(x, v.detail_weight, v.detail_kernel)
+        l1 = (w * (rec - x).abs()).mean() / w.mean()
+        mse = (w * (rec - x) ** 2).mean() / w.mean()
+    else:
+        l1 = (rec - x).abs().mean()
+        mse = ((rec - x) ** 2).mean()
     kl = post.kl().mean()
-    return {"loss": l1 + mse + model.cfg.vae.kl_weight * kl, "mse": mse.detach(), "kl": kl.detach()}
+    plain = ((rec - x) ** 2).mean()  # the unweighted error, for the log
+    return {"loss": l1 + mse + model.cfg.vae.kl_weight * kl, "mse": plain.detach(), "kl": kl.detach()}
 
 
 # ---------------------------------------------------------------------- the job
@@ -268,7 +283,22 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
     lo, hi = lo - pad, hi + pad
     lo[model.cfg.value_index], hi[model.cfg.value_index] = 0.0, 1.0
     acts = torch.cat([store.actions[k] for k in train_eps]).abs().amax(0)
-    model.set_statistics(raw.mean((0, 2, 3)), raw.std((0, 2, 3)), lo, hi, acts)
+    d_lo = d_hi = None
+    if model.cfg.state_frame.residual:  # range of vec[t + f] - vec[t] over f = 1..F (the value stays absolute)
+        vi = model.cfg.value_index
+        deltas = []
+        for k in train_eps:
+            v = store.vectors[k]
+            for f in range(1, min(model.cfg.future, len(v) - 1) + 1):
+                d = v[f:] - v[:-f]
+                d[:, vi] = v[f:, vi]
+                deltas.append(d)
+        dv = torch.cat(deltas)
+        d_lo, d_hi = dv.amin(0), dv.amax(0)
+        pad = (d_hi - d_lo) * 0.05
+        d_lo, d_hi = d_lo - pad, d_hi + pad
+        d_lo[vi], d_hi[vi] = 0.0, 1.0
+    model.set_statistics(raw.mean((0, 2, 3)), raw.std((0, 2, 3)), lo, hi, acts, d_lo, d_hi)
 
 
 def _save_state(model: VideoWorldModel, opt: torch.optim.Optimizer | None, out: Path, stage: str, step: int) -> None:

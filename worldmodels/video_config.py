@@ -30,6 +30,11 @@ class VAEConfig(Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
+    detail_weight: float = Field(0.0, ge=0, description=(
+        "reconstruction weight of fine detail: a pixel's loss is weighted 1 + detail_weight * |x - local mean of x| "
+        "(summed over channels, window detail_kernel), so that small objects a few pixels wide (a cube the "
+        "policies must find) are not averaged away with the background"))
+    detail_kernel: int = Field(7, ge=3, description="odd window size of the local mean")
 
 
 class DiTConfig(Strict):
@@ -74,6 +79,10 @@ class StateFrameConfig(Strict):
     height: int = Field(4, ge=1)
     width: int = Field(4, ge=1)
     loss_weight: float = Field(1.0, ge=0)
+    residual: bool = Field(False, description=(
+        "future state frames carry the change from the last context step (normalised by the dataset's range "
+        "of such changes) instead of the absolute vector: a still object is a zero frame, and the sampler's "
+        "error scales with how far things move rather than with the workspace"))
 
 
 class SamplerConfig(Strict):
@@ -83,6 +92,9 @@ class SamplerConfig(Strict):
     shift: float = Field(1.0, gt=0)
     guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale on the actions (1 = off)")
     samples: int = Field(2, ge=1, description="samples per step; their disagreement is the uncertainty")
+    frames: Literal["first", "mean"] = Field("first", description=(
+        "which frame continues an imagined episode: the first sample's, or the mean of the samples' latents "
+        "(a lower-variance estimate; blurrier where the samples disagree)"))
     context_noise: float = Field(0.0, ge=0, lt=1, description=(
         "noise level given to the context latents when generating (the model's own earlier frames are "
         "imperfect; a model trained with train.context_noise > 0 expects some)"))

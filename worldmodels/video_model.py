@@ -99,6 +99,9 @@ class VideoWorldModel(nn.Module):
             s = cfg.state_frame
             state_shape = (s.channels, s.height, s.width)
         self.codec = StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
+        # residual state frames: the future's change from the last context step has its own range
+        self.delta_codec = (StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
+                            if cfg.state_frame.residual else None)
         cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1  # action, has-action, pose tag, is-context
         if isinstance(cfg.backbone, DiTConfig):
             from worldmodels.dit import VideoDiT
@@ -117,15 +120,23 @@ class VideoWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ normalisation
     def set_statistics(self, latent_mean: torch.Tensor, latent_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
-                       action_scale: torch.Tensor) -> None:
+                       action_scale: torch.Tensor, delta_low: torch.Tensor | None = None,
+                       delta_high: torch.Tensor | None = None) -> None:
         """Dataset statistics kept as buffers (saved with the weights): per-channel latent mean/std,
-        the state-frame vector's range, and the largest |action| per dimension."""
+        the state-frame vector's range, the range of its change over the future (residual state
+        frames only), and the largest |action| per dimension."""
         self.action_scale.copy_(torch.where(action_scale > 1e-6, action_scale, torch.ones_like(action_scale)))
         self.latent_mean.copy_(latent_mean)
         self.latent_std.copy_(latent_std.clamp_min(1e-4))
-        fresh = StateFrameCodec(low, high, *self.codec.shape)
-        self.codec.low.copy_(fresh.low)
-        self.codec.span.copy_(fresh.span)
+        pairs = [(self.codec, low, high)]
+        if self.delta_codec is not None:
+            if delta_low is None or delta_high is None:
+                raise ValueError("residual state frames need delta_low / delta_high statistics")
+            pairs.append((self.delta_codec, delta_low, delta_high))
+        for codec, lo, hi in pairs:
+            fresh = StateFrameCodec(lo, hi, *codec.shape)
+            codec.low.copy_(fresh.low)
+            codec.span.copy_(fresh.span)
 
     def _lat_norm(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
@@ -178,6 +189,24 @@ class VideoWorldModel(nn.Module):
         v[..., self.cfg.value_index] = 0.0  # the value is predicted, never given
         return self.codec.encode(v)
 
+    def _future_base(self, win: Window) -> torch.Tensor | None:
+        """[B, 1, D]: what residual state frames are relative to (the last context step, value 0)."""
+        if self.delta_codec is None:
+            return None
+        base = win.ctx_vec[:, -1:].clone()
+        base[..., self.cfg.value_index] = 0.0
+        return base
+
+    def encode_future(self, win: Window, fut_vec: torch.Tensor) -> torch.Tensor:
+        """Future vectors [B, F, D] -> state frames [B, F, cs, hs, ws] (absolute or residual)."""
+        base = self._future_base(win)
+        return self.codec.encode(fut_vec) if base is None else self.delta_codec.encode(fut_vec - base)
+
+    def decode_future(self, win: Window, frames: torch.Tensor) -> torch.Tensor:
+        """State frames [B, F, cs, hs, ws] -> future vectors [B, F, D]."""
+        base = self._future_base(win)
+        return self.codec.decode(frames) if base is None else self.delta_codec.decode(frames) + base
+
     @staticmethod
     def noise_context(win: Window, level: torch.Tensor, eps: torch.Tensor) -> Window:
         """The window with its context latents noised to `level` [B] (eps [B, K, V, c, h, w]), as in training
@@ -203,7 +232,7 @@ class VideoWorldModel(nn.Module):
         assert win.fut_img is not None and win.fut_vec is not None
         B = win.fut_img.shape[0]
         dev = win.fut_img.device
-        x0_img, x0_state = win.fut_img, self.codec.encode(win.fut_vec)
+        x0_img, x0_state = win.fut_img, self.encode_future(win, win.fut_vec)
         sigma = torch.sigmoid(torch.randn(B, generator=generator, device=dev))  # logit-normal noise levels
         e_img = torch.randn(x0_img.shape, generator=generator, device=dev)
         e_state = torch.randn(x0_state.shape, generator=generator, device=dev)
@@ -258,7 +287,7 @@ class VideoWorldModel(nn.Module):
             dt = sched.sigmas[i + 1] - sched.sigmas[i]
             x_img = x_img + dt * vi
             x_state = x_state + dt * vs
-        return x_img, self.codec.decode(x_state)
+        return x_img, self.decode_future(win, x_state)
 
     # ------------------------------------------------------------------ persistence
     def resolved_config(self) -> VideoWorldModelConfig:

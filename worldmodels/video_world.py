@@ -11,7 +11,8 @@
 
 Each step generates `future` frames per pass, autoregressively, conditioned on the memory context
 (recent steps + older steps of nearest pose). `sampler.samples` samples are drawn per episode;
-the first sample's frames and the samples' mean state continue the episode, and their disagreement
+the first sample's frames (or, with `sampler.frames: mean`, the samples' mean latent) and the
+samples' mean state continue the episode, and their disagreement
 is the per-step uncertainty. Every
 episode draws its noise from its own generator (seed, pass), so an episode's rollout does not
 depend on which other episodes share the batch.
@@ -92,7 +93,7 @@ class VideoWorld:
     """The `World` protocol over a `VideoWorldModel`, with a batched API beside it."""
 
     def __init__(self, model: VideoWorldModel, *, samples: int | None = None, steps: int | None = None,
-                 guidance: float | None = None, context_noise: float | None = None,
+                 guidance: float | None = None, context_noise: float | None = None, frames: str | None = None,
                  device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
         self.cfg = model.cfg
@@ -101,6 +102,9 @@ class VideoWorld:
         self.steps = steps or self.cfg.sampler.steps
         self.guidance = self.cfg.sampler.guidance if guidance is None else guidance
         self.context_noise = self.cfg.sampler.context_noise if context_noise is None else context_noise
+        self.frames = frames or self.cfg.sampler.frames
+        if self.frames not in ("first", "mean"):
+            raise ContextError(f"frames must be 'first' or 'mean', got {self.frames!r}")
         self.action_dim = self.cfg.action_dim
         self.cameras = self.cfg.cameras or ["camera"]
         self._spec: Any = None
@@ -253,11 +257,12 @@ class VideoWorld:
                 n = min(n_pass, len(acts[i]) - pos[i])
                 for k in range(n):
                     v = vec[j, :, k].mean(0)  # the samples' mean state: a better point estimate than any one sample
-                    ep.latents = torch.cat([ep.latents, lat[j, 0, k][None]])
+                    z = lat[j, :, k].mean(0) if self.frames == "mean" else lat[j, 0, k]
+                    ep.latents = torch.cat([ep.latents, z[None]])
                     ep.vectors = torch.cat([ep.vectors, v[None]])
                     ep.actions = torch.cat([ep.actions, acts[i][pos[i] + k][None]])
                     ep.step += 1
-                    gen[i].append((lat[j, 0, k], v, unc[j, k], vec[j, :, k, self.cfg.value_index]))
+                    gen[i].append((z, v, unc[j, k], vec[j, :, k, self.cfg.value_index]))
                     env = v[self.cfg.state_dim : self.cfg.state_dim + self.cfg.env_dim].cpu().numpy()
                     if (self.stop_on_success and self.judge(env, ep.initial)) or ep.step >= self.max_steps:
                         ep.done = True

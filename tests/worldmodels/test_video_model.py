@@ -122,10 +122,10 @@ def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes)
         train_worldmodel(cfg, episodes, TOY_META, tmp_path / "a", progress=False)
 
 
-@pytest.mark.parametrize("context_noise", [0.0, 0.1])
-def test_batched_rollout_equals_single_rollouts(trained, episodes, context_noise):
+@pytest.mark.parametrize(("context_noise", "frames"), [(0.0, "first"), (0.1, "first"), (0.1, "mean")])
+def test_batched_rollout_equals_single_rollouts(trained, episodes, context_noise, frames):
     _, path = trained
-    world = VideoWorld.from_pretrained(path, context_noise=context_noise)
+    world = VideoWorld.from_pretrained(path, context_noise=context_noise, frames=frames)
     ctxs = [Context.from_episode(e, world.cameras, 2) for e in episodes[:3]]
     chunks = [e["actions"][2:9] for e in episodes[:3]]
     world.reset_batch(ctxs, seeds=[10, 11, 12])
@@ -270,3 +270,80 @@ def test_cli_unknown_key_is_one_line(tmp_path):
                         str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "sampler.stepz: unknown key" in r.stderr, r.stderr
+
+
+def test_residual_state_frames_are_relative_to_the_last_context_step(tmp_path, episodes):
+    """With `state_frame.residual`, future state frames carry the change from the last context step,
+    normalised by the (much smaller) range of such changes; encode/decode are inverse, the value stays
+    absolute, and the statistics survive save/load."""
+    from worldmodels.training import _statistics
+
+    cfg = _resolved(toy_config(), episodes)
+    cfg = cfg.model_copy(update={"state_frame": cfg.state_frame.model_copy(update={"residual": True})})
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg)
+    randomise(model)
+    store = EpisodeStore(episodes, cfg)
+    store.latents = [model.encode_frames(torch.from_numpy(e["frames"])) for e in episodes]
+    _statistics(model, store, list(range(len(episodes))))
+    vi = cfg.value_index
+    abs_span, delta_span = model.codec.span, model.delta_codec.span
+    varies = torch.cat(store.vectors).std(0) > 1e-6
+    moving = [i for i in range(cfg.vector_dim) if i != vi and varies[i]]
+    assert moving and (delta_span[moving] < abs_span[moving]).all(), (delta_span, abs_span)
+    assert float(model.delta_codec.low[vi]) == 0.0 and float(delta_span[vi]) == 1.0  # the value is not a change
+
+    win = store.window(store.starts([0, 1])[:5])
+    frames = model.encode_future(win, win.fut_vec)
+    torch.testing.assert_close(model.decode_future(win, frames), win.fut_vec, atol=1e-5, rtol=0)
+    # the same frame perturbation moves a residual prediction less than an absolute one, by the span ratio
+    eps = 0.1 * torch.randn(frames.shape, generator=torch.Generator().manual_seed(0))
+    err_res = (model.decode_future(win, frames + eps) - win.fut_vec).abs()
+    err_abs = (model.codec.decode(model.codec.encode(win.fut_vec) + eps) - win.fut_vec).abs()
+    assert (err_res[..., moving].mean((0, 1)) < err_abs[..., moving].mean((0, 1))).all()
+
+    model.save_pretrained(tmp_path / "m")
+    again = VideoWorldModel.from_pretrained(tmp_path / "m")
+    assert again.cfg.state_frame.residual and torch.equal(again.delta_codec.span, delta_span)
+    noise = torch.randn(5, 2, 1, 4, 8, 8), torch.randn(5, 2, 2, 4, 4)
+    _, v1 = model.eval().sample(win, *noise)
+    _, v2 = again.sample(win, *noise)
+    assert torch.equal(v1, v2)
+
+
+def test_mean_frames_average_the_samples_latents(trained, episodes):
+    """`frames="mean"` continues an episode with the mean of the samples' latents (one sample: the sample
+    itself); the first-sample frame is one of the samples, not their mean."""
+    _, path = trained
+    e = episodes[0]
+    ctx = Context.from_episode(e, ["top"], 2)
+    out = {}
+    for frames, samples in (("first", 3), ("mean", 3), ("first", 1), ("mean", 1)):
+        world = VideoWorld.from_pretrained(path, frames=frames, samples=samples)
+        world.stop_on_success = False
+        world.reset_batch([ctx], [5])
+        lat, _, _ = world._generate(world.episodes, [torch.from_numpy(e["actions"][2:4])])
+        world.reset_batch([ctx], [5])
+        world.step_batch([e["actions"][2:4]])
+        out[frames, samples] = (lat[0], world.episodes[0].latents[-2:])
+    lat3, kept = out["mean", 3]
+    torch.testing.assert_close(kept, lat3.mean(0), atol=1e-6, rtol=0)
+    lat3f, kept_f = out["first", 3]
+    torch.testing.assert_close(kept_f, lat3f[0], atol=1e-6, rtol=0)
+    assert (lat3[0] - lat3.mean(0)).abs().max() > 1e-3  # samples differ, so the two estimates do too
+    torch.testing.assert_close(out["mean", 1][1], out["first", 1][1], atol=0, rtol=0)
+    with pytest.raises(ContextError, match="frames must be"):
+        VideoWorld.from_pretrained(path, frames="median")
+
+
+def test_detail_weights_single_out_small_objects():
+    """`vae.detail_weight`: flat background keeps weight 1; a 2x2 red spot on a flat table, the kind of
+    object the policies must find, gets the largest weights, and the loss grows by them."""
+    from worldmodels.training import detail_weights
+
+    x = torch.full((1, 3, 16, 16), 0.2)
+    torch.testing.assert_close(detail_weights(x, 10.0, 7), torch.ones(1, 1, 16, 16), atol=1e-5, rtol=0)
+    x[0, :, 7:9, 7:9] = torch.tensor([0.9, -0.8, -0.8])[:, None, None]
+    w = detail_weights(x, 10.0, 7)[0, 0]
+    assert w[7:9, 7:9].min() > 10 and w[0:3, 0:3].max() < 1 + 1e-5
+    assert w.argmax() // 16 in (7, 8) and w.argmax() % 16 in (7, 8)
