@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     ap.add_argument("--frames", choices=["first", "mean"], default=None,
                     help="frame that continues an episode: first sample's or the samples' mean (default: the model's)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="first sample's noise scale, 0..1 (default: the model's sampler.temperature)")
     ap.add_argument("--skip-judge", action="store_true", help="open-loop metrics only (quick comparisons)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_fidelity.json"))
     args = ap.parse_args()
@@ -82,7 +84,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     world = VideoWorld.from_pretrained(args.model, samples=args.samples, steps=args.steps,
-                                       context_noise=args.context_noise, frames=args.frames)
+                                       context_noise=args.context_noise, frames=args.frames,
+                                       temperature=args.temperature)
     cfg = world.cfg
     n = LeRobotDataset(args.data).num_episodes
     held = list(range(n - cfg.train.holdout_episodes, n))[: args.episodes]
@@ -93,7 +96,7 @@ def main() -> None:
     starts = [(i, t0) for i, e in enumerate(episodes) for t0 in range(0, len(e["frames"]) - H, args.stride)]
     console = Console()
     console.print(f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
-                  f"{world.samples} samples/step ({world.frames} frame), {world.steps} sampler steps, "
+                  f"{world.samples} samples/step ({world.frames} frame, temperature {world.temperature}), {world.steps} sampler steps, "
                   f"context noise {world.context_noise}")
 
     t = time.perf_counter()
@@ -129,7 +132,7 @@ def main() -> None:
     result = {
         "model": str(args.model), "data": str(args.data), "held_out_episodes": held, "horizon": H,
         "samples_per_step": world.samples, "sampler_steps": world.steps, "frames": world.frames,
-        "context_noise": world.context_noise, "image_size": list(cfg.image_size),
+        "context_noise": world.context_noise, "temperature": world.temperature, "image_size": list(cfg.image_size),
         "open_loop": {k: v for k, v in ol.items()}, "success_judge": judged,
         "speed": {"imagined_steps_per_s_batched": batched_sps, "imagined_steps_per_s_single": single_sps,
                   "twin_steps_per_s": twin_sps},
@@ -157,7 +160,8 @@ def main() -> None:
     console.print(f"success judge on {j['episodes']} imagined episodes ({j['positives']} successful in the twin): "
                   f"predicate accuracy {j['predicate_accuracy']:.3f} (AUROC {j['predicate_auroc']:.3f}, "
                   f"FP {j['predicate_false_positives']}, FN {j['predicate_false_negatives']}); value accuracy "
-                  f"{j['value_accuracy']:.3f}, AUROC {j['value_auroc']:.3f}")
+                  f"{j['value_accuracy']:.3f}, AUROC {j['value_auroc']:.3f}; object error at the last imagined step "
+                  f"{100 * j['final_object_error_m']:.2f} cm")
     console.print(f"speed: imagined {batched_sps:.1f} steps/s batched, {single_sps:.2f} steps/s one episode; "
                   f"twin {twin_sps:.1f} steps/s")
     console.print(f"targets: {json.dumps(result['targets'])}")

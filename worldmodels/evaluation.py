@@ -103,9 +103,11 @@ def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], see
                    context: int = 1) -> dict[str, Any]:
     """Imagine each recorded episode from its first `context` steps with its recorded actions and judge
     success two ways: the scene predicate on the predicted object poses at any step (`predicate`), and the
-    predicted value (`value`: max over steps >= 0.5). Compared with the recorded outcome."""
+    predicted value (`value`: max over steps >= 0.5). Compared with the recorded outcome. Also the mean
+    object position error at each imagined episode's last step (`final_object_error_m`): the drift that
+    decides the predicate near a region's edge."""
     cams = world.cameras
-    labels, pred, value = [], [], []
+    labels, pred, value, drift = [], [], [], []
     gen_s, steps = 0.0, 0
     for i in range(0, len(episodes), batch):
         part = episodes[i : i + batch]
@@ -120,6 +122,9 @@ def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], see
             labels.append(bool(e["success"].any()))
             pred.append(bool(r.info["success"]))
             value.append(max(r.info["value_per_step"]))
+            last = context - 1 + len(r.observations)
+            pe = r.observations[-1].environment_state.reshape(-1, 7)[:, :3]  # type: ignore[union-attr]
+            drift.append(float(np.linalg.norm(pe - e["env_state"][last].reshape(-1, 7)[:, :3], axis=1).mean()))
     y, p, v = np.array(labels), np.array(pred), np.array(value)
     return {
         "episodes": len(y), "positives": int(y.sum()),
@@ -127,5 +132,6 @@ def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], see
         "predicate_false_positives": int((p & ~y).sum()), "predicate_false_negatives": int((~p & y).sum()),
         "value_accuracy": float(((v >= 0.5) == y).mean()), "value_auroc": auroc(v, y),
         "combined_auroc": auroc(p.astype(float) + v, y),
+        "final_object_error_m": float(np.mean(drift)),
         "generated_steps": steps, "generation_s": gen_s,
     }

@@ -71,6 +71,8 @@ class EpisodeStore:
             torch.from_numpy(np.concatenate([e["state"], e["env_state"], value_targets(e["success"], cfg.value_discount)[:, None]], 1))
             for e in episodes
         ]
+        # object positions [T, objects, 3] (env_state = 7 values per object: position, quaternion)
+        self.positions = [torch.from_numpy(e["env_state"]).reshape(len(e["env_state"]), -1, 7)[..., :3] for e in episodes]
         self.latents: list[torch.Tensor] | None = None
         self.cfg = cfg
 
@@ -81,6 +83,16 @@ class EpisodeStore:
         """(episode, t) for every window whose future t+1..t+F lies inside the episode."""
         F = self.cfg.future
         return [(k, t) for k in episodes for t in range(len(self.frames[k]) - F)]
+
+    def moving(self, items: list[tuple[int, int]], threshold: float) -> list[tuple[int, int]]:
+        """The windows in which some object's position changes by more than `threshold` over the future."""
+        F = self.cfg.future
+        out = []
+        for k, t in items:
+            p = self.positions[k]
+            if p.shape[1] and float((p[t + 1 : t + 1 + F] - p[t]).norm(dim=-1).max()) > threshold:
+                out.append((k, t))
+        return out
 
     def window(self, items: list[tuple[int, int]]) -> Window:
         """A training window per (episode, t): memory context ending at t, future t+1..t+F."""
@@ -155,6 +167,8 @@ def _lightning_module_class() -> type:
             self.cfg = model.cfg
             self.train_eps, self.total, self.step_no = train_eps, total, start
             self.windows = store.starts(train_eps) if stage == "dynamics" else []
+            t = self.cfg.train
+            self.moving = store.moving(self.windows, t.motion_threshold) if self.windows and t.motion_fraction > 0 else []
             self.sizes = [len(store.frames[k]) for k in train_eps]
             self.on_step: Callable[[int, dict[str, float]], None] | None = None
             self.restore: Path | None = None
@@ -183,8 +197,12 @@ def _lightning_module_class() -> type:
                     f = self.store.frames[k][int(rng.integers(0, self.sizes[int(j)]))]
                     frames.append(f[int(rng.integers(0, f.shape[0]))])
                 return torch.stack(frames).float().div(127.5).sub(1)
-            picks = rng.integers(0, len(self.windows), self.cfg.train.batch_size)
-            return self.store.window([self.windows[int(i)] for i in picks])
+            B = self.cfg.train.batch_size
+            n_move = int(round(B * self.cfg.train.motion_fraction)) if self.moving else 0
+            items = [self.windows[int(i)] for i in rng.integers(0, len(self.windows), B - n_move)]
+            if n_move:  # contact windows, so that pushes are not drowned by still frames
+                items += [self.moving[int(i)] for i in rng.integers(0, len(self.moving), n_move)]
+            return self.store.window(items)
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             s = self.step_no
@@ -298,7 +316,18 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
         pad = (d_hi - d_lo) * 0.05
         d_lo, d_hi = d_lo - pad, d_hi + pad
         d_lo[vi], d_hi[vi] = 0.0, 1.0
-    model.set_statistics(raw.mean((0, 2, 3)), raw.std((0, 2, 3)), lo, hi, acts, d_lo, d_hi)
+    latent_std = raw.std((0, 2, 3))
+    dz_std = None
+    if model.cfg.residual_latents:  # RMS of z[t + f] - z[t] over f = 1..F, per channel, in normalised units
+        sq, n = torch.zeros_like(latent_std), 0
+        for k in train_eps:
+            zk = store.latents[k]  # [T, V, c, h, w], not yet normalised
+            for f in range(1, min(model.cfg.future, len(zk) - 1) + 1):
+                d = zk[f:] - zk[:-f]
+                sq += d.pow(2).sum((0, 1, 3, 4))
+                n += d.numel() // d.shape[2]
+        dz_std = (sq / max(n, 1)).sqrt() / latent_std.clamp_min(1e-4)
+    model.set_statistics(raw.mean((0, 2, 3)), latent_std, lo, hi, acts, d_lo, d_hi, dz_std)
 
 
 def _save_state(model: VideoWorldModel, opt: torch.optim.Optimizer | None, out: Path, stage: str, step: int) -> None:
@@ -399,6 +428,8 @@ def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.nda
                 store.latents = [(z - m) / sd for z in store.latents]
             model.vae.requires_grad_(False)
         module = Module(model, store, st_name, train_eps, total, start)
+        if st_name == "dynamics" and start == 0:
+            _log(out, {"stage": st_name, "windows": len(module.windows), "moving_windows": len(module.moving)})
         if resume and st_name == stage and start > 0 and (state_dir / "optimizer.safetensors").exists():
             module.restore = state_dir
         stopped = {"time": False}

@@ -93,6 +93,8 @@ class VideoWorldModel(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
         self.register_buffer("action_scale", torch.ones(cfg.action_dim))
+        if cfg.residual_latents:  # per-channel std of a latent's change over 1..future steps
+            self.register_buffer("delta_latent_std", torch.ones(c))
         if isinstance(cfg.backbone, SVDConfig):
             state_shape = (c, self.views * h, w)  # state frames ride along the frame axis at the latent's size
         else:
@@ -121,10 +123,15 @@ class VideoWorldModel(nn.Module):
     # ------------------------------------------------------------------ normalisation
     def set_statistics(self, latent_mean: torch.Tensor, latent_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
                        action_scale: torch.Tensor, delta_low: torch.Tensor | None = None,
-                       delta_high: torch.Tensor | None = None) -> None:
+                       delta_high: torch.Tensor | None = None, delta_latent_std: torch.Tensor | None = None) -> None:
         """Dataset statistics kept as buffers (saved with the weights): per-channel latent mean/std,
         the state-frame vector's range, the range of its change over the future (residual state
-        frames only), and the largest |action| per dimension."""
+        frames only), the per-channel std of the normalised latents' change over the future
+        (residual latents only), and the largest |action| per dimension."""
+        if self.cfg.residual_latents:
+            if delta_latent_std is None:
+                raise ValueError("residual latents need the delta_latent_std statistic")
+            self.delta_latent_std.copy_(delta_latent_std.clamp_min(1e-4))
         self.action_scale.copy_(torch.where(action_scale > 1e-6, action_scale, torch.ones_like(action_scale)))
         self.latent_mean.copy_(latent_mean)
         self.latent_std.copy_(latent_std.clamp_min(1e-4))
@@ -197,6 +204,19 @@ class VideoWorldModel(nn.Module):
         base[..., self.cfg.value_index] = 0.0
         return base
 
+    def encode_future_latents(self, win: Window, fut_img: torch.Tensor) -> torch.Tensor:
+        """Future latents [B, F, V, c, h, w] -> what the denoiser generates: the latents themselves, or with
+        `residual_latents` their change from the last context step in units of its dataset std."""
+        if not self.cfg.residual_latents:
+            return fut_img
+        return (fut_img - win.ctx_img[:, -1:]) / self.delta_latent_std[:, None, None]
+
+    def decode_future_latents(self, win: Window, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of `encode_future_latents` (`win` with its clean context)."""
+        if not self.cfg.residual_latents:
+            return x
+        return win.ctx_img[:, -1:] + x * self.delta_latent_std[:, None, None]
+
     def encode_future(self, win: Window, fut_vec: torch.Tensor) -> torch.Tensor:
         """Future vectors [B, F, D] -> state frames [B, F, cs, hs, ws] (absolute or residual)."""
         base = self._future_base(win)
@@ -232,7 +252,7 @@ class VideoWorldModel(nn.Module):
         assert win.fut_img is not None and win.fut_vec is not None
         B = win.fut_img.shape[0]
         dev = win.fut_img.device
-        x0_img, x0_state = win.fut_img, self.encode_future(win, win.fut_vec)
+        x0_img, x0_state = self.encode_future_latents(win, win.fut_img), self.encode_future(win, win.fut_vec)
         sigma = torch.sigmoid(torch.randn(B, generator=generator, device=dev))  # logit-normal noise levels
         e_img = torch.randn(x0_img.shape, generator=generator, device=dev)
         e_state = torch.randn(x0_state.shape, generator=generator, device=dev)
@@ -267,6 +287,7 @@ class VideoWorldModel(nn.Module):
         sched.set_timesteps(steps, device=noise_img.device)
         x_img, x_state = noise_img.clone(), noise_state.clone()
         B = x_img.shape[0]
+        clean = win  # residual frames are relative to the clean context
         ctx_sigma = None
         if ctx_noise is not None and ctx_noise[0] > 0:
             ctx_sigma = x_img.new_full((B,), ctx_noise[0])
@@ -287,7 +308,7 @@ class VideoWorldModel(nn.Module):
             dt = sched.sigmas[i + 1] - sched.sigmas[i]
             x_img = x_img + dt * vi
             x_state = x_state + dt * vs
-        return x_img, self.decode_future(win, x_state)
+        return self.decode_future_latents(clean, x_img), self.decode_future(clean, x_state)
 
     # ------------------------------------------------------------------ persistence
     def resolved_config(self) -> VideoWorldModelConfig:

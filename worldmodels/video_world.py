@@ -12,8 +12,9 @@
 Each step generates `future` frames per pass, autoregressively, conditioned on the memory context
 (recent steps + older steps of nearest pose). `sampler.samples` samples are drawn per episode;
 the first sample's frames (or, with `sampler.frames: mean`, the samples' mean latent) and the
-samples' mean state continue the episode, and their disagreement
-is the per-step uncertainty. Every
+samples' mean state continue the episode, and their disagreement is the per-step uncertainty.
+The first sample's initial noise is scaled by `sampler.temperature` (0: the flow ODE from the
+centre of the noise distribution, the sharpest single estimate; the other samples stay at 1). Every
 episode draws its noise from its own generator (seed, pass), so an episode's rollout does not
 depend on which other episodes share the batch.
 
@@ -94,7 +95,7 @@ class VideoWorld:
 
     def __init__(self, model: VideoWorldModel, *, samples: int | None = None, steps: int | None = None,
                  guidance: float | None = None, context_noise: float | None = None, frames: str | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 temperature: float | None = None, device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
         self.cfg = model.cfg
         self.device = torch.device(device)
@@ -103,6 +104,9 @@ class VideoWorld:
         self.guidance = self.cfg.sampler.guidance if guidance is None else guidance
         self.context_noise = self.cfg.sampler.context_noise if context_noise is None else context_noise
         self.frames = frames or self.cfg.sampler.frames
+        self.temperature = self.cfg.sampler.temperature if temperature is None else temperature
+        if not 0 <= self.temperature <= 1:
+            raise ContextError(f"temperature must be in [0, 1], got {self.temperature}")
         if self.frames not in ("first", "mean"):
             raise ContextError(f"frames must be 'first' or 'mean', got {self.frames!r}")
         self.action_dim = self.cfg.action_dim
@@ -220,8 +224,11 @@ class VideoWorld:
             if self.context_noise > 0:  # drawn first, so that a shorter pass still sees a prefix of the frame noise
                 nc.append(torch.randn(S, *win.ctx_img.shape[1:], generator=g))
             per_frame = [(torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g)) for _ in range(F)]
-            ni.append(torch.stack([f[0] for f in per_frame], 1))
-            ns.append(torch.stack([f[1] for f in per_frame], 1))
+            scale = torch.ones(S)
+            scale[0] = self.temperature  # the first sample's temperature; the others stay at 1
+            for out, k in ((ni, 0), (ns, 1)):
+                x = torch.stack([f[k] for f in per_frame], 1)  # [S, F, ...]
+                out.append(x * scale.view(S, *[1] * (x.ndim - 1)))
             ep.passes += 1
         ctx_noise = (self.context_noise, torch.cat(nc).to(self.device)) if nc else None
         lat, vec = self.model.sample(rep, torch.cat(ni).to(self.device), torch.cat(ns).to(self.device),

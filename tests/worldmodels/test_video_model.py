@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from scenes.errors import SpecError
-from tests.worldmodels.toy import TOY_META, randomise, toy_config, toy_episode, toy_scene
+from tests.worldmodels.toy import TOY_META, randomise, toy_config, toy_positions
 from worldmodels.checkpoint import CheckpointError
 from worldmodels.training import EpisodeStore, train_worldmodel
 from worldmodels.video_config import load_video_config
@@ -38,20 +38,6 @@ def _fixed_loss(model, store, seed=7):
     win = store.window(store.starts(list(range(len(store)))))
     with torch.no_grad():
         return float(model.loss(win, g)["loss"])
-
-
-@pytest.fixture(scope="module")
-def episodes():
-    return [toy_episode(s) for s in range(4)]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, episodes):
-    """A toy model trained to overfit 4 episodes (also the model of the rollout tests)."""
-    out = tmp_path_factory.mktemp("toy") / "run"
-    cfg = toy_config(steps=1000)
-    path = train_worldmodel(cfg, episodes, {**TOY_META, "scene": toy_scene()}, out, progress=False)
-    return out, path
 
 
 def test_tiny_config_overfits_four_episodes(trained, episodes):
@@ -134,7 +120,7 @@ def test_batched_rollout_equals_single_rollouts(trained, episodes, context_noise
         world.reset(10 + i, {"context": ctxs[i]})
         single = world.step(chunks[i])
         assert len(single.observations) == len(batched[i].observations)
-        for o1, o2 in zip(single.observations, batched[i].observations):
+        for o1, o2 in zip(single.observations, batched[i].observations, strict=True):
             assert np.abs(o1.images["top"].astype(int) - o2.images["top"].astype(int)).max() <= 1
             np.testing.assert_allclose(o1.environment_state, o2.environment_state, atol=1e-5)
         assert single.info["success"] == batched[i].info["success"]
@@ -179,6 +165,13 @@ def test_trained_toy_world_follows_its_actions(trained, episodes):
     true = e["env_state"][2 : 2 + len(pred), :2]
     assert np.abs(pred - true).max() < 0.02, (pred, true)  # 2 px of 16
     assert len(r.info["uncertainty_per_step"]) == len(r.observations)
+    # the imagined frames show the square where it is (red pixels' centroid within 2 px)
+    for o, t in zip(r.observations, true, strict=True):
+        img = o.images["top"].astype(int)
+        red = (img[..., 0] > 170) & (img[..., 1] < 90)
+        assert red.sum() >= 4
+        ys, xs = np.nonzero(red)
+        assert abs(xs.mean() + 0.5 - 100 * t[0]) < 2 and abs(ys.mean() + 0.5 - 100 * t[1]) < 2
 
 
 def test_svd_adapters_start_as_the_identity(tmp_path):
@@ -336,6 +329,33 @@ def test_mean_frames_average_the_samples_latents(trained, episodes):
         VideoWorld.from_pretrained(path, frames="median")
 
 
+def test_temperature_scales_only_the_first_samples_noise(trained, episodes):
+    """`sampler.temperature`: at 1 the rollout is the default one, bit for bit; at 0 the first sample starts
+    the flow ODE at the centre of the noise distribution, so its frames no longer depend on the seed, while
+    the other samples' still do (their disagreement stays the uncertainty)."""
+    _, path = trained
+    e = episodes[0]
+    ctx = Context.from_episode(e, ["top"], 2)
+    chunk = torch.from_numpy(e["actions"][2:4])
+
+    def generate(seed, **kw):
+        world = VideoWorld.from_pretrained(path, samples=3, **kw)
+        world.reset_batch([ctx], [seed])
+        lat, vec, unc = world._generate(world.episodes, [chunk])
+        return lat[0], unc[0]
+
+    ref, _ = generate(5)
+    assert torch.equal(generate(5, temperature=1.0)[0], ref)
+    z5, u5 = generate(5, temperature=0.0)
+    z6, _ = generate(6, temperature=0.0)
+    torch.testing.assert_close(z5[0], z6[0], atol=1e-5, rtol=0)
+    assert (ref[0] - z5[0]).abs().max() > 1e-3  # not the default first sample
+    assert (z5[1] - z6[1]).abs().max() > 1e-3 and (z5[2] - z6[2]).abs().max() > 1e-3
+    assert (u5 > 0).all()
+    with pytest.raises(ContextError, match="temperature must be in"):
+        VideoWorld.from_pretrained(path, temperature=1.5)
+
+
 def test_detail_weights_single_out_small_objects():
     """`vae.detail_weight`: flat background keeps weight 1; a 2x2 red spot on a flat table, the kind of
     object the policies must find, gets the largest weights, and the loss grows by them."""
@@ -347,3 +367,76 @@ def test_detail_weights_single_out_small_objects():
     w = detail_weights(x, 10.0, 7)[0, 0]
     assert w[7:9, 7:9].min() > 10 and w[0:3, 0:3].max() < 1 + 1e-5
     assert w.argmax() // 16 in (7, 8) and w.argmax() % 16 in (7, 8)
+
+
+def test_residual_latents_carry_the_still_scene_over_exactly(tmp_path, episodes):
+    """With `residual_latents`, the denoiser generates each future latent's change from the last context
+    step, in units of the dataset's std of such changes: a still scene is a zero target, encode/decode are
+    inverse, a zero generated change reproduces the last context latent exactly, and the statistic survives
+    save/load."""
+    from worldmodels.training import _statistics
+
+    cfg = _resolved(toy_config(), episodes).model_copy(update={"residual_latents": True})
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg)
+    randomise(model)
+    store = EpisodeStore(episodes, cfg)
+    store.latents = [model.encode_frames(torch.from_numpy(e["frames"])) for e in episodes]
+    _statistics(model, store, list(range(len(episodes))))
+    std = model.delta_latent_std.clone()
+    # in its units, the normalised latents' change over 1..future steps has unit RMS per channel
+    d = torch.cat([(z[f:] - z[:-f]).transpose(1, 2).flatten(2) for z in store.latents for f in (1, 2)], 0)
+    rms = (d / model.latent_std[:, None]).pow(2).mean((0, 2)).sqrt() / std
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-4, rtol=0)
+
+    win = store.window(store.starts([0, 1])[:5])
+    x = model.encode_future_latents(win, win.fut_img)
+    torch.testing.assert_close(model.decode_future_latents(win, x), win.fut_img, atol=1e-5, rtol=0)
+    still = win.ctx_img[:, -1:].expand_as(win.fut_img)
+    assert torch.equal(model.encode_future_latents(win, still), torch.zeros_like(still))
+    torch.testing.assert_close(model.decode_future_latents(win, torch.zeros_like(x)), still, atol=0, rtol=0)
+
+    model.save_pretrained(tmp_path / "m")
+    again = VideoWorldModel.from_pretrained(tmp_path / "m")
+    assert again.cfg.residual_latents and torch.equal(again.delta_latent_std, std)
+    noise = torch.randn(5, 2, 1, 4, 8, 8), torch.randn(5, 2, 2, 4, 4)
+    x1, _ = model.eval().sample(win, *noise)
+    x2, _ = again.sample(win, *noise)
+    assert torch.equal(x1, x2)
+    # the generated frames are absolute latents near the context, not changes
+    assert (x1 - win.ctx_img[:, -1:]).abs().mean() < (x1 - x1.mean()).abs().mean() + 10
+
+
+def test_motion_windows_fill_their_share_of_each_batch(episodes):
+    """`train.motion_fraction`: the windows where an object moves are found by position change, and that
+    share of every dynamics batch is drawn from them (the rest uniformly), reproducibly per step."""
+    from worldmodels.training import _lightning_module_class, step_generator
+
+    eps = [dict(e) for e in episodes]
+    for e in eps:  # the square stands still in steps 0..6, then moves
+        e["actions"] = e["actions"].copy()
+        e["actions"][:6] = 0
+        still = toy_positions(e["actions"], e["state"][0, :2])
+        e["env_state"] = e["env_state"].copy()
+        e["env_state"][:, :2] = still / 100
+    cfg = _resolved(toy_config(batch_size=8, motion_fraction=0.5), eps)
+    model = VideoWorldModel(cfg)
+    store = _store(model, eps)
+    windows = store.starts(list(range(len(eps))))
+    moving = store.moving(windows, 0.005)
+    F = cfg.future
+    expect = [(k, t) for k, t in windows
+              if np.abs(eps[k]["env_state"][t + 1 : t + 1 + F, :2] - eps[k]["env_state"][t, :2]).max() > 0.004]
+    assert set(moving) <= set(expect) and len(moving) >= len(expect) - 2 and 0 < len(moving) < len(windows)
+    assert all(t >= 6 - F for _, t in moving)  # nothing moves before step 6
+    module = _lightning_module_class()(model, store, "dynamics", list(range(len(eps))), 10, 0)
+    assert module.moving == moving
+    rng, _ = step_generator(0, "dynamics", 3)
+    win = module._batch(rng)
+    first = win.fut_vec[:, :, cfg.state_dim : cfg.state_dim + 2]
+    last_ctx = win.ctx_vec[:, -1:, cfg.state_dim : cfg.state_dim + 2]
+    moved = (first - last_ctx).norm(dim=-1).amax(1) > 0.005
+    assert moved[4:].all()  # the second half of the batch: contact windows
+    rng2, _ = step_generator(0, "dynamics", 3)
+    assert torch.equal(module._batch(rng2).fut_img, win.fut_img)
+

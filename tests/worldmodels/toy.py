@@ -23,6 +23,15 @@ def render(x: float, y: float) -> np.ndarray:
     return img
 
 
+def toy_positions(actions: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Square positions (px) [T, 2] under `actions` [T, A], from `start` (the toy world's dynamics)."""
+    pos, out = np.asarray(start, np.float64), []
+    for a in actions:
+        out.append(pos.copy())
+        pos = np.clip(pos + 2 * a[:2], 2, 14)
+    return np.array(out)
+
+
 def toy_episode(seed: int, T: int = 12) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     pos = rng.uniform(4, 12, 2)
