@@ -32,6 +32,18 @@ def _store(model, episodes):
     return store
 
 
+def _with_statistics(cfg, episodes):
+    """A randomised model of `cfg` holding the toy episodes' statistics, and its store (raw latents)."""
+    from worldmodels.training import _statistics
+
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg)
+    randomise(model)
+    store = _store(model, episodes)
+    _statistics(model, store, list(range(len(episodes))))
+    return model, store
+
+
 def _fixed_loss(model, store, seed=7):
     """Flow-matching loss on every window at fixed noise levels and noise (comparable across training)."""
     g = torch.Generator().manual_seed(seed)
@@ -269,16 +281,9 @@ def test_residual_state_frames_are_relative_to_the_last_context_step(tmp_path, e
     """With `state_frame.residual`, future state frames carry the change from the last context step,
     normalised by the (much smaller) range of such changes; encode/decode are inverse, the value stays
     absolute, and the statistics survive save/load."""
-    from worldmodels.training import _statistics
-
     cfg = _resolved(toy_config(), episodes)
     cfg = cfg.model_copy(update={"state_frame": cfg.state_frame.model_copy(update={"residual": True})})
-    torch.manual_seed(0)
-    model = VideoWorldModel(cfg)
-    randomise(model)
-    store = EpisodeStore(episodes, cfg)
-    store.latents = [model.encode_frames(torch.from_numpy(e["frames"])) for e in episodes]
-    _statistics(model, store, list(range(len(episodes))))
+    model, store = _with_statistics(cfg, episodes)
     vi = cfg.value_index
     abs_span, delta_span = model.codec.span, model.delta_codec.span
     varies = torch.cat(store.vectors).std(0) > 1e-6
@@ -374,15 +379,8 @@ def test_residual_latents_carry_the_still_scene_over_exactly(tmp_path, episodes)
     step, in units of the dataset's std of such changes: a still scene is a zero target, encode/decode are
     inverse, a zero generated change reproduces the last context latent exactly, and the statistic survives
     save/load."""
-    from worldmodels.training import _statistics
-
     cfg = _resolved(toy_config(), episodes).model_copy(update={"residual_latents": True})
-    torch.manual_seed(0)
-    model = VideoWorldModel(cfg)
-    randomise(model)
-    store = EpisodeStore(episodes, cfg)
-    store.latents = [model.encode_frames(torch.from_numpy(e["frames"])) for e in episodes]
-    _statistics(model, store, list(range(len(episodes))))
+    model, store = _with_statistics(cfg, episodes)
     std = model.delta_latent_std.clone()
     # in its units, the normalised latents' change over 1..future steps has unit RMS per channel
     d = torch.cat([(z[f:] - z[:-f]).transpose(1, 2).flatten(2) for z in store.latents for f in (1, 2)], 0)
