@@ -77,8 +77,8 @@ def main() -> None:
     from rich.table import Table
 
     from datagen.lerobot import LeRobotDataset
-    from scenes.config import atomic_write_text
     from datagen.windows import load_episodes
+    from scenes.config import atomic_write_text
     from worldmodels.evaluation import judge_episodes, open_loop
     from worldmodels.video_world import Context, VideoWorld
 

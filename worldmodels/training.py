@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from scenes.config import atomic_write_text
 from scenes.errors import DreamTwinError
@@ -279,11 +280,16 @@ def resolve_config(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.ndarr
     max_steps = max(len(x["actions"]) for x in episodes)
     if scene is not None:
         max_steps = max(max_steps, int(scene["task"]["max_steps"]) + 1)
-    return cfg.model_copy(update={
+    update = {
         "cameras": list(meta["cameras"]), "image_size": tuple(meta["image_size"]), "action_dim": e["actions"].shape[1],
         "state_dim": e["state"].shape[1], "env_dim": e["env_state"].shape[1], "max_steps": max_steps,
         "fps": float(meta["fps"]), "scene": scene,
-    })
+    }
+    try:  # validated again: some fields are checked against the dataset's sizes (image size, action dims)
+        return VideoWorldModelConfig.model_validate({**cfg.model_dump(), **update})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise TrainingError(f"config does not fit the dataset: {first['msg']}") from None
 
 
 def split(n: int, holdout: int) -> tuple[list[int], list[int]]:
@@ -434,7 +440,8 @@ def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.nda
             module.restore = state_dir
         stopped = {"time": False}
 
-        def on_step(s: int, losses: dict[str, float], st_name: str = st_name, module: Any = module) -> None:
+        def on_step(s: int, losses: dict[str, float], st_name: str = st_name, module: Any = module,
+                    total: int = total, stopped: dict[str, bool] = stopped) -> None:
             if s % LOG_EVERY == 0 or s == total:
                 _log(out, {"stage": st_name, "step": s, **losses, "elapsed_s": round(time.monotonic() - t0, 1)})
             if st_name == "dynamics" and (s % cfg.train.val_every == 0 or s == total):

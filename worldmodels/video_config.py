@@ -105,6 +105,21 @@ class SamplerConfig(Strict):
         "imperfect; a model trained with train.context_noise > 0 expects some)"))
 
 
+class ActionIntegrationConfig(Strict):
+    """Pose-style action conditioning for delta actions. Ctrl-World conditions every frame on the
+    end-effector pose the robot is commanded to; with delta actions that pose is the running sum of
+    the deltas. Each future frame is also conditioned on the sum of its chunk's deltas up to it (the
+    commanded displacement since the present), so the model reads the commanded pose directly
+    instead of having to add the actions up through attention, an addition whose small per-step
+    errors pile up over an autoregressive rollout."""
+
+    dims: list[int] = Field(default_factory=list, description=(
+        "action entries that are end-effector displacements (e.g. [0, 1, 2]); empty: off"))
+    max_norm: float | None = Field(None, gt=0, description=(
+        "the controller's largest displacement per step (the scene's control.max_delta): a longer delta over "
+        "`dims` is scaled down to it before summing, as the controller does"))
+
+
 class TrainConfig(Strict):
     steps: int = Field(3000, ge=0)
     batch_size: int = Field(16, ge=1)
@@ -143,6 +158,7 @@ class VideoWorldModelConfig(Strict):
         "future image latents are generated as the change from the last context step's latent (scaled by the "
         "dataset's per-channel std of such changes): what does not move is a zero target, so the static "
         "scene is carried over exactly instead of being re-generated every step"))
+    action_integration: ActionIntegrationConfig = ActionIntegrationConfig()
     vae: VAEConfig = VAEConfig()
     backbone: Backbone = DiTConfig()
     memory: MemoryConfig = MemoryConfig()
@@ -166,6 +182,10 @@ class VideoWorldModelConfig(Strict):
         h, w = self.image_size
         if h % down or w % down:
             raise ValueError(f"image_size {h}x{w} is not divisible by the VAE's downsampling {down}")
+        bad = [d for d in self.action_integration.dims if not 0 <= d < self.action_dim]
+        if bad or len(set(self.action_integration.dims)) != len(self.action_integration.dims):
+            raise ValueError(f"action_integration.dims {self.action_integration.dims}: each must be a distinct "
+                             f"action index in [0, {self.action_dim})")
         if isinstance(self.backbone, DiTConfig):
             p = self.backbone.patch
             if (h // down) % p or (w // down) % p:

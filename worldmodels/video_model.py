@@ -104,7 +104,8 @@ class VideoWorldModel(nn.Module):
         # residual state frames: the future's change from the last context step has its own range
         self.delta_codec = (StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
                             if cfg.state_frame.residual else None)
-        cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1  # action, has-action, pose tag, is-context
+        # action, has-action, pose tag, is-context, commanded displacement since the present
+        cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1 + len(cfg.action_integration.dims)
         if isinstance(cfg.backbone, DiTConfig):
             from worldmodels.dit import VideoDiT
 
@@ -189,7 +190,24 @@ class VideoWorldModel(nn.Module):
         poses[:, :K] = (win.poses - self.codec.low[:d]) / self.codec.span[:d] * 2 - 1  # the codec's normalisation
         is_ctx = torch.zeros(B, n, 1, device=a.device)
         is_ctx[:, :K] = 1
-        return torch.cat([a, has[..., None], poses, is_ctx], dim=-1)
+        feats = [a, has[..., None], poses, is_ctx]
+        if self.cfg.action_integration.dims:
+            cmd = self.commanded_displacement(win)
+            feats.append(cmd if drop is None else cmd * keep[..., None])
+        return torch.cat(feats, dim=-1)
+
+    def commanded_displacement(self, win: Window) -> torch.Tensor:
+        """[B, K + F, len(dims)]: for each future step, the sum of the (controller-clipped) delta actions from
+        the first future step up to it, in units of `future` times the largest |action|; zero on context steps.
+        Depends on a step's own and earlier actions only, so it keeps generation causal."""
+        ai = self.cfg.action_integration
+        K = win.ctx_img.shape[1]
+        d = win.actions[:, K:, ai.dims]
+        if ai.max_norm is not None:
+            d = d * (ai.max_norm / d.norm(dim=-1, keepdim=True).clamp_min(ai.max_norm))
+        out = d.new_zeros(d.shape[0], win.actions.shape[1], d.shape[-1])
+        out[:, K:] = d.cumsum(1) / (self.action_scale[ai.dims] * self.cfg.future)
+        return out
 
     def _ctx_state(self, ctx_vec: torch.Tensor) -> torch.Tensor:
         v = ctx_vec.clone()
@@ -292,7 +310,7 @@ class VideoWorldModel(nn.Module):
         if ctx_noise is not None and ctx_noise[0] > 0:
             ctx_sigma = x_img.new_full((B,), ctx_noise[0])
             win = self.noise_context(win, ctx_sigma, ctx_noise[1])
-        for i, t in enumerate(sched.timesteps):
+        for i in range(len(sched.timesteps)):
             sigma = sched.sigmas[i].expand(B).to(x_img.dtype)
             if g == 1.0:
                 vi, vs = self.velocity(win, x_img, x_state, sigma, ctx_sigma=ctx_sigma)

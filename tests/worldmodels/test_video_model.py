@@ -15,7 +15,7 @@ from scenes.errors import SpecError
 from tests.worldmodels.toy import TOY_META, randomise, toy_config, toy_positions
 from worldmodels.checkpoint import CheckpointError
 from worldmodels.training import EpisodeStore, train_worldmodel
-from worldmodels.video_config import load_video_config
+from worldmodels.video_config import ActionIntegrationConfig, load_video_config
 from worldmodels.video_model import VideoWorldModel
 from worldmodels.video_world import Context, ContextError, VideoWorld
 
@@ -83,9 +83,11 @@ def test_save_load_round_trip_is_exact(tmp_path, episodes):
     assert torch.equal(x1, x2) and torch.equal(v1, v2)
 
 
-@pytest.mark.parametrize("context_noise", [0.0, 0.2])
-def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise):
+@pytest.mark.parametrize(("context_noise", "integrate"), [(0.0, False), (0.2, False), (0.0, True)])
+def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise, integrate):
     cfg = _resolved(toy_config(), episodes).model_copy(update={"future": 4})
+    if integrate:  # the commanded displacement is a running sum: it must still look backwards only
+        cfg = cfg.model_copy(update={"action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)})
     torch.manual_seed(0)
     model = VideoWorldModel(cfg).eval()
     randomise(model, scale=0.2)
@@ -438,3 +440,38 @@ def test_motion_windows_fill_their_share_of_each_batch(episodes):
     rng2, _ = step_generator(0, "dynamics", 3)
     assert torch.equal(module._batch(rng2).fut_img, win.fut_img)
 
+
+
+def test_commanded_displacement_sums_the_clipped_deltas_of_the_future(episodes):
+    cfg = _resolved(toy_config(), episodes).model_copy(update={
+        "future": 3, "action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)})
+    model, store = _with_statistics(cfg, episodes)
+    win = store.window([(0, 2), (1, 5), (2, 8)])
+    K = win.ctx_img.shape[1]
+    cmd = model.commanded_displacement(win).numpy()
+    acts = win.actions.numpy()[:, K:, :2].astype(np.float64)
+    norm = np.linalg.norm(acts, axis=-1, keepdims=True)
+    clipped = np.where(norm > 0.5, acts * 0.5 / norm, acts)  # the controller scales long steps down to max_norm
+    assert (norm > 0.5).any() and (norm < 0.5).any()  # both branches are exercised
+    scale = model.action_scale[:2].numpy() * 3
+    np.testing.assert_allclose(cmd[:, K:], np.cumsum(clipped, axis=1) / scale, rtol=1e-5, atol=1e-6)
+    assert not cmd[:, :K].any()  # context steps carry no commanded displacement
+    # it is the last block of the per-frame condition, and condition dropout forgets it with the actions
+    cond = model._cond(win, drop=torch.tensor([False, True, False]))
+    np.testing.assert_allclose(cond[:, :, -2:].numpy()[[0, 2]], cmd[[0, 2]], atol=1e-6)
+    assert not cond[1, :, -2:].any()
+
+
+def test_action_integration_is_checked_against_the_actions(tmp_path, episodes):
+    from worldmodels.training import TrainingError, resolve_config
+
+    y = tmp_path / "wm.yaml"
+    y.write_text("action_integration: {dims: [0, 4]}\n")
+    with pytest.raises(SpecError, match=r"wm.yaml.*action_integration.dims \[0, 4\]: each must be a distinct action index in \[0, 4\)") as e:
+        load_video_config(y)
+    assert "\n" not in str(e.value)
+    # the YAML does not know the dataset's action size; training checks it once it does
+    cfg = toy_config().model_copy(update={"action_integration": ActionIntegrationConfig(dims=[0, 1, 2])})
+    narrow = [{**e, "actions": e["actions"][:, :2]} for e in episodes]
+    with pytest.raises(TrainingError, match=r"config does not fit the dataset: .*dims \[0, 1, 2\].*\[0, 2\)"):
+        resolve_config(cfg, narrow, TOY_META)
