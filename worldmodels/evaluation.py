@@ -53,6 +53,13 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+def object_error(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Mean over objects of the position error (m) between two environment states (7 values per object:
+    position, then quaternion)."""
+    p, t = np.asarray(predicted).reshape(-1, 7)[:, :3], np.asarray(true).reshape(-1, 7)[:, :3]
+    return float(np.linalg.norm(p - t, axis=1).mean())
+
+
 def open_loop(world: VideoWorld, episodes: list[dict[str, np.ndarray]], starts: list[tuple[int, int]], horizon: int,
               seed: int = 0, batch: int = 16) -> dict[str, Any]:
     """Roll every (episode, t0) out for `horizon` steps with the recorded actions from t0.
@@ -87,9 +94,7 @@ def open_loop(world: VideoWorld, episodes: list[dict[str, np.ndarray]], starts: 
                         acc["ssim"][h].append(ssim(o.images[c], tv))
                         acc["baseline_psnr"][h].append(psnr(lv, tv))
                         acc["baseline_ssim"][h].append(ssim(lv, tv))
-                    pe = o.environment_state.reshape(-1, 7)[:, :3]  # type: ignore[union-attr]
-                    te = e["env_state"][t0 + h + 1].reshape(-1, 7)[:, :3]
-                    acc["object_error_m"][h].append(float(np.linalg.norm(pe - te, axis=1).mean()))
+                    acc["object_error_m"][h].append(object_error(o.environment_state, e["env_state"][t0 + h + 1]))  # type: ignore[arg-type]
     finally:
         world.stop_on_success = stop
     out: dict[str, Any] = {k: [float(np.mean(x)) for x in v] for k, v in acc.items()}
@@ -123,8 +128,7 @@ def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], see
             pred.append(bool(r.info["success"]))
             value.append(max(r.info["value_per_step"]))
             last = context - 1 + len(r.observations)
-            pe = r.observations[-1].environment_state.reshape(-1, 7)[:, :3]  # type: ignore[union-attr]
-            drift.append(float(np.linalg.norm(pe - e["env_state"][last].reshape(-1, 7)[:, :3], axis=1).mean()))
+            drift.append(object_error(r.observations[-1].environment_state, e["env_state"][last]))  # type: ignore[arg-type]
     y, p, v = np.array(labels), np.array(pred), np.array(value)
     return {
         "episodes": len(y), "positives": int(y.sum()),

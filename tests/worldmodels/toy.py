@@ -37,13 +37,10 @@ def toy_episode(seed: int, T: int = 12) -> dict[str, np.ndarray]:
     pos = rng.uniform(4, 12, 2)
     acts = rng.uniform(-1, 1, (T, 4)).astype(np.float32)
     acts[:, 2:] = 0
-    frames, state, env = [], [], []
-    for t in range(T):
-        frames.append(render(*pos)[None])
-        state.append([pos[0], pos[1], 0.0])
-        env.append([pos[0] / 100, pos[1] / 100, 0.0, 1.0, 0.0, 0.0, 0.0])
-        pos = np.clip(pos + 2 * acts[t, :2], 2, 14)
-    env_a = np.array(env, np.float32)
+    positions = toy_positions(acts, pos)
+    frames = [render(*p)[None] for p in positions]
+    state = [[p[0], p[1], 0.0] for p in positions]
+    env_a = np.array([[p[0] / 100, p[1] / 100, 0.0, 1.0, 0.0, 0.0, 0.0] for p in positions], np.float32)
     return {
         "frames": np.stack(frames), "actions": acts, "state": np.array(state, np.float32), "env_state": env_a,
         "success": env_a[:, 0] > 0.11,
