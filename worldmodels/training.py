@@ -375,9 +375,10 @@ def validation_loss(model: VideoWorldModel, store: EpisodeStore, eps: list[int],
     rng = np.random.default_rng(seed)
     picks = [starts[int(i)] for i in rng.integers(0, len(starts), n)]
     g = torch.Generator().manual_seed(seed)
+    dev = model.latent_mean.device
     total = 0.0
     for i in range(0, n, 8):
-        total += float(model.loss(store.window(picks[i : i + 8]), g)["loss"]) * len(picks[i : i + 8])
+        total += float(model.loss(_to(store.window(picks[i : i + 8]), dev), g)["loss"]) * len(picks[i : i + 8])
     return total / n
 
 

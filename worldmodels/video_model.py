@@ -14,6 +14,7 @@ guidance comes from dropping the actions with probability `train.cond_drop`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -271,14 +272,21 @@ class VideoWorldModel(nn.Module):
         B = win.fut_img.shape[0]
         dev = win.fut_img.device
         x0_img, x0_state = self.encode_future_latents(win, win.fut_img), self.encode_future(win, win.fut_vec)
-        sigma = torch.sigmoid(torch.randn(B, generator=generator, device=dev))  # logit-normal noise levels
-        e_img = torch.randn(x0_img.shape, generator=generator, device=dev)
-        e_state = torch.randn(x0_state.shape, generator=generator, device=dev)
-        drop = torch.rand(B, generator=generator, device=dev) < self.cfg.train.cond_drop
+        # drawn on the generator's own device (a seeded CPU generator in training), then moved: the same stream
+        # on CPU and CUDA, which is what makes a step's noise a pure function of (seed, step) everywhere
+        gdev = generator.device if generator is not None else torch.device("cpu")
+
+        def draw(fn: Callable[..., torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+            return fn(tuple(shape), generator=generator, device=gdev).to(dev)
+
+        sigma = torch.sigmoid(draw(torch.randn, (B,)))  # logit-normal noise levels
+        e_img = draw(torch.randn, x0_img.shape)
+        e_state = draw(torch.randn, x0_state.shape)
+        drop = draw(torch.rand, (B,)) < self.cfg.train.cond_drop
         ctx_sigma = None
         if self.cfg.train.context_noise > 0:  # drawn after the other noise: context_noise = 0 keeps the old stream
-            ctx_sigma = torch.rand(B, generator=generator, device=dev) * self.cfg.train.context_noise
-            win = self.noise_context(win, ctx_sigma, torch.randn(win.ctx_img.shape, generator=generator, device=dev))
+            ctx_sigma = draw(torch.rand, (B,)) * self.cfg.train.context_noise
+            win = self.noise_context(win, ctx_sigma, draw(torch.randn, win.ctx_img.shape))
         s_i = sigma.view(B, 1, 1, 1, 1, 1)
         s_s = sigma.view(B, 1, 1, 1, 1)
         vi, vs = self.velocity(win, (1 - s_i) * x0_img + s_i * e_img, (1 - s_s) * x0_state + s_s * e_state, sigma, drop,

@@ -475,3 +475,39 @@ def test_action_integration_is_checked_against_the_actions(tmp_path, episodes):
     narrow = [{**e, "actions": e["actions"][:, :2]} for e in episodes]
     with pytest.raises(TrainingError, match=r"config does not fit the dataset: .*dims \[0, 1, 2\].*\[0, 2\)"):
         resolve_config(cfg, narrow, TOY_META)
+
+
+@pytest.mark.gpu
+def test_cuda_training_and_rollout_match_cpu(tmp_path, episodes):
+    """On CUDA a training step draws the same batch and noise as on CPU (seeded CPU generators, moved), so
+    its loss matches; a short CUDA run trains like the CPU run; a CUDA rollout matches the CPU rollout."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from worldmodels.training import _to, step_generator
+
+    model, store = _with_statistics(_resolved(toy_config(), episodes), episodes)
+    win = store.window(store.starts([0, 1])[:8])
+    with torch.no_grad():
+        cpu_loss = float(model.loss(win, step_generator(0, "dynamics", 3)[1])["loss"])
+        model.cuda()
+        cuda_loss = float(model.loss(_to(win, torch.device("cuda")), step_generator(0, "dynamics", 3)[1])["loss"])
+    assert abs(cpu_loss - cuda_loss) <= 1e-3 * abs(cpu_loss), (cpu_loss, cuda_loss)
+
+    cfg = toy_config(steps=60, holdout_episodes=1, val_every=60)
+    runs = {}
+    for accel in ("cpu", "gpu"):
+        c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"accelerator": accel, "devices": 1})})
+        runs[accel] = train_worldmodel(c, episodes, TOY_META, tmp_path / accel, progress=False)
+    val = {a: [json.loads(x)["val_loss"] for x in (tmp_path / a / "log.jsonl").read_text().splitlines() if "val_loss" in x][-1]
+           for a in runs}
+    assert np.isfinite(val["gpu"]) and abs(val["gpu"] - val["cpu"]) <= 0.25 * val["cpu"], val
+
+    ctx = Context.from_episode(episodes[0], ["top"], 2)
+    rolled = []
+    for device in ("cpu", "cuda"):
+        world = VideoWorld.from_pretrained(runs["cpu"], device=device)
+        world.reset(3, {"context": ctx})
+        rolled.append(world.step(episodes[0]["actions"][2:6]))
+    for o1, o2 in zip(rolled[0].observations, rolled[1].observations, strict=True):
+        assert np.abs(o1.images["top"].astype(int) - o2.images["top"].astype(int)).mean() < 2
+        np.testing.assert_allclose(o1.environment_state, o2.environment_state, atol=5e-3)
