@@ -120,11 +120,12 @@ def main() -> None:
                         continue  # that is the "torch" fwd+bwd row
                     scene = [t.clone().requires_grad_(backward) for t in make_scene(n)]
                     if impl == "torch":
-                        fn = lambda: rasterize(*scene, viewmats, Ks, size, size, backend="torch")  # noqa: E731
+                        fn = lambda scene=scene, size=size, viewmats=viewmats, Ks=Ks: rasterize(*scene, viewmats, Ks, size, size, backend="torch")  # noqa: E731
                     elif impl == "torch_autograd":
-                        fn = lambda: rasterize(*scene, viewmats, Ks, size, size, backend="torch", cpu_kernel=False)  # noqa: E731
+                        fn = lambda scene=scene, size=size, viewmats=viewmats, Ks=Ks: rasterize(*scene, viewmats, Ks, size, size, backend="torch",  # noqa: E731
+                                                                cpu_kernel=False)
                     else:
-                        fn = lambda: baseline_render(*scene, viewmats, Ks, size, size)  # noqa: E731
+                        fn = lambda scene=scene, size=size, viewmats=viewmats, Ks=Ks: baseline_render(*scene, viewmats, Ks, size, size)  # noqa: E731
                     fps = time_fps(fn, backward, args.repeats if n < 100_000 else 1)
                     rows.append({"impl": impl, "size": size, "gaussians": n, "pass": "fwd+bwd" if backward else "fwd",
                                  "fps": fps, "ms": 1000 / fps})

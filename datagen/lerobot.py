@@ -57,7 +57,7 @@ class DatasetError(DreamTwinError):
 def _stats(x: np.ndarray, axis: tuple[int, ...]) -> dict[str, np.ndarray]:
     x = x.astype(np.float64)
     out = {"min": x.min(axis=axis), "max": x.max(axis=axis), "mean": x.mean(axis=axis), "std": x.std(axis=axis)}
-    for q, k in zip(QUANTILES, STAT_KEYS[5:]):
+    for q, k in zip(QUANTILES, STAT_KEYS[5:], strict=True):
         out[k] = np.quantile(x, q, axis=axis)
     return out
 
@@ -215,7 +215,7 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
             "task_index": np.full(T, tasks.index(m["task"]), np.int64),
         }
         arrays = []
-        for name, f in zip(schema.names, schema):
+        for name, f in zip(schema.names, schema, strict=True):
             v = cols[name]
             if pa.types.is_fixed_size_list(f.type):
                 arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(v).reshape(-1)), f.type.list_size))
@@ -246,7 +246,7 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
             path = build / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
             path.parent.mkdir(parents=True, exist_ok=True)
             spans = concat_videos([staging / f"ep-{metas[k]['attempt']:06d}" / f"{cam}.mp4" for k in g], path)
-            for k, (t0, t1) in zip(g, spans):
+            for k, (t0, t1) in zip(g, spans, strict=True):
                 rows[k].update({f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
                                 f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t1})
             chunk, file = _next(chunk, file)
@@ -294,7 +294,7 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
         "format_version": DREAMTWIN_FORMAT_VERSION, "lerobot_reference": LEROBOT_REFERENCE,
         "fingerprint": job["fingerprint"], "job": job["job"], "scene": spec.model_dump(mode="json"),
         "episodes": [{"episode_index": k, "attempt": m["attempt"], "seed": m["seed"], "policy": m["policy"],
-                      "success": m["success"], "randomization": dict(zip(m["randomization_names"], params[k]))}
+                      "success": m["success"], "randomization": dict(zip(m["randomization_names"], params[k], strict=True))}
                      for k, m in enumerate(metas)],
     }, indent=2))
     _swap_in(build, out)

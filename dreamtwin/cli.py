@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -138,7 +137,7 @@ def scenes_preview(
 @scenes_app.command("new")
 def scenes_new(
     name: str = typer.Argument(..., help="scene name"),
-    out: Optional[Path] = typer.Option(None, "--out", help="YAML path (default configs/scenes/NAME.yaml)"),
+    out: Path | None = typer.Option(None, "--out", help="YAML path (default configs/scenes/NAME.yaml)"),
     overwrite: bool = typer.Option(False, help="replace an existing file"),
 ) -> None:
     """Start a scene: robot, table and one camera. Example: dreamtwin scenes new my_table"""
@@ -152,7 +151,7 @@ def scenes_new(
     console.print(f"wrote {path}")
 
 
-def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
@@ -167,13 +166,13 @@ def scenes_add_object(
     path: Path = typer.Argument(..., help="SceneSpec YAML to edit"),
     name: str = typer.Option(..., help="object name"),
     kind: str = typer.Option("box", help="box | sphere | cylinder | mesh | splat | point_cloud"),
-    size: Optional[str] = typer.Option(None, help="box: x,y,z; sphere: r; cylinder: r,h; mesh: scale"),
-    file: Optional[Path] = typer.Option(None, help="mesh / splat / point-cloud file"),
+    size: str | None = typer.Option(None, help="box: x,y,z; sphere: r; cylinder: r,h; mesh: scale"),
+    file: Path | None = typer.Option(None, help="mesh / splat / point-cloud file"),
     pos: str = typer.Option("0.5,0,0.025", help="x,y,z of the object's centre"),
     yaw: float = typer.Option(0.0, help="rotation about z, degrees"),
     mass: float = typer.Option(0.1, help="kg"),
     friction: float = typer.Option(1.0),
-    color: Optional[str] = typer.Option(None, help="r,g,b in [0, 1]"),
+    color: str | None = typer.Option(None, help="r,g,b in [0, 1]"),
     fixed: bool = typer.Option(False, help="static (not simulated)"),
 ) -> None:
     """Add an object to a scene. Example:
@@ -193,11 +192,11 @@ def scenes_add_object(
 def scenes_set_camera(
     path: Path = typer.Argument(..., help="SceneSpec YAML to edit"),
     name: str = typer.Option(..., help="camera name (added if new)"),
-    pos: Optional[str] = typer.Option(None, help="x,y,z"),
-    lookat: Optional[str] = typer.Option(None, help="x,y,z"),
-    fov: Optional[float] = typer.Option(None, help="vertical field of view, degrees"),
-    resolution: Optional[str] = typer.Option(None, help="width,height"),
-    up: Optional[str] = typer.Option(None, help="x,y,z up direction (default 0,0,1; set it for top-down views)"),
+    pos: str | None = typer.Option(None, help="x,y,z"),
+    lookat: str | None = typer.Option(None, help="x,y,z"),
+    fov: float | None = typer.Option(None, help="vertical field of view, degrees"),
+    resolution: str | None = typer.Option(None, help="width,height"),
+    up: str | None = typer.Option(None, help="x,y,z up direction (default 0,0,1; set it for top-down views)"),
 ) -> None:
     """Add or change a camera. Example:
     dreamtwin scenes set-camera configs/scenes/my_table.yaml --name top --pos 0.5,0,1.2 --lookat 0.5,0,0 --up 1,0,0"""
@@ -251,25 +250,30 @@ def policies_list() -> None:
 @eval_app.callback()
 def eval_run(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, help="job YAML (configs/eval/*.yaml); flags override it"),
-    scene: Optional[str] = typer.Option(None, help="SceneSpec YAML"),
-    policies: Optional[str] = typer.Option(None, help="comma-separated registered policy names"),
-    world: Optional[str] = typer.Option(None, help="world to evaluate in: twin | worldmodel:PATH"),
-    episodes: Optional[int] = typer.Option(None, help="episodes per policy"),
-    seed: Optional[int] = typer.Option(None, help="first seed; episode i uses seed + i"),
-    out: Optional[str] = typer.Option(None, help="output directory (rerun to resume)"),
-    videos: Optional[bool] = typer.Option(None, help="save one MP4 per policy"),
-    ground_truth: Optional[str] = typer.Option(None, help="eval output directory of a ground-truth (twin) run"),
-    report: Optional[bool] = typer.Option(None, help="write DIR/report.html"),
-    workers: Optional[int] = typer.Option(None, help="worker processes (or Ray actors), each with its own world"),
-    backend: Optional[str] = typer.Option(None, help="local | ray"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value, e.g. adaptive.half_width=0.1"),
+    config: Path | None = typer.Option(None, help="job YAML (configs/eval/*.yaml); flags override it"),
+    scene: str | None = typer.Option(None, help="SceneSpec YAML"),
+    policies: str | None = typer.Option(None, help="comma-separated registered policy names"),
+    world: str | None = typer.Option(None, help="world to evaluate in: twin | worldmodel:PATH"),
+    episodes: int | None = typer.Option(None, help="episodes per policy"),
+    seed: int | None = typer.Option(None, help="first seed; episode i uses seed + i"),
+    out: str | None = typer.Option(None, help="output directory (rerun to resume)"),
+    videos: bool | None = typer.Option(None, help="save one MP4 per policy"),
+    ground_truth: str | None = typer.Option(None, help="eval output directory of a ground-truth (twin) run"),
+    report: bool | None = typer.Option(None, help="write DIR/report.html"),
+    workers: int | None = typer.Option(None, help="worker processes (or Ray actors), each with its own world"),
+    backend: str | None = typer.Option(None, help="local | ray"),
+    set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. adaptive.half_width=0.1"),
 ) -> None:
     """Evaluate policies in a world and print a ranked table."""
     if ctx.invoked_subcommand is not None:
         return
     from policy_eval.evaluate import (
-        EvalConfig, agreement_table, designed_order_note, load_eval_config, ranked_table, run_eval,
+        EvalConfig,
+        agreement_table,
+        designed_order_note,
+        load_eval_config,
+        ranked_table,
+        run_eval,
     )
     from scenes.config import validate_model
 
@@ -318,19 +322,19 @@ def eval_show(out: Path = typer.Argument(..., help="an eval output directory")) 
 # ------------------------------------------------------------------ datagen / train
 @datagen_app.command("rollouts")
 def datagen_rollouts(
-    config: Optional[Path] = typer.Option(None, help="job YAML (configs/datasets/*.yaml); flags override it"),
-    scene: Optional[str] = typer.Option(None, help="SceneSpec YAML"),
-    policy: Optional[str] = typer.Option(None, help="policy mix: name[:weight],... e.g. expert:0.7,image_mild:0.3"),
-    episodes: Optional[int] = typer.Option(None, help="episodes in the finished dataset"),
-    seed: Optional[int] = typer.Option(None, help="first seed; attempt i uses seed + i"),
-    out: Optional[str] = typer.Option(None, help="dataset directory (rerun the same command to resume)"),
-    randomize: Optional[str] = typer.Option(None, help="randomisation YAML (configs/randomization/...)"),
-    only_success: Optional[bool] = typer.Option(None, "--only-success/--all", help="keep successful episodes only"),
-    workers: Optional[int] = typer.Option(None, help="parallel workers, each with its own twin"),
-    backend: Optional[str] = typer.Option(None, help="local | ray"),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
+    config: Path | None = typer.Option(None, help="job YAML (configs/datasets/*.yaml); flags override it"),
+    scene: str | None = typer.Option(None, help="SceneSpec YAML"),
+    policy: str | None = typer.Option(None, help="policy mix: name[:weight],... e.g. expert:0.7,image_mild:0.3"),
+    episodes: int | None = typer.Option(None, help="episodes in the finished dataset"),
+    seed: int | None = typer.Option(None, help="first seed; attempt i uses seed + i"),
+    out: str | None = typer.Option(None, help="dataset directory (rerun the same command to resume)"),
+    randomize: str | None = typer.Option(None, help="randomisation YAML (configs/randomization/...)"),
+    only_success: bool | None = typer.Option(None, "--only-success/--all", help="keep successful episodes only"),
+    workers: int | None = typer.Option(None, help="parallel workers, each with its own twin"),
+    backend: str | None = typer.Option(None, help="local | ray"),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
     lossless: bool = typer.Option(False, help="store frames exactly (H.264 RGB, qp 0) instead of AV1"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"),
+    set_: list[str] | None = typer.Option(None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"),
 ) -> None:
     """Roll policies out in randomised twins and write a LeRobot v3.0 dataset (resumable).
 
@@ -394,9 +398,9 @@ def train_worldmodel_cmd(
     config: Path = typer.Option(..., help="model + training YAML (configs/worldmodels/*.yaml)"),
     data: Path = typer.Option(..., help="a LeRobot v3.0 dataset directory (dreamtwin datagen rollouts)"),
     out: Path = typer.Option(..., help="run directory: config.json, state/, model/, log.jsonl"),
-    max_minutes: Optional[float] = typer.Option(None, help="stop (resumably) after this many minutes"),
+    max_minutes: float | None = typer.Option(None, help="stop (resumably) after this many minutes"),
     resume: bool = typer.Option(False, help="continue the run in --out exactly where it stopped"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value, e.g. train.steps=100"),
+    set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. train.steps=100"),
 ) -> None:
     """Train the action-conditioned video world model: VAE, then latent dynamics (Lightning).
 
@@ -427,7 +431,7 @@ def train_policy_cmd(
     config: Path = typer.Option(..., help="policy + training YAML (configs/policies/*.yaml)"),
     data: Path = typer.Option(..., help="a LeRobot v3.0 dataset directory (dreamtwin datagen rollouts)"),
     out: Path = typer.Option(..., help="run directory: config.json, log.jsonl, step-XXXXXX/ checkpoints"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value, e.g. steps=500"),
+    set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. steps=500"),
 ) -> None:
     """Train a behaviour-cloning CNN policy (images + proprio -> actions) with Lightning.
 

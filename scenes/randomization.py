@@ -134,7 +134,7 @@ def sample_variation(spec: SceneSpec, rnd: RandomizationSpec | None, seed: int) 
     rng = np.random.default_rng([seed, 0xD0A1])
     params: dict[str, float] = {}
     d = spec.model_dump()
-    for o, od in zip(spec.objects, d["objects"]):
+    for o, od in zip(spec.objects, d["objects"], strict=True):
         od["color"] = _jitter_color(o.color, rnd.object_color, rng, o.name, params)
         fs, ms = rng.uniform(*rnd.friction_scale), rng.uniform(*rnd.mass_scale)
         params.update({f"{o.name}.friction_scale": fs, f"{o.name}.mass_scale": ms})
@@ -145,17 +145,17 @@ def sample_variation(spec: SceneSpec, rnd: RandomizationSpec | None, seed: int) 
     fs = rng.uniform(*rnd.friction_scale)
     params["table.friction_scale"] = fs
     d["table"]["friction"] = spec.table.friction * fs
-    for i, (li, ld) in enumerate(zip(spec.lights, d["lights"])):
+    for i, (li, ld) in enumerate(zip(spec.lights, d["lights"], strict=True)):
         s, tilt, az = rng.uniform(*rnd.light.intensity_scale), rng.uniform(*rnd.light.direction_deg), rng.uniform(0, 2 * np.pi)
         params.update({f"light{i}.intensity_scale": s, f"light{i}.tilt_deg": tilt})
         ld["intensity"] = li.intensity * s
         if li.type == "directional":
             ld["dir"] = tuple(_tilt(np.asarray(li.dir, dtype=np.float64), tilt, az).tolist())
-    for c, cd in zip(spec.cameras, d["cameras"]):
+    for c, cd in zip(spec.cameras, d["cameras"], strict=True):
         dp, dl = _random_offset(rng, rnd.camera.position_m), _random_offset(rng, rnd.camera.lookat_m)
-        for k, v in zip("xyz", dp):
+        for k, v in zip("xyz", dp, strict=True):
             params[f"camera.{c.name}.d{k}"] = float(v)
-        for k, v in zip("xyz", dl):
+        for k, v in zip("xyz", dl, strict=True):
             params[f"camera.{c.name}.lookat_d{k}"] = float(v)
         cd["pos"] = tuple((np.asarray(c.pos) + dp).tolist())
         cd["lookat"] = tuple((np.asarray(c.lookat) + dl).tolist())

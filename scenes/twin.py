@@ -232,7 +232,7 @@ class DigitalTwin:
             self._recolor(ent, o.color)
         self.table.set_friction(spec.table.friction)
         self._recolor(self.table, spec.table.color)
-        for m, ent in zip(spec.markers, self.markers):
+        for m, ent in zip(spec.markers, self.markers, strict=True):
             self._recolor(ent, m.color)
         if self.cameras:
             self._set_lights(spec)
@@ -300,7 +300,7 @@ class DigitalTwin:
                 if not match:
                     raise WorldStateError(f"no renderer light matches lights entry {li.model_dump()}")
                 self._light_nodes.append(match[0])
-        for li, node in zip(spec.lights, self._light_nodes):
+        for li, node in zip(spec.lights, self._light_nodes, strict=True):
             node.light.intensity = li.intensity
             node.light.color = np.asarray(li.color, dtype=np.float32)
             pose = np.eye(4)

@@ -211,13 +211,13 @@ def _composite_torch(
     chunk_edges = [0]
     per_chunk = max(1, pair_budget // (tile * tile))
     s_list, e_list = seg_starts.tolist(), seg_ends.tolist()
-    for s, e in zip(s_list, e_list):
+    for s, e in zip(s_list, e_list, strict=True):
         if e - chunk_edges[-1] > per_chunk and s > chunk_edges[-1]:
             chunk_edges.append(s)
     chunk_edges.append(len(tile_id))
 
     res_f, res_a, res_ids = [], [], []
-    for a, b in zip(chunk_edges[:-1], chunk_edges[1:]):
+    for a, b in zip(chunk_edges[:-1], chunk_edges[1:], strict=True):
         tid, c, g = tile_id[a:b], pc[a:b], pg[a:b]
         t_local = tid % (tx_n * ty_n)
         origin = torch.stack([(t_local % tx_n) * tile, (t_local // tx_n) * tile], -1).to(dt)

@@ -78,7 +78,7 @@ class SplatTwinRenderer:
         flat = {"sigma_ratio": 0.6, "opacity": 0.97}
         bodies.append(BodySplat("table", gaussians_from_mesh(primitive_mesh("top_face", t.size), table_spacing, t.color, **flat),
                                 entity_pose(twin.table)))
-        for m, ent in zip(spec.markers, twin.markers):
+        for m, ent in zip(spec.markers, twin.markers, strict=True):
             g = gaussians_from_mesh(primitive_mesh("top_face", m.size), min(spacing, 0.004), m.color, **flat)
             bodies.append(BodySplat(f"marker:{m.name}", g, entity_pose(ent)))
         for obj in spec.objects:
@@ -133,4 +133,4 @@ class SplatTwinRenderer:
     def images(self) -> dict[str, np.ndarray]:
         with torch.no_grad():
             rgbs, _ = self.render()
-        return {n: (r.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy() for n, r in zip(self.camera_names, rgbs)}
+        return {n: (r.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy() for n, r in zip(self.camera_names, rgbs, strict=True)}

@@ -49,7 +49,7 @@ def test_dataset_verifies_and_frames_states_actions_match_the_twin(small_dataset
         np.testing.assert_array_equal(cols["observation.environment_state"], env)
         assert bool(cols["next.success"][-1]) == meta["episodes"][k]["success"]
         decoded = ds.frames(k, key)
-        worst = min(psnr(a, b) for a, b in zip(frames, decoded))
+        worst = min(psnr(a, b) for a, b in zip(frames, decoded, strict=True))
         assert worst >= 35.0, f"episode {k}: worst frame PSNR {worst:.1f} dB"
     # a frame in the middle of an episode, by seeking, equals the same frame of the full decode
     np.testing.assert_array_equal(ds.frames(5, key, start=7, n=3), ds.frames(5, key)[7:10])
@@ -117,7 +117,7 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
     assert str(eps.field("tasks").type) == "list<element: string>" or str(eps.field("tasks").type) == "list<item: string>"
     assert str(eps.field(f"{k}/from_timestamp").type) == "double"
     rows = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
-    for a, b in zip(rows, rows[1:]):  # episodes sit back to back in the data and the video file
+    for a, b in zip(rows, rows[1:], strict=False):  # episodes sit back to back in the data and the video file
         assert b["dataset_from_index"] == a["dataset_to_index"]
         assert b[f"{k}/from_timestamp"] == pytest.approx(a[f"{k}/to_timestamp"], abs=1e-9)
         assert a[f"{k}/to_timestamp"] - a[f"{k}/from_timestamp"] == pytest.approx(a["length"] / 10, abs=1e-9)

@@ -123,7 +123,7 @@ def test_compiled_path_is_chosen_without_gradients_and_agrees_with_autograd_path
     view, K = _camera(48, 40)
     fast = rasterize(means, quats, scales, opac, rgb, view[None], K[None], 48, 40)
     slow = rasterize(means, quats, scales, opac, rgb, view[None], K[None], 48, 40, cpu_kernel=False)
-    for x, y in zip(fast, slow):
+    for x, y in zip(fast, slow, strict=True):
         assert (x - y).abs().max() <= 1e-6
 
 
@@ -155,7 +155,7 @@ def test_gradients_match_the_reference_and_finite_differences():
 
     g_torch = torch.autograd.grad(loss_torch(*params, vparam), [*params, vparam])
     g_ref = torch.autograd.grad(loss_ref(*params, vparam), [*params, vparam])
-    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors", "viewmat"], g_torch, g_ref):
+    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors", "viewmat"], g_torch, g_ref, strict=True):
         assert a.abs().max() > 0, name  # every parameter, camera pose included, receives gradient
         assert (a - b).abs().max() <= 1e-4, name
     # and the analytic gradients are the true derivative of the rendered image
@@ -213,5 +213,5 @@ def test_torch_and_gsplat_backends_agree_on_cuda():
     view, K = [t.float().cuda() for t in _camera(64, 48)]
     a = rasterize(means, quats, scales, opac, rgb, view[None], K[None], 64, 48, backend="torch")
     b = rasterize(means, quats, scales, opac, rgb, view[None], K[None], 64, 48, backend="gsplat")
-    for x, y in zip(a[:2], b[:2]):
+    for x, y in zip(a[:2], b[:2], strict=True):
         assert (x - y).abs().mean() <= 1e-3

@@ -51,7 +51,7 @@ def _iou(a, b):
 def test_splat_silhouettes_match_genesis_over_random_states(push_twin):
     rng = np.random.default_rng(0)
     ious = {1: [], 2: []}
-    for state in range(20):
+    for _ in range(20):
         push_twin.reset(int(rng.integers(1000)))
         with push_twin.rendering(False):
             a = rng.uniform(-0.03, 0.03, (int(rng.integers(0, 8)), 4)).astype(np.float32)

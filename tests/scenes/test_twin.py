@@ -32,7 +32,7 @@ def test_same_seed_and_actions_give_identical_observations(push_twin):
     _run(push_twin, 8, _actions(1, 5), chunk=1)  # something else in between
     b = _run(push_twin, 7, actions, chunk=3)
     assert len(a) == len(b) == 13
-    for oa, ob in zip(a, b):
+    for oa, ob in zip(a, b, strict=True):
         np.testing.assert_array_equal(oa.state, ob.state)
         np.testing.assert_array_equal(oa.environment_state, ob.environment_state)
         for cam in oa.images:
