@@ -29,9 +29,13 @@ def run(workers: int, episodes: int, out: Path) -> dict:
     from datagen.rollouts import RolloutJob, generate
 
     job = RolloutJob(
-        scene=str(ROOT / "configs/scenes/push_cube.yaml"), scene_overrides={"cameras.0.resolution": [64, 64]},
+        scene=str(ROOT / "configs/scenes/push_cube.yaml"),
+        scene_overrides={"cameras.0.resolution": [64, 64]},
         policies={"expert": 0.4, "image_expert": 0.2, "image_mild": 0.2, "image_medium": 0.2},
-        episodes=episodes, seed=0, out=str(out), randomize=str(ROOT / "configs/randomization/push_cube.yaml"),
+        episodes=episodes,
+        seed=0,
+        out=str(out),
+        randomize=str(ROOT / "configs/randomization/push_cube.yaml"),
         workers=workers,
     )
     t0 = time.perf_counter()
@@ -43,10 +47,17 @@ def run(workers: int, episodes: int, out: Path) -> dict:
     steady_eps = (len(arr) - 1 - k + 1) / (arr[-1] - arr[k - 1]) if len(arr) > k else float("nan")
     frames_per_ep = s["frames"] / s["episodes"]
     return {
-        "workers": workers, "episodes": s["episodes"], "frames": s["frames"], "wall_s": wall,
-        "episodes_per_min": 60 * s["episodes"] / wall, "frames_per_s": s["frames"] / wall,
-        "steady_episodes_per_min": 60 * steady_eps, "steady_frames_per_s": steady_eps * frames_per_ep,
-        "first_episode_s": arr[0], "assemble_s": s["assemble_seconds"], "bytes": s["bytes"],
+        "workers": workers,
+        "episodes": s["episodes"],
+        "frames": s["frames"],
+        "wall_s": wall,
+        "episodes_per_min": 60 * s["episodes"] / wall,
+        "frames_per_s": s["frames"] / wall,
+        "steady_episodes_per_min": 60 * steady_eps,
+        "steady_frames_per_s": steady_eps * frames_per_ep,
+        "first_episode_s": arr[0],
+        "assemble_s": s["assemble_seconds"],
+        "bytes": s["bytes"],
         "success_rate": s["success_rate"],
     }
 
@@ -67,16 +78,38 @@ def main() -> None:
     from rich.table import Table
 
     t = Table(title=f"datagen speed: push_cube 64x64, 1 camera, {args.episodes} episodes")
-    for c in ("workers", "episodes/min", "frames/s", "steady ep/min", "steady frames/s", "first ep (s)", "assemble (s)", "wall (s)"):
+    for c in (
+        "workers",
+        "episodes/min",
+        "frames/s",
+        "steady ep/min",
+        "steady frames/s",
+        "first ep (s)",
+        "assemble (s)",
+        "wall (s)",
+    ):
         t.add_column(c, justify="right")
     for r in rows:
-        t.add_row(str(r["workers"]), f"{r['episodes_per_min']:.1f}", f"{r['frames_per_s']:.1f}",
-                  f"{r['steady_episodes_per_min']:.1f}", f"{r['steady_frames_per_s']:.1f}",
-                  f"{r['first_episode_s']:.1f}", f"{r['assemble_s']:.2f}", f"{r['wall_s']:.1f}")
+        t.add_row(
+            str(r["workers"]),
+            f"{r['episodes_per_min']:.1f}",
+            f"{r['frames_per_s']:.1f}",
+            f"{r['steady_episodes_per_min']:.1f}",
+            f"{r['steady_frames_per_s']:.1f}",
+            f"{r['first_episode_s']:.1f}",
+            f"{r['assemble_s']:.2f}",
+            f"{r['wall_s']:.1f}",
+        )
     Console(width=150).print(t)
-    result = {"benchmark": "datagen_speed", "scene": "push_cube", "resolution": [64, 64], "cameras": 1,
-              "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-              "date": time.strftime("%Y-%m-%d"), "results": rows}
+    result = {
+        "benchmark": "datagen_speed",
+        "scene": "push_cube",
+        "resolution": [64, 64],
+        "cameras": 1,
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%d"),
+        "results": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -27,7 +27,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=2000, help="first seed (held out from the training data's seeds)")
+    ap.add_argument(
+        "--seed", type=int, default=2000, help="first seed (held out from the training data's seeds)"
+    )
     ap.add_argument("--model", default=str(ROOT / "assets/worldmodels/push_cube_tiny"))
     ap.add_argument("--config", default=str(ROOT / "configs/eval/demo.yaml"))
     ap.add_argument("--runs", default=str(ROOT / "runs/evaluator_fidelity"))
@@ -39,8 +41,16 @@ def main() -> None:
     t0 = time.perf_counter()
     twin = run_eval(twin_cfg)
     twin_s = time.perf_counter() - t0
-    wm_cfg = load_eval_config(args.config, {**common, "world": f"worldmodel:{args.model}", "out": f"{args.runs}/worldmodel",
-                                            "ground_truth": f"{args.runs}/twin", "report": True})
+    wm_cfg = load_eval_config(
+        args.config,
+        {
+            **common,
+            "world": f"worldmodel:{args.model}",
+            "out": f"{args.runs}/worldmodel",
+            "ground_truth": f"{args.runs}/twin",
+            "report": True,
+        },
+    )
     t0 = time.perf_counter()
     wm = run_eval(wm_cfg)
     wm_s = time.perf_counter() - t0
@@ -49,19 +59,32 @@ def main() -> None:
     console.print(agreement_table(wm["metrics"]))
     m = wm["metrics"]
     result = {
-        "benchmark": "evaluator_fidelity", "scene": twin["scene"], "model": args.model,
-        "episodes_per_policy": args.episodes, "seeds": [args.seed, args.seed + args.episodes - 1],
-        "sampler_steps": wm_cfg.sampler_steps, "samples": wm_cfg.samples,
-        "policies": {p: {"twin": twin["policies"][p], "worldmodel": wm["policies"][p]} for p in twin_cfg.policies},
-        "ranking_twin": twin["ranking"], "ranking_worldmodel": wm["ranking"],
+        "benchmark": "evaluator_fidelity",
+        "scene": twin["scene"],
+        "model": args.model,
+        "episodes_per_policy": args.episodes,
+        "seeds": [args.seed, args.seed + args.episodes - 1],
+        "sampler_steps": wm_cfg.sampler_steps,
+        "samples": wm_cfg.samples,
+        "policies": {
+            p: {"twin": twin["policies"][p], "worldmodel": wm["policies"][p]} for p in twin_cfg.policies
+        },
+        "ranking_twin": twin["ranking"],
+        "ranking_worldmodel": wm["ranking"],
         "metrics": {k: m[k] for k in ("pearson", "spearman", "kendall", "mmrv")},
         "per_episode_agreement": m["per_episode_agreement"],
         "targets": {"pearson": ">= 0.9", "mmrv": "<= 0.05"},
-        "met": {"pearson": (m["pearson"]["value"] or 0) >= 0.9,
-                "mmrv": m["mmrv"]["value"] is not None and m["mmrv"]["value"] <= 0.05},
+        "met": {
+            "pearson": (m["pearson"]["value"] or 0) >= 0.9,
+            "mmrv": m["mmrv"]["value"] is not None and m["mmrv"]["value"] <= 0.05,
+        },
         # sum of per-episode times (a resumed run's wall time covers only what it ran)
-        "seconds": {"twin_episodes": twin["episode_seconds"], "worldmodel_episodes": wm["episode_seconds"],
-                    "twin_wall_this_run": twin_s, "worldmodel_wall_this_run": wm_s},
+        "seconds": {
+            "twin_episodes": twin["episode_seconds"],
+            "worldmodel_episodes": wm["episode_seconds"],
+            "twin_wall_this_run": twin_s,
+            "worldmodel_wall_this_run": wm_s,
+        },
         "report": f"{args.runs}/worldmodel/report.html",
     }
     atomic_write_text(Path(args.out), json.dumps(result, indent=2))

@@ -22,6 +22,7 @@ import math
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -65,8 +66,10 @@ def baseline_render(means, quats, scales, opac, rgb, viewmats, Ks, W, H, tile=16
             x1, y1 = min(x0 + tile, W), min(y0 + tile, H)
             sel = order[
                 ((r[order] > 0).any(-1))
-                & (m[order, 0].detach() + r[order, 0] >= x0) & (m[order, 0].detach() - r[order, 0] < x1)
-                & (m[order, 1].detach() + r[order, 1] >= y0) & (m[order, 1].detach() - r[order, 1] < y1)
+                & (m[order, 0].detach() + r[order, 0] >= x0)
+                & (m[order, 0].detach() - r[order, 0] < x1)
+                & (m[order, 1].detach() + r[order, 1] >= y0)
+                & (m[order, 1].detach() - r[order, 1] < y1)
             ]
             ys, xs = torch.meshgrid(torch.arange(y0, y1) + 0.5, torch.arange(x0, x1) + 0.5, indexing="ij")
             pix = torch.stack([xs, ys], -1).reshape(-1, 2)
@@ -75,7 +78,10 @@ def baseline_render(means, quats, scales, opac, rgb, viewmats, Ks, W, H, tile=16
                 continue
             d = m[sel][:, None] - pix[None]
             c = con[sel]
-            sig = 0.5 * (c[:, None, 0] * d[..., 0] ** 2 + c[:, None, 2] * d[..., 1] ** 2) + c[:, None, 1] * d[..., 0] * d[..., 1]
+            sig = (
+                0.5 * (c[:, None, 0] * d[..., 0] ** 2 + c[:, None, 2] * d[..., 1] ** 2)
+                + c[:, None, 1] * d[..., 0] * d[..., 1]
+            )
             a = torch.clamp_max(opac[sel][:, None] * torch.exp(-sig), ALPHA_MAX)
             a = torch.where((sig >= 0) & (a >= ALPHA_THRESHOLD), a, torch.zeros_like(a))
             T = torch.cumprod(torch.cat([torch.ones(1, a.shape[1]), 1 - a[:-1]]), 0)
@@ -119,17 +125,34 @@ def main() -> None:
                     if impl == "torch_autograd" and backward:
                         continue  # that is the "torch" fwd+bwd row
                     scene = [t.clone().requires_grad_(backward) for t in make_scene(n)]
-                    if impl == "torch":
-                        fn = lambda scene=scene, size=size, viewmats=viewmats, Ks=Ks: rasterize(*scene, viewmats, Ks, size, size, backend="torch")  # noqa: E731
-                    elif impl == "torch_autograd":
-                        fn = lambda scene=scene, size=size, viewmats=viewmats, Ks=Ks: rasterize(*scene, viewmats, Ks, size, size, backend="torch",  # noqa: E731
-                                                                cpu_kernel=False)
+                    if impl == "baseline":
+                        fn = partial(baseline_render, *scene, viewmats, Ks, size, size)
                     else:
-                        fn = lambda scene=scene, size=size, viewmats=viewmats, Ks=Ks: baseline_render(*scene, viewmats, Ks, size, size)  # noqa: E731
+                        fn = partial(
+                            rasterize,
+                            *scene,
+                            viewmats,
+                            Ks,
+                            size,
+                            size,
+                            backend="torch",
+                            cpu_kernel=None if impl == "torch" else False,
+                        )
                     fps = time_fps(fn, backward, args.repeats if n < 100_000 else 1)
-                    rows.append({"impl": impl, "size": size, "gaussians": n, "pass": "fwd+bwd" if backward else "fwd",
-                                 "fps": fps, "ms": 1000 / fps})
-                    print(f"{impl:>8} {size}^2 {n:>7} {'fwd+bwd' if backward else 'fwd':>7}: {fps:7.2f} fps", flush=True)
+                    rows.append(
+                        {
+                            "impl": impl,
+                            "size": size,
+                            "gaussians": n,
+                            "pass": "fwd+bwd" if backward else "fwd",
+                            "fps": fps,
+                            "ms": 1000 / fps,
+                        }
+                    )
+                    print(
+                        f"{impl:>8} {size}^2 {n:>7} {'fwd+bwd' if backward else 'fwd':>7}: {fps:7.2f} fps",
+                        flush=True,
+                    )
 
     from rich.console import Console
     from rich.table import Table
@@ -142,11 +165,42 @@ def main() -> None:
     for size in (128, 256):
         for n in counts:
             for p in ("fwd", "fwd+bwd"):
-                t = next(r for r in rows if r["impl"] == "torch" and r["size"] == size and r["gaussians"] == n and r["pass"] == p)
-                b = next((r for r in rows if r["impl"] == "baseline" and r["size"] == size and r["gaussians"] == n and r["pass"] == p), None)
-                a = next((r for r in rows if r["impl"] == "torch_autograd" and r["size"] == size and r["gaussians"] == n and r["pass"] == p), None)
-                table.add_row(f"{size}²", f"{n:,}", p, f"{t['fps']:.1f}", f"{a['fps']:.1f}" if a else "-",
-                              f"{b['fps']:.2f}" if b else "-", f"{t['fps'] / b['fps']:.1f}x" if b else "-")
+                t = next(
+                    r
+                    for r in rows
+                    if r["impl"] == "torch" and r["size"] == size and r["gaussians"] == n and r["pass"] == p
+                )
+                b = next(
+                    (
+                        r
+                        for r in rows
+                        if r["impl"] == "baseline"
+                        and r["size"] == size
+                        and r["gaussians"] == n
+                        and r["pass"] == p
+                    ),
+                    None,
+                )
+                a = next(
+                    (
+                        r
+                        for r in rows
+                        if r["impl"] == "torch_autograd"
+                        and r["size"] == size
+                        and r["gaussians"] == n
+                        and r["pass"] == p
+                    ),
+                    None,
+                )
+                table.add_row(
+                    f"{size}²",
+                    f"{n:,}",
+                    p,
+                    f"{t['fps']:.1f}",
+                    f"{a['fps']:.1f}" if a else "-",
+                    f"{b['fps']:.2f}" if b else "-",
+                    f"{t['fps'] / b['fps']:.1f}x" if b else "-",
+                )
     Console().print(table)
     atomic_write_text(args.out, json.dumps({"threads": torch.get_num_threads(), "results": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -29,7 +29,9 @@ def child(variant: str, steps: int) -> dict:
     from scenes.spec import load_scene_spec
     from scenes.twin import DigitalTwin
 
-    overrides = {"cameras": []} if variant == "none" else {"cameras.0.resolution": [int(variant), int(variant)]}
+    overrides = (
+        {"cameras": []} if variant == "none" else {"cameras.0.resolution": [int(variant), int(variant)]}
+    )
     spec = load_scene_spec(SCENE, overrides)
     t0 = time.perf_counter()
     twin = DigitalTwin(spec, render=True)
@@ -47,8 +49,13 @@ def child(variant: str, steps: int) -> dict:
         if r.done:
             twin.reset(done)
     secs = time.perf_counter() - t0
-    return {"variant": variant, "build_s": build, "steps": done, "steps_per_s": done / secs,
-            "physics_steps_per_s": done * spec.physics_steps_per_control() / secs}
+    return {
+        "variant": variant,
+        "build_s": build,
+        "steps": done,
+        "steps_per_s": done / secs,
+        "physics_steps_per_s": done * spec.physics_steps_per_control() / secs,
+    }
 
 
 def run_child(variant: str, steps: int, cache: str | None) -> dict:
@@ -57,7 +64,10 @@ def run_child(variant: str, steps: int, cache: str | None) -> dict:
         env["XDG_CACHE_HOME"] = cache
     out = subprocess.run(
         [sys.executable, __file__, "--child", variant, "--steps", str(steps)],
-        capture_output=True, text=True, env=env, timeout=1800,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
     )
     if out.returncode != 0:
         raise SystemExit(f"benchmark child {variant} failed:\n{out.stderr[-3000:]}")
@@ -97,7 +107,9 @@ def main() -> None:
     table.add_row("warm build, s", f"{results['warm_build_s']:.1f}")
     for v, label in (("none", "no camera"), ("64", "one camera 64x64"), ("128", "one camera 128x128")):
         r = runs[v]
-        table.add_row(f"control steps/s, {label}", f"{r['steps_per_s']:.1f} ({r['physics_steps_per_s']:.0f} physics/s)")
+        table.add_row(
+            f"control steps/s, {label}", f"{r['steps_per_s']:.1f} ({r['physics_steps_per_s']:.0f} physics/s)"
+        )
     Console().print(table)
     print(f"wrote {args.out}")
 

@@ -60,13 +60,25 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=8, help="open-loop start every N steps of an episode")
     ap.add_argument("--episodes", type=int, default=None, help="held-out episodes to use (default: all)")
     ap.add_argument("--samples", type=int, default=None, help="samples per step (default: the model's)")
-    ap.add_argument("--context-noise", type=float, default=None,
-                    help="noise level of the context latents when generating (default: the model's sampler.context_noise)")
+    ap.add_argument(
+        "--context-noise",
+        type=float,
+        default=None,
+        help="noise level of the context latents when generating (default: the model's sampler.context_noise)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
-    ap.add_argument("--frames", choices=["first", "mean"], default=None,
-                    help="frame that continues an episode: first sample's or the samples' mean (default: the model's)")
-    ap.add_argument("--temperature", type=float, default=None,
-                    help="first sample's noise scale, 0..1 (default: the model's sampler.temperature)")
+    ap.add_argument(
+        "--frames",
+        choices=["first", "mean"],
+        default=None,
+        help="frame that continues an episode: first sample's or the samples' mean (default: the model's)",
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="first sample's noise scale, 0..1 (default: the model's sampler.temperature)",
+    )
     ap.add_argument("--skip-judge", action="store_true", help="open-loop metrics only (quick comparisons)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_fidelity.json"))
     args = ap.parse_args()
@@ -83,21 +95,30 @@ def main() -> None:
     from worldmodels.video_world import Context, VideoWorld
 
     torch.manual_seed(0)
-    world = VideoWorld.from_pretrained(args.model, samples=args.samples, steps=args.steps,
-                                       context_noise=args.context_noise, frames=args.frames,
-                                       temperature=args.temperature)
+    world = VideoWorld.from_pretrained(
+        args.model,
+        samples=args.samples,
+        steps=args.steps,
+        context_noise=args.context_noise,
+        frames=args.frames,
+        temperature=args.temperature,
+    )
     cfg = world.cfg
     n = LeRobotDataset(args.data).num_episodes
     held = list(range(n - cfg.train.holdout_episodes, n))[: args.episodes]
     episodes, meta = load_episodes(args.data, world.cameras, held)
     if tuple(meta["image_size"]) != tuple(cfg.image_size):
-        raise SystemExit(f"{args.data}: frames are {meta['image_size']}, the model was trained on {cfg.image_size}")
+        raise SystemExit(
+            f"{args.data}: frames are {meta['image_size']}, the model was trained on {cfg.image_size}"
+        )
     H = args.horizon
     starts = [(i, t0) for i, e in enumerate(episodes) for t0 in range(0, len(e["frames"]) - H, args.stride)]
     console = Console()
-    console.print(f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
-                  f"{world.samples} samples/step ({world.frames} frame, temperature {world.temperature}), {world.steps} sampler steps, "
-                  f"context noise {world.context_noise}")
+    console.print(
+        f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
+        f"{world.samples} samples/step ({world.frames} frame, temperature {world.temperature}), {world.steps} sampler steps, "
+        f"context noise {world.context_noise}"
+    )
 
     t = time.perf_counter()
     ol = open_loop(world, episodes, starts, H)
@@ -108,7 +129,12 @@ def main() -> None:
         for c in ("h", "PSNR dB", "copy-last PSNR", "object err cm"):
             tab.add_column(c, justify="right")
         for h in range(H):
-            tab.add_row(str(h + 1), f"{ol['psnr'][h]:.2f}", f"{ol['baseline_psnr'][h]:.2f}", f"{100 * ol['object_error_m'][h]:.2f}")
+            tab.add_row(
+                str(h + 1),
+                f"{ol['psnr'][h]:.2f}",
+                f"{ol['baseline_psnr'][h]:.2f}",
+                f"{100 * ol['object_error_m'][h]:.2f}",
+            )
         console.print(tab)
         return
     judged = judge_episodes(world, episodes)
@@ -125,17 +151,30 @@ def main() -> None:
         if r.done:
             break
     single_sps = k / (time.perf_counter() - t)
-    batched_sps = (ol["generated_steps"] + judged["generated_steps"]) / (ol["generation_s"] + judged["generation_s"])
+    batched_sps = (ol["generated_steps"] + judged["generated_steps"]) / (
+        ol["generation_s"] + judged["generation_s"]
+    )
     twin_sps = twin_speed(cfg.scene) if cfg.scene is not None else float("nan")
 
     h10 = min(10, H) - 1
     result = {
-        "model": str(args.model), "data": str(args.data), "held_out_episodes": held, "horizon": H,
-        "samples_per_step": world.samples, "sampler_steps": world.steps, "frames": world.frames,
-        "context_noise": world.context_noise, "temperature": world.temperature, "image_size": list(cfg.image_size),
-        "open_loop": {k: v for k, v in ol.items()}, "success_judge": judged,
-        "speed": {"imagined_steps_per_s_batched": batched_sps, "imagined_steps_per_s_single": single_sps,
-                  "twin_steps_per_s": twin_sps},
+        "model": str(args.model),
+        "data": str(args.data),
+        "held_out_episodes": held,
+        "horizon": H,
+        "samples_per_step": world.samples,
+        "sampler_steps": world.steps,
+        "frames": world.frames,
+        "context_noise": world.context_noise,
+        "temperature": world.temperature,
+        "image_size": list(cfg.image_size),
+        "open_loop": {k: v for k, v in ol.items()},
+        "success_judge": judged,
+        "speed": {
+            "imagined_steps_per_s_batched": batched_sps,
+            "imagined_steps_per_s_single": single_sps,
+            "twin_steps_per_s": twin_sps,
+        },
         "targets": {
             "psnr_h10_minus_baseline_db": ol["psnr"][h10] - ol["baseline_psnr"][h10],
             "object_error_h10_cm": 100 * ol["object_error_m"][h10],
@@ -147,25 +186,42 @@ def main() -> None:
             },
         },
         "wall_s": {"open_loop": ol_wall, "success_judge": judge_wall},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
     }
     tab = Table(title=f"video world model vs twin, open loop ({len(starts)} windows)")
     for c in ("h", "PSNR dB", "copy-last PSNR", "SSIM", "copy-last SSIM", "object err cm"):
         tab.add_column(c, justify="right")
     for h in range(H):
-        tab.add_row(str(h + 1), f"{ol['psnr'][h]:.2f}", f"{ol['baseline_psnr'][h]:.2f}", f"{ol['ssim'][h]:.3f}",
-                    f"{ol['baseline_ssim'][h]:.3f}", f"{100 * ol['object_error_m'][h]:.2f}")
+        tab.add_row(
+            str(h + 1),
+            f"{ol['psnr'][h]:.2f}",
+            f"{ol['baseline_psnr'][h]:.2f}",
+            f"{ol['ssim'][h]:.3f}",
+            f"{ol['baseline_ssim'][h]:.3f}",
+            f"{100 * ol['object_error_m'][h]:.2f}",
+        )
     console.print(tab)
     j = judged
-    console.print(f"success judge on {j['episodes']} imagined episodes ({j['positives']} successful in the twin): "
-                  f"predicate accuracy {j['predicate_accuracy']:.3f} (AUROC {j['predicate_auroc']:.3f}, "
-                  f"FP {j['predicate_false_positives']}, FN {j['predicate_false_negatives']}); value accuracy "
-                  f"{j['value_accuracy']:.3f}, AUROC {j['value_auroc']:.3f}; object error at the last imagined step "
-                  f"{100 * j['final_object_error_m']:.2f} cm")
-    console.print(f"speed: imagined {batched_sps:.1f} steps/s batched, {single_sps:.2f} steps/s one episode; "
-                  f"twin {twin_sps:.1f} steps/s")
+    console.print(
+        f"success judge on {j['episodes']} imagined episodes ({j['positives']} successful in the twin): "
+        f"predicate accuracy {j['predicate_accuracy']:.3f} (AUROC {j['predicate_auroc']:.3f}, "
+        f"FP {j['predicate_false_positives']}, FN {j['predicate_false_negatives']}); value accuracy "
+        f"{j['value_accuracy']:.3f}, AUROC {j['value_auroc']:.3f}; object error at the last imagined step "
+        f"{100 * j['final_object_error_m']:.2f} cm"
+    )
+    console.print(
+        f"speed: imagined {batched_sps:.1f} steps/s batched, {single_sps:.2f} steps/s one episode; "
+        f"twin {twin_sps:.1f} steps/s"
+    )
     console.print(f"targets: {json.dumps(result['targets'])}")
-    atomic_write_text(Path(args.out), json.dumps(result, indent=2, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else str(x)))
+    atomic_write_text(
+        Path(args.out),
+        json.dumps(result, indent=2, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else str(x)),
+    )
     console.print(f"wrote {args.out}")
 
 

@@ -56,7 +56,12 @@ class DatasetError(DreamTwinError):
 # ---------------------------------------------------------------------- statistics
 def _stats(x: np.ndarray, axis: tuple[int, ...]) -> dict[str, np.ndarray]:
     x = x.astype(np.float64)
-    out = {"min": x.min(axis=axis), "max": x.max(axis=axis), "mean": x.mean(axis=axis), "std": x.std(axis=axis)}
+    out = {
+        "min": x.min(axis=axis),
+        "max": x.max(axis=axis),
+        "mean": x.mean(axis=axis),
+        "std": x.std(axis=axis),
+    }
     for q, k in zip(QUANTILES, STAT_KEYS[5:], strict=True):
         out[k] = np.quantile(x, q, axis=axis)
     return out
@@ -99,11 +104,14 @@ def aggregate_stats(per_episode: list[dict[str, dict[str, list]]]) -> dict[str, 
         w = (cnt / cnt.sum()).reshape((-1,) + (1,) * np.asarray(eps[0]["mean"]).ndim)
         means = np.stack([np.asarray(e["mean"], np.float64) for e in eps])
         mean = (w * means).sum(0)
-        var = (w * (np.stack([np.asarray(e["std"], np.float64) for e in eps]) ** 2 + (means - mean) ** 2)).sum(0)
+        var = (
+            w * (np.stack([np.asarray(e["std"], np.float64) for e in eps]) ** 2 + (means - mean) ** 2)
+        ).sum(0)
         agg = {
             "min": np.min(np.stack([np.asarray(e["min"], np.float64) for e in eps]), 0),
             "max": np.max(np.stack([np.asarray(e["max"], np.float64) for e in eps]), 0),
-            "mean": mean, "std": np.sqrt(np.maximum(var, 0.0)),
+            "mean": mean,
+            "std": np.sqrt(np.maximum(var, 0.0)),
         }
         for q in STAT_KEYS[5:]:
             agg[q] = (w * np.stack([np.asarray(e[q], np.float64) for e in eps])).sum(0)
@@ -120,14 +128,25 @@ def dataset_features(spec: Any, randomization_names: list[str], fps: float) -> d
     feats: dict[str, dict[str, Any]] = {}
     for c in spec.cameras:
         w, h = c.resolution
-        feats[f"observation.images.{c.name}"] = {"dtype": "video", "shape": [h, w, 3],
-                                                 "names": ["height", "width", "channels"]}
+        feats[f"observation.images.{c.name}"] = {
+            "dtype": "video",
+            "shape": [h, w, 3],
+            "names": ["height", "width", "channels"],
+        }
     feats["observation.state"] = {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": list(STATE_NAMES)}
-    feats["observation.environment_state"] = {"dtype": "float32", "shape": [len(env_names)], "names": env_names}
+    feats["observation.environment_state"] = {
+        "dtype": "float32",
+        "shape": [len(env_names)],
+        "names": env_names,
+    }
     feats["action"] = {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": list(ACTION_NAMES)}
     feats["next.success"] = {"dtype": "bool", "shape": [1], "names": None}
     feats["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
-    feats["randomization"] = {"dtype": "float32", "shape": [len(randomization_names)], "names": randomization_names}
+    feats["randomization"] = {
+        "dtype": "float32",
+        "shape": [len(randomization_names)],
+        "names": randomization_names,
+    }
     feats["seed"] = {"dtype": "int64", "shape": [1], "names": None}
     feats["policy"] = {"dtype": "string", "shape": [1], "names": None}
     feats["scene_hash"] = {"dtype": "string", "shape": [1], "names": None}
@@ -137,8 +156,13 @@ def dataset_features(spec: Any, randomization_names: list[str], fps: float) -> d
 def _arrow_type(feat: dict[str, Any]) -> Any:
     import pyarrow as pa
 
-    base = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_(),
-            "string": pa.string()}[feat["dtype"]]
+    base = {
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "int64": pa.int64(),
+        "bool": pa.bool_(),
+        "string": pa.string(),
+    }[feat["dtype"]]
     # LeRobot's files (written through HF datasets) name the list element "element"
     return base if feat["shape"] == [1] else pa.list_(pa.field("element", base), feat["shape"][0])
 
@@ -206,25 +230,43 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(path, schema=schema, compression="snappy", use_dictionary=True)
         cols = {
-            "observation.state": arr["observation.state"], "observation.environment_state": arr["observation.environment_state"],
-            "action": arr["action"], "next.success": arr["next.success"], "next.done": arr["next.done"],
-            "randomization": arr["randomization"], "seed": np.full(T, m["seed"], np.int64),
-            "policy": [m["policy"]] * T, "scene_hash": [m["scene_hash"]] * T,
-            "timestamp": (np.arange(T) / fps).astype(np.float32), "frame_index": np.arange(T, dtype=np.int64),
-            "episode_index": np.full(T, k, np.int64), "index": np.arange(index, index + T, dtype=np.int64),
+            "observation.state": arr["observation.state"],
+            "observation.environment_state": arr["observation.environment_state"],
+            "action": arr["action"],
+            "next.success": arr["next.success"],
+            "next.done": arr["next.done"],
+            "randomization": arr["randomization"],
+            "seed": np.full(T, m["seed"], np.int64),
+            "policy": [m["policy"]] * T,
+            "scene_hash": [m["scene_hash"]] * T,
+            "timestamp": (np.arange(T) / fps).astype(np.float32),
+            "frame_index": np.arange(T, dtype=np.int64),
+            "episode_index": np.full(T, k, np.int64),
+            "index": np.arange(index, index + T, dtype=np.int64),
             "task_index": np.full(T, tasks.index(m["task"]), np.int64),
         }
         arrays = []
         for name, f in zip(schema.names, schema, strict=True):
             v = cols[name]
             if pa.types.is_fixed_size_list(f.type):
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(v).reshape(-1)), f.type.list_size))
+                arrays.append(
+                    pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(v).reshape(-1)), f.type.list_size)
+                )
             else:
                 arrays.append(pa.array(v, type=f.type))
         writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
         frames_in_file += T
-        rows.append({"episode_index": k, "tasks": [m["task"]], "length": T, "data/chunk_index": chunk,
-                     "data/file_index": file, "dataset_from_index": index, "dataset_to_index": index + T})
+        rows.append(
+            {
+                "episode_index": k,
+                "tasks": [m["task"]],
+                "length": T,
+                "data/chunk_index": chunk,
+                "data/file_index": file,
+                "dataset_from_index": index,
+                "dataset_to_index": index + T,
+            }
+        )
         index += T
     if writer is not None:
         writer.close()
@@ -247,14 +289,24 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
             path.parent.mkdir(parents=True, exist_ok=True)
             spans = concat_videos([staging / f"ep-{metas[k]['attempt']:06d}" / f"{cam}.mp4" for k in g], path)
             for k, (t0, t1) in zip(g, spans, strict=True):
-                rows[k].update({f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
-                                f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t1})
+                rows[k].update(
+                    {
+                        f"videos/{key}/chunk_index": chunk,
+                        f"videos/{key}/file_index": file,
+                        f"videos/{key}/from_timestamp": t0,
+                        f"videos/{key}/to_timestamp": t1,
+                    }
+                )
             chunk, file = _next(chunk, file)
         features[key]["info"] = {
             **video_info(build / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)),
-            "video.g": resolved.job.video.g, "video.crf": resolved.job.video.crf,
-            "video.preset": resolved.job.video.preset, "video.fast_decode": 0, "video.video_backend": "pyav",
-            "video.extra_options": {}, "is_depth_map": False,
+            "video.g": resolved.job.video.g,
+            "video.crf": resolved.job.video.crf,
+            "video.preset": resolved.job.video.preset,
+            "video.fast_decode": 0,
+            "video.video_backend": "pyav",
+            "video.extra_options": {},
+            "is_depth_map": False,
         }
 
     # per-episode stats columns, episodes metadata, aggregate stats
@@ -282,30 +334,58 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
     (build / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
     total_frames = index
     info = {
-        "codebase_version": CODEBASE_VERSION, "fps": int(round(fps)), "features": features,
-        "total_episodes": len(metas), "total_frames": total_frames, "total_tasks": len(tasks),
-        "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
-        "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
-        "robot_type": spec.robot.type, "splits": {"train": f"0:{len(metas)}"},
+        "codebase_version": CODEBASE_VERSION,
+        "fps": int(round(fps)),
+        "features": features,
+        "total_episodes": len(metas),
+        "total_frames": total_frames,
+        "total_tasks": len(tasks),
+        "chunks_size": CHUNKS_SIZE,
+        "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
+        "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH,
+        "robot_type": spec.robot.type,
+        "splits": {"train": f"0:{len(metas)}"},
     }
     (build / "meta" / "info.json").write_text(json.dumps(info, indent=4, ensure_ascii=False))
     job = json.loads((private / "job.json").read_text())
-    (build / "meta" / "dreamtwin.json").write_text(json.dumps({
-        "format_version": DREAMTWIN_FORMAT_VERSION, "lerobot_reference": LEROBOT_REFERENCE,
-        "fingerprint": job["fingerprint"], "job": job["job"], "scene": spec.model_dump(mode="json"),
-        "episodes": [{"episode_index": k, "attempt": m["attempt"], "seed": m["seed"], "policy": m["policy"],
-                      "success": m["success"], "randomization": dict(zip(m["randomization_names"], params[k], strict=True))}
-                     for k, m in enumerate(metas)],
-    }, indent=2))
+    (build / "meta" / "dreamtwin.json").write_text(
+        json.dumps(
+            {
+                "format_version": DREAMTWIN_FORMAT_VERSION,
+                "lerobot_reference": LEROBOT_REFERENCE,
+                "fingerprint": job["fingerprint"],
+                "job": job["job"],
+                "scene": spec.model_dump(mode="json"),
+                "episodes": [
+                    {
+                        "episode_index": k,
+                        "attempt": m["attempt"],
+                        "seed": m["seed"],
+                        "policy": m["policy"],
+                        "success": m["success"],
+                        "randomization": dict(zip(m["randomization_names"], params[k], strict=True)),
+                    }
+                    for k, m in enumerate(metas)
+                ],
+            },
+            indent=2,
+        )
+    )
     _swap_in(build, out)
-    return {"data_files": len(list((out / "data").rglob("*.parquet"))),
-            "video_files": len(list((out / "videos").rglob("*.mp4"))) if cams else 0}
+    return {
+        "data_files": len(list((out / "data").rglob("*.parquet"))),
+        "video_files": len(list((out / "videos").rglob("*.mp4"))) if cams else 0,
+    }
 
 
 def _write_tasks(path: Path, tasks: list[str]) -> None:
     import pandas as pd
 
-    df = pd.DataFrame({"task_index": np.arange(len(tasks), dtype=np.int64)}, index=pd.Index(tasks, name="task"))
+    df = pd.DataFrame(
+        {"task_index": np.arange(len(tasks), dtype=np.int64)}, index=pd.Index(tasks, name="task")
+    )
     df.to_parquet(path)
 
 
@@ -327,7 +407,9 @@ def read_info(root: str | Path) -> dict[str, Any]:
     path = root / "meta" / "info.json"
     info = read_json(path, DatasetError, "not found (not a LeRobot dataset, or an unfinished one)")
     if info.get("codebase_version") != CODEBASE_VERSION:
-        raise DatasetError(f"{path}: codebase_version {info.get('codebase_version')!r}, expected {CODEBASE_VERSION!r}")
+        raise DatasetError(
+            f"{path}: codebase_version {info.get('codebase_version')!r}, expected {CODEBASE_VERSION!r}"
+        )
     missing = [k for k in ("fps", "features", "total_episodes", "total_frames", "data_path") if k not in info]
     if missing:
         raise DatasetError(f"{path}: missing keys {missing}")
@@ -352,10 +434,10 @@ def _read_parquet(path: Path) -> Any:
 class LeRobotDataset:
     """Read access to a LeRobot v3.0 dataset directory.
 
-        ds = LeRobotDataset("data/push")
-        ds.num_episodes, ds.camera_keys, ds.fps
-        ep = ds.episode(3)              # numeric columns of episode 3 (numpy)
-        frames = ds.frames(3, "observation.images.side")   # uint8 [T, H, W, 3], by seeking
+    ds = LeRobotDataset("data/push")
+    ds.num_episodes, ds.camera_keys, ds.fps
+    ep = ds.episode(3)              # numeric columns of episode 3 (numpy)
+    frames = ds.frames(3, "observation.images.side")   # uint8 [T, H, W, 3], by seeking
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -405,7 +487,9 @@ class LeRobotDataset:
     def video_path(self, k: int, key: str) -> Path:
         ep = self.episodes[k]
         return self.root / self.info["video_path"].format(
-            video_key=key, chunk_index=ep[f"videos/{key}/chunk_index"], file_index=ep[f"videos/{key}/file_index"]
+            video_key=key,
+            chunk_index=ep[f"videos/{key}/chunk_index"],
+            file_index=ep[f"videos/{key}/file_index"],
         )
 
     def frames(self, k: int, key: str, start: int = 0, n: int | None = None) -> np.ndarray:
@@ -431,27 +515,40 @@ def verify_dataset(root: str | Path, *, check_frames: bool = True) -> dict[str, 
     info = ds.info
     tasks = read_tasks(root)
     if len(tasks) != info.get("total_tasks", len(tasks)):
-        raise DatasetError(f"{root / 'meta/tasks.parquet'}: {len(tasks)} tasks, info.json says {info['total_tasks']}")
+        raise DatasetError(
+            f"{root / 'meta/tasks.parquet'}: {len(tasks)} tasks, info.json says {info['total_tasks']}"
+        )
     if ds.num_episodes != info["total_episodes"]:
-        raise DatasetError(f"{root / 'meta/episodes'}: {ds.num_episodes} episodes, info.json says {info['total_episodes']}")
+        raise DatasetError(
+            f"{root / 'meta/episodes'}: {ds.num_episodes} episodes, info.json says {info['total_episodes']}"
+        )
     data_files = sorted((root / "data").glob("chunk-*/file-*.parquet"))
     tables = {p: _read_parquet(p) for p in data_files}
     n_rows = sum(t.num_rows for t in tables.values())
     if n_rows != info["total_frames"]:
-        raise DatasetError(f"{root / 'data'}: {n_rows} frames in the data files, info.json says {info['total_frames']}")
+        raise DatasetError(
+            f"{root / 'data'}: {n_rows} frames in the data files, info.json says {info['total_frames']}"
+        )
     expected_cols = [k for k, f in info["features"].items() if f["dtype"] != "video"]
     for p, t in tables.items():
         if t.column_names != expected_cols:
-            raise DatasetError(f"{p}: columns {t.column_names} differ from info.json features {expected_cols}")
+            raise DatasetError(
+                f"{p}: columns {t.column_names} differ from info.json features {expected_cols}"
+            )
     frames_total, video_files = 0, set()
     for k, ep in enumerate(ds.episodes):
         if ep["episode_index"] != k:
             raise DatasetError(f"{root / 'meta/episodes'}: episode indices are not 0..{ds.num_episodes - 1}")
         cols = ds.episode(k)
         T = ep["length"]
-        where = root / info["data_path"].format(chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"])
-        if len(cols["index"]) != T or not np.array_equal(cols["frame_index"], np.arange(T)) or \
-                np.any(cols["episode_index"] != k):
+        where = root / info["data_path"].format(
+            chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"]
+        )
+        if (
+            len(cols["index"]) != T
+            or not np.array_equal(cols["frame_index"], np.arange(T))
+            or np.any(cols["episode_index"] != k)
+        ):
             raise DatasetError(f"{where}: rows of episode {k} do not match its metadata (length {T})")
         for f, spec in info["features"].items():
             if spec["dtype"] in ("float32", "float64") and f in cols:
@@ -459,7 +556,9 @@ def verify_dataset(root: str | Path, *, check_frames: bool = True) -> dict[str, 
                 for stat, fn in (("min", np.min), ("max", np.max), ("mean", np.mean)):
                     ref = np.asarray(ep[f"stats/{f}/{stat}"], np.float64)
                     if not np.allclose(fn(got, axis=0), ref, rtol=1e-5, atol=1e-6):
-                        raise DatasetError(f"{root / 'meta/episodes'}: stats/{f}/{stat} of episode {k} disagree with {where}")
+                        raise DatasetError(
+                            f"{root / 'meta/episodes'}: stats/{f}/{stat} of episode {k} disagree with {where}"
+                        )
         if check_frames:
             for key in ds.camera_keys:
                 path = ds.video_path(k, key)
@@ -472,13 +571,20 @@ def verify_dataset(root: str | Path, *, check_frames: bool = True) -> dict[str, 
                     raise DatasetError(str(e)) from None
                 h, w, _ = info["features"][key]["shape"]
                 if fr.shape != (T, h, w, 3):
-                    raise DatasetError(f"{path}: episode {k} decodes to {list(fr.shape)}, expected {[T, h, w, 3]}")
+                    raise DatasetError(
+                        f"{path}: episode {k} decodes to {list(fr.shape)}, expected {[T, h, w, 3]}"
+                    )
         frames_total += T
     # the aggregate stats must follow from the per-episode ones
     per_ep = []
     for ep in ds.episodes:
-        per_ep.append({f: {s: ep[f"stats/{f}/{s}"] for s in STAT_KEYS} for f in info["features"]
-                       if f"stats/{f}/mean" in ep})
+        per_ep.append(
+            {
+                f: {s: ep[f"stats/{f}/{s}"] for s in STAT_KEYS}
+                for f in info["features"]
+                if f"stats/{f}/mean" in ep
+            }
+        )
     stats_path = root / "meta" / "stats.json"
     try:
         stats = json.loads(stats_path.read_text())
@@ -487,12 +593,17 @@ def verify_dataset(root: str | Path, *, check_frames: bool = True) -> dict[str, 
     agg = aggregate_stats(per_ep)
     for f, s in agg.items():
         for stat in ("min", "max", "mean", "std"):
-            if f not in stats or not np.allclose(np.asarray(stats[f][stat], np.float64), np.asarray(s[stat]), rtol=1e-6, atol=1e-9):
+            if f not in stats or not np.allclose(
+                np.asarray(stats[f][stat], np.float64), np.asarray(s[stat]), rtol=1e-6, atol=1e-9
+            ):
                 raise DatasetError(f"{stats_path}: {f}.{stat} is inconsistent with the episodes' stats")
-    return {"episodes": ds.num_episodes, "frames": frames_total, "videos": len(video_files),
-            "data_files": len(data_files)}
+    return {
+        "episodes": ds.num_episodes,
+        "frames": frames_total,
+        "videos": len(video_files),
+        "data_files": len(data_files),
+    }
 
 
 def dataset_bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and ".dreamtwin" not in f.parts)
-

@@ -47,14 +47,18 @@ class RolloutJob(Strict):
     `ray_address` decides the content and goes into the job's fingerprint."""
 
     scene: str = Field(description="SceneSpec YAML path")
-    scene_overrides: dict[str, Any] = Field({}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution")
+    scene_overrides: dict[str, Any] = Field(
+        {}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution"
+    )
     policies: dict[str, float] = Field(description="policy name -> mix weight")
     episodes: int = Field(ge=1, description="episodes in the finished dataset")
     seed: int = Field(0, ge=0, description="attempt i uses seed + i")
     out: str = "data/rollouts"
     randomize: str | None = Field(None, description="randomisation YAML (configs/randomization/...)")
     only_success: bool = False
-    max_attempts_factor: float = Field(20.0, gt=1, description="only_success: give up after factor * episodes attempts")
+    max_attempts_factor: float = Field(
+        20.0, gt=1, description="only_success: give up after factor * episodes attempts"
+    )
     workers: int = Field(1, ge=1)
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
@@ -113,11 +117,17 @@ class ResolvedJob:
 
     def fingerprint(self) -> str:
         j = self.job
-        return stable_hash({
-            "version": JOB_VERSION, "scene": self.spec.model_dump(mode="json"),
-            "randomize": self.rnd.model_dump(mode="json") if self.rnd else None,
-            "policies": j.policies, "seed": j.seed, "only_success": j.only_success, "video": j.video.model_dump(),
-        })
+        return stable_hash(
+            {
+                "version": JOB_VERSION,
+                "scene": self.spec.model_dump(mode="json"),
+                "randomize": self.rnd.model_dump(mode="json") if self.rnd else None,
+                "policies": j.policies,
+                "seed": j.seed,
+                "only_success": j.only_success,
+                "video": j.video.model_dump(),
+            }
+        )
 
     def attempt(self, i: int) -> tuple[int, str]:
         """(seed, policy name) of attempt i."""
@@ -127,7 +137,11 @@ class ResolvedJob:
         return self.job.seed + i, names[int(rng.choice(len(names), p=w / w.sum()))]
 
     def max_attempts(self) -> int:
-        return int(np.ceil(self.job.episodes * self.job.max_attempts_factor)) if self.job.only_success else self.job.episodes
+        return (
+            int(np.ceil(self.job.episodes * self.job.max_attempts_factor))
+            if self.job.only_success
+            else self.job.episodes
+        )
 
 
 # ---------------------------------------------------------------------- one attempt
@@ -158,8 +172,14 @@ class EpisodeMaker:
         self.twin.set_variant(variation.spec)
         policy = make_policy(name, variation.spec, seed=self.r.job.seed)
         t0 = time.perf_counter()
-        ep = rollout(self.twin, policy, seed, policy_id=name, privileged=POLICIES.get(name).privileged,
-                     scene_hash=self.spec_hash)
+        ep = rollout(
+            self.twin,
+            policy,
+            seed,
+            policy_id=name,
+            privileged=POLICIES.get(name).privileged,
+            scene_hash=self.spec_hash,
+        )
         meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed)
         meta["seconds"] = time.perf_counter() - t0
         return meta
@@ -198,8 +218,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def stage_episode(staging: Path, i: int, ep: Any, params: dict[str, float], r: ResolvedJob, policy: str,
-                  seed: int) -> dict[str, Any]:
+def stage_episode(
+    staging: Path, i: int, ep: Any, params: dict[str, float], r: ResolvedJob, policy: str, seed: int
+) -> dict[str, Any]:
     """Write attempt i's arrays, videos and metadata; appears atomically as `staging/ep-<i>`."""
     from datagen.lerobot import episode_stats
 
@@ -210,14 +231,24 @@ def stage_episode(staging: Path, i: int, ep: Any, params: dict[str, float], r: R
     arrays = episode_arrays(ep)
     arrays["randomization"] = np.tile(np.array(list(params.values()), np.float32), (len(arrays["action"]), 1))
     fps = r.spec.control.rate_hz
-    frames = {c.name: np.stack([ep.initial_observation.images[c.name]] + [s.observation.images[c.name] for s in ep.steps])
-              for c in r.spec.cameras}
+    frames = {
+        c.name: np.stack(
+            [ep.initial_observation.images[c.name]] + [s.observation.images[c.name] for s in ep.steps]
+        )
+        for c in r.spec.cameras
+    }
     for cam, fr in frames.items():
         encode_video(fr, tmp / f"{cam}.mp4", fps, r.job.video)
     np.savez(tmp / "arrays.npz", **arrays)
     meta = {
-        "attempt": i, "seed": seed, "policy": policy, "success": bool(ep.success), "length": len(arrays["action"]),
-        "task": r.spec.task.instruction, "scene_hash": r.spec.hash(), "randomization_names": list(params),
+        "attempt": i,
+        "seed": seed,
+        "policy": policy,
+        "success": bool(ep.success),
+        "length": len(arrays["action"]),
+        "task": r.spec.task.instruction,
+        "scene_hash": r.spec.hash(),
+        "randomization_names": list(params),
         "stats": episode_stats(arrays, frames),
     }
     (tmp / "meta.json").write_text(json.dumps(meta))
@@ -299,7 +330,9 @@ class LocalBackend:
             self._env_before = {k: os.environ.get(k) for k in _THREAD_VARS}
             os.environ.update({k: threads for k in _THREAD_VARS})
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                max_workers=self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
                 initargs=(self.resolved.job.model_dump_json(), str(self.staging), os.getpid()),
             )
         futures = [self._pool.submit(_worker_make, i) for i in indices]
@@ -402,7 +435,9 @@ class _DirLock:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.fh.close()
-            raise DatagenError(f"{self.path.parent.parent}: another generation job is writing this directory") from None
+            raise DatagenError(
+                f"{self.path.parent.parent}: another generation job is writing this directory"
+            ) from None
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -431,9 +466,19 @@ def _claim_output(out: Path, resolved: ResolvedJob) -> Path:
             raise DatagenError(f"{out}: holds {what}; choose another --out or delete it")
         private.mkdir(parents=True, exist_ok=True)
         j = resolved.job
-        atomic_write_text(job_file, json.dumps({
-            "fingerprint": fp, "scene": j.scene, "policies": j.policies, "seed": j.seed, "job": j.model_dump(mode="json"),
-        }, indent=2))
+        atomic_write_text(
+            job_file,
+            json.dumps(
+                {
+                    "fingerprint": fp,
+                    "scene": j.scene,
+                    "policies": j.policies,
+                    "seed": j.seed,
+                    "job": j.model_dump(mode="json"),
+                },
+                indent=2,
+            ),
+        )
     (private / "staging").mkdir(exist_ok=True)
     return private
 
@@ -453,14 +498,21 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dic
             shutil.rmtree(leftover, ignore_errors=True)
         info = read_info(out) if (out / "meta" / "info.json").exists() else None
         record = private / "done.json"
-        if info is not None and record.exists() and json.loads(record.read_text()).get("episodes") == job.episodes:
+        if (
+            info is not None
+            and record.exists()
+            and json.loads(record.read_text()).get("episodes") == job.episodes
+        ):
             summary = json.loads(record.read_text())
             summary["resumed"] = "already complete"
             return summary
         done = staged(staging)
         attempts_before = len(done)
-        backend: Any = (RayBackend(resolved, staging, job.workers, job.ray_address) if job.backend == "ray"
-                        else LocalBackend(resolved, staging, job.workers, twin))
+        backend: Any = (
+            RayBackend(resolved, staging, job.workers, job.ray_address)
+            if job.backend == "ray"
+            else LocalBackend(resolved, staging, job.workers, twin)
+        )
         limit = resolved.max_attempts()
         arrivals: list[float] = []
         with _progress(progress, job.episodes) as bar, backend:
@@ -481,12 +533,19 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dic
         stats = assemble_dataset(out, private, [done[i] for i in kept], resolved)
         t_assemble = time.perf_counter() - t_assemble
         summary = {
-            "out": str(out), "episodes": len(kept), "attempts": len(done), "attempts_this_run": len(done) - attempts_before,
+            "out": str(out),
+            "episodes": len(kept),
+            "attempts": len(done),
+            "attempts_this_run": len(done) - attempts_before,
             "success_rate_of_attempts": float(np.mean([m["success"] for m in done.values()])),
             "success_rate": float(np.mean([done[i]["success"] for i in kept])),
-            "frames": int(sum(done[i]["length"] for i in kept)), "bytes": dataset_bytes(out),
+            "frames": int(sum(done[i]["length"] for i in kept)),
+            "bytes": dataset_bytes(out),
             "policies": {p: sum(done[i]["policy"] == p for i in kept) for p in job.policies},
-            "seconds": time.perf_counter() - t0, "assemble_seconds": t_assemble, "episode_done_at": arrivals, **stats,
+            "seconds": time.perf_counter() - t0,
+            "assemble_seconds": t_assemble,
+            "episode_done_at": arrivals,
+            **stats,
         }
         atomic_write_text(record, json.dumps(summary, indent=2))
         shutil.rmtree(staging, ignore_errors=True)
@@ -511,9 +570,14 @@ class _progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.p = Progress(
-                TextColumn("[bold]episodes"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[succ]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("[bold]episodes"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[succ]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
             )
             self.p.start()
             self.task = self.p.add_task("gen", total=self.total, rate="", succ="")

@@ -35,7 +35,9 @@ class VideoSettings(Strict):
     pix_fmt: Literal["yuv420p", "yuv444p", "rgb24"] = "yuv420p"
     crf: int = Field(10, ge=0, le=63)
     g: int = Field(2, ge=1, description="key-frame interval (GOP size)")
-    preset: int | None = Field(None, description="SVT-AV1 preset 0-13 (higher is faster); none: encoder default")
+    preset: int | None = Field(
+        None, description="SVT-AV1 preset 0-13 (higher is faster); none: encoder default"
+    )
 
     @classmethod
     def lossless(cls) -> VideoSettings:
@@ -45,7 +47,9 @@ class VideoSettings(Strict):
         return {"libsvtav1": "av1", "libx264": "h264", "libx264rgb": "h264"}[self.codec]
 
 
-def encode_video(frames: np.ndarray, path: str | Path, fps: float, settings: VideoSettings | None = None) -> None:
+def encode_video(
+    frames: np.ndarray, path: str | Path, fps: float, settings: VideoSettings | None = None
+) -> None:
     """Write uint8 [T, H, W, 3] frames as an MP4 (written to a temporary name, then renamed)."""
     import av
 
@@ -53,7 +57,9 @@ def encode_video(frames: np.ndarray, path: str | Path, fps: float, settings: Vid
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise VideoError(f"{path}: frames must be uint8 [T>0, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        raise VideoError(
+            f"{path}: frames must be uint8 [T>0, H, W, 3], got {frames.dtype} {list(frames.shape)}"
+        )
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.mp4")
     h, w = frames.shape[1:3]
@@ -100,7 +106,8 @@ def concat_videos(inputs: list[Path], output: Path) -> list[tuple[float, float]]
                     ostream = out.add_stream_from_template(istream, opaque=True)
                     ostream.time_base = istream.time_base
                 if (istream.codec_context.width, istream.codec_context.height) != (
-                    ostream.codec_context.width, ostream.codec_context.height
+                    ostream.codec_context.width,
+                    ostream.codec_context.height,
                 ):
                     raise VideoError(f"{path}: frame size differs from the first video of {output.name}")
                 tb = istream.time_base
@@ -143,7 +150,9 @@ def decode_frames(path: str | Path, from_timestamp: float, n_frames: int, fps: f
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: cannot decode ({e})") from None
     if len(out) != n_frames:
-        raise VideoError(f"{path}: expected {n_frames} frames from t={from_timestamp:.3f}s, decoded {len(out)}")
+        raise VideoError(
+            f"{path}: expected {n_frames} frames from t={from_timestamp:.3f}s, decoded {len(out)}"
+        )
     return np.stack(out)
 
 

@@ -39,8 +39,12 @@ def episode_arrays(ds: LeRobotDataset, k: int, camera_keys: list[str]) -> dict[s
     }
 
 
-def load_episodes(root: str | Path, cameras: list[str] | None = None, episodes: list[int] | None = None,
-                  progress: bool = False) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+def load_episodes(
+    root: str | Path,
+    cameras: list[str] | None = None,
+    episodes: list[int] | None = None,
+    progress: bool = False,
+) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
     """Every (or the chosen) episode of a dataset decoded into memory, and what a model needs to know
     about the dataset: cameras (short names), fps, image size, the scene it was made in."""
     import json
@@ -62,21 +66,38 @@ def load_episodes(root: str | Path, cameras: list[str] | None = None, episodes: 
     ours = Path(root) / "meta" / "dreamtwin.json"
     scene = json.loads(ours.read_text()).get("scene") if ours.exists() else None
     h, w = eps[0]["frames"].shape[-2:] if eps else (0, 0)
-    meta = {"cameras": [k.removeprefix("observation.images.") for k in keys], "fps": ds.fps,
-            "image_size": [int(h), int(w)], "scene": scene}
+    meta = {
+        "cameras": [k.removeprefix("observation.images.") for k in keys],
+        "fps": ds.fps,
+        "image_size": [int(h), int(w)],
+        "scene": scene,
+    }
     return eps, meta
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    def __init__(self, root: str | Path, context: int = 4, future: int = 4, *, cameras: list[str] | None = None,
-                 stride: int = 1, episodes: list[int] | None = None, cache_episodes: int = 16) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        context: int = 4,
+        future: int = 4,
+        *,
+        cameras: list[str] | None = None,
+        stride: int = 1,
+        episodes: list[int] | None = None,
+        cache_episodes: int = 16,
+    ) -> None:
         if context < 1 or future < 0 or stride < 1:
-            raise DatasetError(f"windows need context >= 1, future >= 0, stride >= 1; got {context}, {future}, {stride}")
+            raise DatasetError(
+                f"windows need context >= 1, future >= 0, stride >= 1; got {context}, {future}, {stride}"
+            )
         self.ds = LeRobotDataset(root)
         self.context, self.future = context, future
         keys = self.ds.camera_keys
         if cameras is not None:
-            wanted = [c if c.startswith("observation.images.") else f"observation.images.{c}" for c in cameras]
+            wanted = [
+                c if c.startswith("observation.images.") else f"observation.images.{c}" for c in cameras
+            ]
             missing = [c for c in wanted if c not in keys]
             if missing:
                 raise DatasetError(f"{root}: no cameras {missing}; it has {keys}")

@@ -87,7 +87,9 @@ def scenes_validate(
             twin = DigitalTwin(spec, render=False)
             twin.reset(seed=0)
             twin.step(np.zeros((1, twin.action_dim), np.float32))
-            console.print(f"[green]built[/green] in {twin.build_seconds:.1f} s; success at reset: {twin.success()}")
+            console.print(
+                f"[green]built[/green] in {twin.build_seconds:.1f} s; success at reset: {twin.success()}"
+            )
     except DreamTwinError as e:
         _fail(e)
 
@@ -180,9 +182,19 @@ def scenes_add_object(
     from scenes.authoring import add_object
 
     try:
-        add_object(path, name, kind, size=_floats(size, "size"), file=str(file) if file else None,
-                   pos=_floats(pos, "pos"), yaw_deg=yaw, mass=mass, friction=friction,
-                   color=_floats(color, "color"), fixed=fixed)
+        add_object(
+            path,
+            name,
+            kind,
+            size=_floats(size, "size"),
+            file=str(file) if file else None,
+            pos=_floats(pos, "pos"),
+            yaw_deg=yaw,
+            mass=mass,
+            friction=friction,
+            color=_floats(color, "color"),
+            fixed=fixed,
+        )
     except DreamTwinError as e:
         _fail(e)
     console.print(f"added {kind} {name!r} to {path}")
@@ -204,8 +216,15 @@ def scenes_set_camera(
 
     res = _floats(resolution, "resolution")
     try:
-        set_camera(path, name, pos=_floats(pos, "pos"), lookat=_floats(lookat, "lookat"), fov=fov,
-                   resolution=[int(r) for r in res] if res else None, up=_floats(up, "up"))
+        set_camera(
+            path,
+            name,
+            pos=_floats(pos, "pos"),
+            lookat=_floats(lookat, "lookat"),
+            fov=fov,
+            resolution=[int(r) for r in res] if res else None,
+            up=_floats(up, "up"),
+        )
     except DreamTwinError as e:
         _fail(e)
     console.print(f"set camera {name!r} in {path}")
@@ -260,9 +279,13 @@ def eval_run(
     videos: bool | None = typer.Option(None, help="save one MP4 per policy"),
     ground_truth: str | None = typer.Option(None, help="eval output directory of a ground-truth (twin) run"),
     report: bool | None = typer.Option(None, help="write DIR/report.html"),
-    workers: int | None = typer.Option(None, help="worker processes (or Ray actors), each with its own world"),
+    workers: int | None = typer.Option(
+        None, help="worker processes (or Ray actors), each with its own world"
+    ),
     backend: str | None = typer.Option(None, help="local | ray"),
-    set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. adaptive.half_width=0.1"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="config override key=value, e.g. adaptive.half_width=0.1"
+    ),
 ) -> None:
     """Evaluate policies in a world and print a ranked table."""
     if ctx.invoked_subcommand is not None:
@@ -278,12 +301,21 @@ def eval_run(
     from scenes.config import validate_model
 
     flags = {
-        "scene": scene, "policies": policies.split(",") if policies else None, "world": world,
-        "episodes": episodes, "seed": seed, "out": out, "videos": videos, "ground_truth": ground_truth,
-        "report": report, "workers": workers, "backend": backend,
+        "scene": scene,
+        "policies": policies.split(",") if policies else None,
+        "world": world,
+        "episodes": episodes,
+        "seed": seed,
+        "out": out,
+        "videos": videos,
+        "ground_truth": ground_truth,
+        "report": report,
+        "workers": workers,
+        "backend": backend,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     from scenes.config import parse_overrides, set_dotted
+
     try:
         flags.update(parse_overrides(set_) if set_ else {})
         if config:
@@ -324,17 +356,23 @@ def eval_show(out: Path = typer.Argument(..., help="an eval output directory")) 
 def datagen_rollouts(
     config: Path | None = typer.Option(None, help="job YAML (configs/datasets/*.yaml); flags override it"),
     scene: str | None = typer.Option(None, help="SceneSpec YAML"),
-    policy: str | None = typer.Option(None, help="policy mix: name[:weight],... e.g. expert:0.7,image_mild:0.3"),
+    policy: str | None = typer.Option(
+        None, help="policy mix: name[:weight],... e.g. expert:0.7,image_mild:0.3"
+    ),
     episodes: int | None = typer.Option(None, help="episodes in the finished dataset"),
     seed: int | None = typer.Option(None, help="first seed; attempt i uses seed + i"),
     out: str | None = typer.Option(None, help="dataset directory (rerun the same command to resume)"),
     randomize: str | None = typer.Option(None, help="randomisation YAML (configs/randomization/...)"),
-    only_success: bool | None = typer.Option(None, "--only-success/--all", help="keep successful episodes only"),
+    only_success: bool | None = typer.Option(
+        None, "--only-success/--all", help="keep successful episodes only"
+    ),
     workers: int | None = typer.Option(None, help="parallel workers, each with its own twin"),
     backend: str | None = typer.Option(None, help="local | ray"),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
     lossless: bool = typer.Option(False, help="store frames exactly (H.264 RGB, qp 0) instead of AV1"),
-    set_: list[str] | None = typer.Option(None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"
+    ),
 ) -> None:
     """Roll policies out in randomised twins and write a LeRobot v3.0 dataset (resumable).
 
@@ -346,9 +384,16 @@ def datagen_rollouts(
 
     try:
         flags = {
-            "scene": scene, "policies": parse_policy_mix(policy) if policy else None, "episodes": episodes,
-            "seed": seed, "out": out, "randomize": randomize, "only_success": only_success, "workers": workers,
-            "backend": backend, "ray_address": ray_address,
+            "scene": scene,
+            "policies": parse_policy_mix(policy) if policy else None,
+            "episodes": episodes,
+            "seed": seed,
+            "out": out,
+            "randomize": randomize,
+            "only_success": only_success,
+            "workers": workers,
+            "backend": backend,
+            "ray_address": ray_address,
             "scene_overrides": parse_overrides(set_) if set_ else None,
             "video": {"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
         }
@@ -369,8 +414,11 @@ def _print_summary(summary: dict) -> None:
         t.add_row("status", str(summary["resumed"]))
     t.add_row("episodes", str(summary["episodes"]))
     t.add_row("frames", str(summary["frames"]))
-    t.add_row("success rate", f"{summary['success_rate']:.2f} (of all attempts {summary['success_rate_of_attempts']:.2f}, "
-              f"{summary['attempts']} attempts)")
+    t.add_row(
+        "success rate",
+        f"{summary['success_rate']:.2f} (of all attempts {summary['success_rate_of_attempts']:.2f}, "
+        f"{summary['attempts']} attempts)",
+    )
     t.add_row("policies", ", ".join(f"{k} {v}" for k, v in summary["policies"].items()))
     t.add_row("size", f"{summary['bytes'] / 1e6:.1f} MB")
     t.add_row("time", f"{summary['seconds']:.1f} s")
@@ -390,7 +438,9 @@ def datagen_verify(path: Path = typer.Argument(..., help="a LeRobot v3.0 dataset
     except DreamTwinError as e:
         _fail(e)
         return
-    typer.echo(f"ok: {report['episodes']} episodes, {report['frames']} frames, {report['videos']} video files")
+    typer.echo(
+        f"ok: {report['episodes']} episodes, {report['frames']} frames, {report['videos']} video files"
+    )
 
 
 @train_app.command("worldmodel")
@@ -400,7 +450,9 @@ def train_worldmodel_cmd(
     out: Path = typer.Option(..., help="run directory: config.json, state/, model/, log.jsonl"),
     max_minutes: float | None = typer.Option(None, help="stop (resumably) after this many minutes"),
     resume: bool = typer.Option(False, help="continue the run in --out exactly where it stopped"),
-    set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. train.steps=100"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="config override key=value, e.g. train.steps=100"
+    ),
 ) -> None:
     """Train the action-conditioned video world model: VAE, then latent dynamics (Lightning).
 
@@ -420,8 +472,10 @@ def train_worldmodel_cmd(
         _fail(e)
         return
     if done is None:
-        typer.echo(f"stopped at the time limit; continue with: dreamtwin train worldmodel --config {config} "
-                   f"--data {data} --out {out} --resume")
+        typer.echo(
+            f"stopped at the time limit; continue with: dreamtwin train worldmodel --config {config} "
+            f"--data {data} --out {out} --resume"
+        )
     else:
         typer.echo(f"model saved to {done}")
 

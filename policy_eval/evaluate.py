@@ -45,14 +45,18 @@ RUN_SETTINGS = ("out", "workers", "backend", "ray_address", "batch_size", "groun
 
 
 class AdaptiveStop(Strict):
-    half_width: float = Field(gt=0, le=0.5, description="stop a policy when its 95% interval's half-width is below this")
+    half_width: float = Field(
+        gt=0, le=0.5, description="stop a policy when its 95% interval's half-width is below this"
+    )
     min_episodes: int = Field(10, ge=1, description="never stop a policy before this many episodes")
     round: int = Field(10, ge=1, description="seeds per round; stopping is decided between rounds")
 
 
 class EvalConfig(Strict):
     scene: str = Field(description="SceneSpec YAML path")
-    scene_overrides: dict[str, Any] = Field({}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution")
+    scene_overrides: dict[str, Any] = Field(
+        {}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution"
+    )
     policies: list[str] = Field(min_length=1, description="registered policy names or checkpoint directories")
     world: str = Field("twin", description="twin | worldmodel:PATH")
     episodes: int = Field(10, ge=1)
@@ -61,8 +65,12 @@ class EvalConfig(Strict):
     videos: bool = True
     render: bool = True
     strips: int = Field(2, ge=0, description="episodes per policy kept as frame strips for the report")
-    samples: int | None = Field(None, ge=1, description="world model: samples per step (default: the model's)")
-    sampler_steps: int | None = Field(None, ge=1, description="world model: denoising steps (default: the model's)")
+    samples: int | None = Field(
+        None, ge=1, description="world model: samples per step (default: the model's)"
+    )
+    sampler_steps: int | None = Field(
+        None, ge=1, description="world model: denoising steps (default: the model's)"
+    )
     adaptive: AdaptiveStop | None = None
     batch_size: int = Field(32, ge=1, description="episodes per forward pass in an imagined world")
     workers: int = Field(1, ge=1)
@@ -203,9 +211,16 @@ class Evaluator:
         self.out = Path(cfg.out)
         self.infos = {p: policy_info(p) for p in cfg.policies}
         if world is not None and cfg.world != "twin" and not getattr(world, "batched", False):
-            world = make_world(cfg.world, self.spec, twin=world, samples=cfg.samples, sampler_steps=cfg.sampler_steps)
-        self.world = world if world is not None else make_world(
-            cfg.world, self.spec, render=cfg.render, samples=cfg.samples, sampler_steps=cfg.sampler_steps)
+            world = make_world(
+                cfg.world, self.spec, twin=world, samples=cfg.samples, sampler_steps=cfg.sampler_steps
+            )
+        self.world = (
+            world
+            if world is not None
+            else make_world(
+                cfg.world, self.spec, render=cfg.render, samples=cfg.samples, sampler_steps=cfg.sampler_steps
+            )
+        )
         self.batched = bool(getattr(self.world, "batched", False))
 
     @classmethod
@@ -219,14 +234,23 @@ class Evaluator:
         t0 = time.perf_counter()
         if self.batched:
             episodes = runner.rollout_batch(
-                self.world, [make_policy(p, self.spec, seed=self.cfg.seed) for p, _ in pairs], [s for _, s in pairs],
-                policy_ids=[p for p, _ in pairs], privileged=[self.infos[p].privileged for p, _ in pairs],
+                self.world,
+                [make_policy(p, self.spec, seed=self.cfg.seed) for p, _ in pairs],
+                [s for _, s in pairs],
+                policy_ids=[p for p, _ in pairs],
+                privileged=[self.infos[p].privileged for p, _ in pairs],
                 scene_hash=self.spec.hash(),
             )
         else:
             episodes = [
-                runner.rollout(self.world, make_policy(p, self.spec, seed=self.cfg.seed), s, policy_id=p,
-                               privileged=self.infos[p].privileged, scene_hash=self.spec.hash())
+                runner.rollout(
+                    self.world,
+                    make_policy(p, self.spec, seed=self.cfg.seed),
+                    s,
+                    policy_id=p,
+                    privileged=self.infos[p].privileged,
+                    scene_hash=self.spec.hash(),
+                )
                 for p, s in pairs
             ]
         seconds = (time.perf_counter() - t0) / max(len(pairs), 1)
@@ -251,7 +275,9 @@ class Evaluator:
         cam = self.spec.cameras[0].name
         index = seed - self.cfg.seed
         if self.cfg.videos and index == 0:
-            write_mp4(self.out / "videos" / f"{slug(policy)}.mp4", ep.frames(cam), fps=self.spec.control.rate_hz)
+            write_mp4(
+                self.out / "videos" / f"{slug(policy)}.mp4", ep.frames(cam), fps=self.spec.control.rate_hz
+            )
         if index < self.cfg.strips:
             write_strip(self.out / "strips" / slug(policy) / f"seed-{seed}.png", ep.frames(cam))
 
@@ -324,16 +350,27 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
     started = time.perf_counter()
     local = Evaluator(cfg, world) if world is not None else None
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with WorkerPool("policy_eval.evaluate:Evaluator.from_json", (cfg.model_dump_json(),), workers=cfg.workers,
-                    backend=cfg.backend, address=cfg.ray_address, local=local) as pool, \
-            Progress(*columns, disable=not progress, transient=False) as bar:
+    with (
+        WorkerPool(
+            "policy_eval.evaluate:Evaluator.from_json",
+            (cfg.model_dump_json(),),
+            workers=cfg.workers,
+            backend=cfg.backend,
+            address=cfg.ray_address,
+            local=local,
+        ) as pool,
+        Progress(*columns, disable=not progress, transient=False) as bar,
+    ):
         task = bar.add_task(f"episodes in {cfg.world}", total=len(cfg.policies) * cfg.episodes)
         bar.update(task, completed=len(done))
         for seeds in _rounds(cfg):
             stopped = stopped_policies(cfg, rows, seeds[0])
             todo = [(p, s) for s in seeds for p in cfg.policies if p not in stopped and (p, s) not in done]
-            bar.update(task, total=len(cfg.policies) * cfg.episodes - sum(
-                cfg.episodes - sum(1 for r in rows if r["policy"] == p) for p in stopped))
+            bar.update(
+                task,
+                total=len(cfg.policies) * cfg.episodes
+                - sum(cfg.episodes - sum(1 for r in rows if r["policy"] == p) for p in stopped),
+            )
             size = cfg.batch_size if (cfg.world != "twin") else 1
             batches = [todo[i : i + size] for i in range(0, len(todo), size)]
             for result in pool.map_unordered("run", batches):
@@ -344,9 +381,14 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
                 bar.advance(task, len(result))
 
     results = summarise(rows, cfg.policies)
-    results.update(scene=spec.name, scene_hash=spec.hash(), seeds=cfg.seeds(), world=cfg.world,
-                   wall_seconds_this_run=time.perf_counter() - started,
-                   episode_seconds=float(sum(r.get("seconds", 0.0) for r in rows)))
+    results.update(
+        scene=spec.name,
+        scene_hash=spec.hash(),
+        seeds=cfg.seeds(),
+        world=cfg.world,
+        wall_seconds_this_run=time.perf_counter() - started,
+        episode_seconds=float(sum(r.get("seconds", 0.0) for r in rows)),
+    )
     if cfg.ground_truth:
         results["metrics"] = agreement_with(rows, cfg.policies, Path(cfg.ground_truth))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
@@ -359,12 +401,17 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
 
 def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results.json, episode rows) of an eval output directory."""
-    results = read_json(path / "results.json", DreamTwinError,
-                        "not found (ground truth must be a finished `dreamtwin eval` output directory)")
+    results = read_json(
+        path / "results.json",
+        DreamTwinError,
+        "not found (ground truth must be a finished `dreamtwin eval` output directory)",
+    )
     return results, unique_rows(EpisodeLog(path / "episodes.jsonl").read())
 
 
-def agreement_with(rows: list[dict[str, Any]], policies: list[str], gt_dir: Path, n_boot: int = 2000) -> dict[str, Any]:
+def agreement_with(
+    rows: list[dict[str, Any]], policies: list[str], gt_dir: Path, n_boot: int = 2000
+) -> dict[str, Any]:
     """Pearson / Spearman / Kendall / MMRV of this run's success rates against a ground-truth run's,
     on the policies and seeds both ran, with a paired bootstrap over seeds for each metric."""
     from policy_eval.metrics import bootstrap_agreement
@@ -389,13 +436,27 @@ def agreement_with(rows: list[dict[str, Any]], policies: list[str], gt_dir: Path
     real_rate = {p: float(np.mean(o)) for p, o in zip(common, real_out, strict=True)}
     order = lambda rate: sorted(common, key=lambda p: (-rate[p], p))  # noqa: E731
     return {
-        "ground_truth": str(gt_dir), "ground_truth_world": gt_results.get("world"),
-        "policies": common, "episodes_compared": seeds_used,
-        "predicted_success": pred_rate, "ground_truth_success": real_rate,
-        "ranking_predicted": order(pred_rate), "ranking_ground_truth": order(real_rate),
-        "per_episode_agreement": float(np.mean([a == b for po, ro in zip(pred_out, real_out, strict=False) for a, b in zip(po, ro, strict=False)])),
-        **{k: {"value": _finite(v["value"]), "ci_low": _finite(v["low"]), "ci_high": _finite(v["high"])}
-           for k, v in boot.items()},
+        "ground_truth": str(gt_dir),
+        "ground_truth_world": gt_results.get("world"),
+        "policies": common,
+        "episodes_compared": seeds_used,
+        "predicted_success": pred_rate,
+        "ground_truth_success": real_rate,
+        "ranking_predicted": order(pred_rate),
+        "ranking_ground_truth": order(real_rate),
+        "per_episode_agreement": float(
+            np.mean(
+                [
+                    a == b
+                    for po, ro in zip(pred_out, real_out, strict=False)
+                    for a, b in zip(po, ro, strict=False)
+                ]
+            )
+        ),
+        **{
+            k: {"value": _finite(v["value"]), "ci_low": _finite(v["low"]), "ci_high": _finite(v["high"])}
+            for k, v in boot.items()
+        },
     }
 
 
@@ -413,8 +474,12 @@ def ranked_table(results: dict[str, Any]) -> Any:
     for i, p in enumerate(results["ranking"], 1):
         r = results["policies"][p]
         table.add_row(
-            str(i), p, f"{r['success_rate']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
-            str(r["n"]), f"{r['mean_length']:.1f}",
+            str(i),
+            p,
+            f"{r['success_rate']:.2f}",
+            f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+            str(r["n"]),
+            f"{r['mean_length']:.1f}",
         )
     return table
 
@@ -439,7 +504,9 @@ def fmt_metric(x: float | None, digits: int = 3) -> str:
 def agreement_table(metrics: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"agreement with ground truth ({metrics.get('ground_truth_world')}, {metrics['ground_truth']})")
+    table = Table(
+        title=f"agreement with ground truth ({metrics.get('ground_truth_world')}, {metrics['ground_truth']})"
+    )
     for col in ("metric", "value", "95% bootstrap CI", "target"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     targets = {"pearson": ">= 0.9", "mmrv": "<= 0.05"}
@@ -447,6 +514,8 @@ def agreement_table(metrics: dict[str, Any]) -> Any:
         m = metrics[k]
         f = fmt_metric
         table.add_row(k, f(m["value"]), f"[{f(m['ci_low'])}, {f(m['ci_high'])}]", targets.get(k, ""))
-    table.caption = (f"ranking here: {' > '.join(metrics['ranking_predicted'])}\n"
-                     f"ground truth: {' > '.join(metrics['ranking_ground_truth'])}")
+    table.caption = (
+        f"ranking here: {' > '.join(metrics['ranking_predicted'])}\n"
+        f"ground truth: {' > '.join(metrics['ranking_ground_truth'])}"
+    )
     return table

@@ -54,7 +54,9 @@ def _pair(predicted: Sequence[float], real: Sequence[float]) -> tuple[np.ndarray
     p = np.asarray(predicted, dtype=np.float64)
     r = np.asarray(real, dtype=np.float64)
     if p.ndim != 1 or r.ndim != 1:
-        raise ValueError(f"predicted and real must be 1-D sequences of success rates, got shapes {p.shape} and {r.shape}")
+        raise ValueError(
+            f"predicted and real must be 1-D sequences of success rates, got shapes {p.shape} and {r.shape}"
+        )
     if len(p) != len(r):
         raise ValueError(f"predicted has {len(p)} policies but real has {len(r)}")
     if len(p) < 2:
@@ -135,8 +137,13 @@ def beta_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[flo
     return lo, hi
 
 
-def bootstrap_agreement(pred_outcomes: Sequence[Sequence[bool]], real_outcomes: Sequence[Sequence[bool]],
-                        n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, float]]:
+def bootstrap_agreement(
+    pred_outcomes: Sequence[Sequence[bool]],
+    real_outcomes: Sequence[Sequence[bool]],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """Each agreement metric with a percentile bootstrap interval over episodes.
 
     pred_outcomes[i] / real_outcomes[i]: per-episode success of policy i in the evaluated world and in
@@ -149,7 +156,9 @@ def bootstrap_agreement(pred_outcomes: Sequence[Sequence[bool]], real_outcomes: 
     R = [np.asarray(x, dtype=np.float64) for x in real_outcomes]
     for i, (a, b) in enumerate(zip(P, R, strict=True)):
         if len(a) != len(b) or len(a) == 0:
-            raise ValueError(f"policy {i}: {len(a)} evaluated episodes vs {len(b)} ground-truth episodes (need equal, > 0)")
+            raise ValueError(
+                f"policy {i}: {len(a)} evaluated episodes vs {len(b)} ground-truth episodes (need equal, > 0)"
+            )
     rng = np.random.default_rng(seed)
     point = {k: f([a.mean() for a in P], [b.mean() for b in R]) for k, f in AGREEMENT.items()}
     samples: dict[str, list[float]] = {k: [] for k in AGREEMENT}
@@ -165,6 +174,10 @@ def bootstrap_agreement(pred_outcomes: Sequence[Sequence[bool]], real_outcomes: 
     out = {}
     for k in AGREEMENT:
         s_ = np.asarray(samples[k])
-        lo, hi = (float(np.quantile(s_, q)), float(np.quantile(s_, 1 - q))) if len(s_) else (float("nan"), float("nan"))
+        lo, hi = (
+            (float(np.quantile(s_, q)), float(np.quantile(s_, 1 - q)))
+            if len(s_)
+            else (float("nan"), float("nan"))
+        )
         out[k] = {"value": point[k], "low": lo, "high": hi}
     return out

@@ -64,11 +64,25 @@ class _Actor:
 
 
 class WorkerPool:
-    def __init__(self, factory: str, args: tuple[Any, ...], *, workers: int = 1,
-                 backend: Literal["local", "ray"] = "local", address: str | None = None, local: Any = None) -> None:
+    def __init__(
+        self,
+        factory: str,
+        args: tuple[Any, ...],
+        *,
+        workers: int = 1,
+        backend: Literal["local", "ray"] = "local",
+        address: str | None = None,
+        local: Any = None,
+    ) -> None:
         if workers < 1:
             raise DreamTwinError(f"workers must be >= 1, got {workers}")
-        self.factory, self.args, self.workers, self.backend, self.address = factory, args, workers, backend, address
+        self.factory, self.args, self.workers, self.backend, self.address = (
+            factory,
+            args,
+            workers,
+            backend,
+            address,
+        )
         self._local = local
         self._pool: Any = None
         self._actors: list[Any] = []
@@ -116,8 +130,12 @@ class WorkerPool:
             threads = str(max(1, (os.cpu_count() or 1) // self.workers))
             self._env_before = {k: os.environ.get(k) for k in _THREAD_VARS}
             os.environ.update({k: threads for k in _THREAD_VARS})
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.factory, self.args, os.getpid()))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.factory, self.args, os.getpid()),
+            )
         futures = [self._pool.submit(_call, method, t) for t in tasks]
         for f in as_completed(futures):
             yield f.result()
@@ -132,7 +150,9 @@ class WorkerPool:
                 ) from None
             self._ray = ray
             if not ray.is_initialized():
-                kwargs: dict[str, Any] = {"address": self.address} if self.address else {"num_cpus": self.workers}
+                kwargs: dict[str, Any] = (
+                    {"address": self.address} if self.address else {"num_cpus": self.workers}
+                )
                 ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
                 self._ray_started = True
             actor = ray.remote(num_cpus=1)(_Actor)

@@ -65,8 +65,16 @@ def _bars(results: dict[str, Any], gt: dict[str, Any] | None, world: str) -> str
         rates = np.array([per[p]["success_rate"] if p in per else np.nan for p in pols])
         lo = np.array([per[p]["ci_low"] if p in per else np.nan for p in pols])
         hi = np.array([per[p]["ci_high"] if p in per else np.nan for p in pols])
-        ax.bar(x + (j - (len(sides) - 1) / 2) * w, rates, w, label=label, color=color,
-               yerr=[rates - lo, hi - rates], capsize=3, ecolor="#333")
+        ax.bar(
+            x + (j - (len(sides) - 1) / 2) * w,
+            rates,
+            w,
+            label=label,
+            color=color,
+            yerr=[rates - lo, hi - rates],
+            capsize=3,
+            ecolor="#333",
+        )
     ax.set_xticks(x, pols, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate (95% Wilson interval)")
@@ -86,8 +94,10 @@ def _scatter(metrics: dict[str, Any]) -> str:
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("ground-truth success")
     ax.set_ylabel("success in this world")
-    ax.set_title(f"Pearson {fmt_metric(metrics['pearson']['value'], 2)}, MMRV {fmt_metric(metrics['mmrv']['value'])}",
-                 fontsize=9)
+    ax.set_title(
+        f"Pearson {fmt_metric(metrics['pearson']['value'], 2)}, MMRV {fmt_metric(metrics['mmrv']['value'])}",
+        fontsize=9,
+    )
     return _svg(fig)
 
 
@@ -103,13 +113,21 @@ def _ranking_table(results: dict[str, Any], gt: dict[str, Any] | None) -> str:
     rows = []
     for i, p in enumerate(results["ranking"], 1):
         r = results["policies"][p]
-        cells = (f"<td class=num>{i}</td><td>{html.escape(p)}</td><td class=num>{r['success_rate']:.2f}</td>"
-                 f"<td class=num>[{r['ci_low']:.2f}, {r['ci_high']:.2f}]</td><td class=num>{r['n']}</td>"
-                 f"<td class=num>{r['mean_length']:.1f}</td>")
+        cells = (
+            f"<td class=num>{i}</td><td>{html.escape(p)}</td><td class=num>{r['success_rate']:.2f}</td>"
+            f"<td class=num>[{r['ci_low']:.2f}, {r['ci_high']:.2f}]</td><td class=num>{r['n']}</td>"
+            f"<td class=num>{r['mean_length']:.1f}</td>"
+        )
         if gt:
             g = gt["policies"].get(p)
-            cells += (f"<td class=num>{g['success_rate']:.2f} [{g['ci_low']:.2f}, {g['ci_high']:.2f}]</td>"
-                      f"<td class=num>{gt_rank.get(p, '')}</td>") if g else "<td></td><td></td>"
+            cells += (
+                (
+                    f"<td class=num>{g['success_rate']:.2f} [{g['ci_low']:.2f}, {g['ci_high']:.2f}]</td>"
+                    f"<td class=num>{gt_rank.get(p, '')}</td>"
+                )
+                if g
+                else "<td></td><td></td>"
+            )
         rows.append(f"<tr>{cells}</tr>")
     return f'<table id="ranking">{head}{"".join(rows)}</table>'
 
@@ -121,10 +139,12 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
         f"<td class=num>[{f(metrics[k]['ci_low'])}, {f(metrics[k]['ci_high'])}]</td></tr>"
         for k in ("pearson", "spearman", "kendall", "mmrv")
     )
-    return (f'<table id="metrics"><tr><th>metric</th><th>value</th><th>95% bootstrap CI (over seeds)</th></tr>{rows}'
-            f"</table><p class=caption>{len(metrics['policies'])} policies; per-episode agreement of the success "
-            f"verdicts {metrics['per_episode_agreement']:.2f}. SIMPLER reports Pearson 0.57–0.98 and MMRV "
-            f"0.03–0.12 for its simulators against real robots.</p>")
+    return (
+        f'<table id="metrics"><tr><th>metric</th><th>value</th><th>95% bootstrap CI (over seeds)</th></tr>{rows}'
+        f"</table><p class=caption>{len(metrics['policies'])} policies; per-episode agreement of the success "
+        f"verdicts {metrics['per_episode_agreement']:.2f}. SIMPLER reports Pearson 0.57–0.98 and MMRV "
+        f"0.03–0.12 for its simulators against real robots.</p>"
+    )
 
 
 def _strips(out: Path, gt_dir: Path | None, results: dict[str, Any], world: str, limit: int = 6) -> str:
@@ -136,7 +156,9 @@ def _strips(out: Path, gt_dir: Path | None, results: dict[str, Any], world: str,
         for f in mine[:2]:
             block = [f"<div class=strip><div class=caption>{html.escape(p)}, {f.stem}</div>"]
             if gt_dir is not None and (gt_dir / "strips" / slug(p) / f.name).exists():
-                block.append(f"<div class=caption>ground truth</div>{_png_tag(gt_dir / 'strips' / slug(p) / f.name, 'ground truth')}")
+                block.append(
+                    f"<div class=caption>ground truth</div>{_png_tag(gt_dir / 'strips' / slug(p) / f.name, 'ground truth')}"
+                )
             block.append(f"<div class=caption>{html.escape(world)}</div>{_png_tag(f, world)}</div>")
             parts.append("".join(block))
     return "".join(parts) or "<p class=caption>no frame strips (run with render and strips > 0)</p>"
@@ -147,19 +169,35 @@ def write_report(out: Path, results: dict[str, Any], cfg: Any) -> Path:
     gt_dir = Path(metrics["ground_truth"]) if metrics else None
     gt = json.loads((gt_dir / "results.json").read_text()) if gt_dir else None
     world = results.get("world", "")
-    body = [f"<h1>Policy evaluation: {html.escape(results.get('scene', ''))} in {html.escape(world)}</h1>",
-            f"<p class=caption>{len(results['ranking'])} policies, seeds {results['seeds'][0]}–{results['seeds'][-1]}"
-            f"{' (adaptive stopping)' if getattr(cfg, 'adaptive', None) else ''}.</p>",
-            '<h2>Success rates</h2><figure id="success-bars">', _bars(results, gt, world), "</figure>",
-            "<h2>Ranking</h2>", _ranking_table(results, gt)]
+    body = [
+        f"<h1>Policy evaluation: {html.escape(results.get('scene', ''))} in {html.escape(world)}</h1>",
+        f"<p class=caption>{len(results['ranking'])} policies, seeds {results['seeds'][0]}–{results['seeds'][-1]}"
+        f"{' (adaptive stopping)' if getattr(cfg, 'adaptive', None) else ''}.</p>",
+        '<h2>Success rates</h2><figure id="success-bars">',
+        _bars(results, gt, world),
+        "</figure>",
+        "<h2>Ranking</h2>",
+        _ranking_table(results, gt),
+    ]
     if metrics:
-        body += ["<h2>Agreement with ground truth</h2>", '<figure id="scatter">', _scatter(metrics), "</figure>",
-                 _metrics_table(metrics),
-                 f"<p>ranking here: {html.escape(' > '.join(metrics['ranking_predicted']))}<br>"
-                 f"ground truth: {html.escape(' > '.join(metrics['ranking_ground_truth']))}</p>"]
-    body += ['<h2>Episodes side by side</h2><div id="strips">', _strips(out, gt_dir, results, world), "</div>"]
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>DreamTwin evaluation</title><style>{CSS}</style>"
-            f"</head><body>{''.join(body)}</body></html>")
+        body += [
+            "<h2>Agreement with ground truth</h2>",
+            '<figure id="scatter">',
+            _scatter(metrics),
+            "</figure>",
+            _metrics_table(metrics),
+            f"<p>ranking here: {html.escape(' > '.join(metrics['ranking_predicted']))}<br>"
+            f"ground truth: {html.escape(' > '.join(metrics['ranking_ground_truth']))}</p>",
+        ]
+    body += [
+        '<h2>Episodes side by side</h2><div id="strips">',
+        _strips(out, gt_dir, results, world),
+        "</div>",
+    ]
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>DreamTwin evaluation</title><style>{CSS}</style>"
+        f"</head><body>{''.join(body)}</body></html>"
+    )
     path = out / "report.html"
     atomic_write_text(path, page)
     return path

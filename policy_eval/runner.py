@@ -33,7 +33,9 @@ def rollout(
     steps: list[EpisodeStep] = []
     while True:
         try:
-            chunk = as_action_chunk(policy.act(obs if privileged else obs.without_privileged()), world.action_dim)
+            chunk = as_action_chunk(
+                policy.act(obs if privileged else obs.without_privileged()), world.action_dim
+            )
         except ActionError as e:
             raise ActionError(f"policy {policy_id!r} at step {len(steps)} (seed {seed}): {e}") from None
         result = world.step(chunk)
@@ -82,7 +84,9 @@ def rollout_batch(
                 try:
                     chunks[i] = as_action_chunk(policies[i].act(o), world.action_dim)
                 except ActionError as e:
-                    raise ActionError(f"policy {policy_ids[i]!r} at step {len(steps[i])} (seed {seeds[i]}): {e}") from None
+                    raise ActionError(
+                        f"policy {policy_ids[i]!r} at step {len(steps[i])} (seed {seeds[i]}): {e}"
+                    ) from None
         results = world.step_batch(chunks)
         for i, r in enumerate(results):
             if not live[i] or r is None:
@@ -90,9 +94,20 @@ def rollout_batch(
             m = len(r.observations)
             for k, (action, o) in enumerate(zip(chunks[i][:m], r.observations, strict=False)):  # type: ignore[index]
                 info = {key: r.info[key] for key in ("success_prob", "uncertainty") if key in r.info}
-                steps[i].append(EpisodeStep(np.asarray(action), o, success=r.success and k == m - 1, info=info))
+                steps[i].append(
+                    EpisodeStep(np.asarray(action), o, success=r.success and k == m - 1, info=info)
+                )
             obs[i] = r.last
             live[i] = not r.done
     wid = getattr(world, "world_id", type(world).__name__)
-    return [Episode(initial_observation=first[i], steps=steps[i], policy_id=policy_ids[i], world_id=wid,
-                    seed=seeds[i], scene_hash=scene_hash) for i in range(n)]
+    return [
+        Episode(
+            initial_observation=first[i],
+            steps=steps[i],
+            policy_id=policy_ids[i],
+            world_id=wid,
+            seed=seeds[i],
+            scene_hash=scene_hash,
+        )
+        for i in range(n)
+    ]

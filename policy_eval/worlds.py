@@ -90,8 +90,16 @@ def check_scene_matches(model_scene: dict[str, Any] | None, spec: SceneSpec, pat
         )
 
 
-def make_world(name: str | WorldName, spec: SceneSpec, *, render: bool = True, twin: Any = None,
-               device: str = "cpu", samples: int | None = None, sampler_steps: int | None = None) -> Any:
+def make_world(
+    name: str | WorldName,
+    spec: SceneSpec,
+    *,
+    render: bool = True,
+    twin: Any = None,
+    device: str = "cpu",
+    samples: int | None = None,
+    sampler_steps: int | None = None,
+) -> Any:
     """Build the named world for `spec`; `twin` may be a prebuilt DigitalTwin of the same scene."""
     w = parse_world(name) if isinstance(name, str) else name
     if twin is None:

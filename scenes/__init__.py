@@ -12,8 +12,20 @@ from scenes.spec import SceneSpec, load_scene_spec
 from scenes.types import Episode, EpisodeStep, Observation, Policy, StepResult, World, as_action_chunk
 
 __all__ = [
-    "ActionError", "DigitalTwin", "DreamTwinError", "Episode", "EpisodeStep", "Observation", "Policy",
-    "SceneSpec", "SpecError", "StepResult", "World", "WorldEnv", "WorldStateError", "as_action_chunk",
+    "ActionError",
+    "DigitalTwin",
+    "DreamTwinError",
+    "Episode",
+    "EpisodeStep",
+    "Observation",
+    "Policy",
+    "SceneSpec",
+    "SpecError",
+    "StepResult",
+    "World",
+    "WorldEnv",
+    "WorldStateError",
+    "as_action_chunk",
     "load_scene_spec",
 ]
 

@@ -53,7 +53,9 @@ def save_document(doc: Any, path: str | Path) -> SceneSpec:
     _yaml().dump(doc, buf)
     import yaml
 
-    spec = validate_model(SceneSpec, yaml.safe_load(buf.getvalue()), str(path), context={"base_dir": path.parent})
+    spec = validate_model(
+        SceneSpec, yaml.safe_load(buf.getvalue()), str(path), context={"base_dir": path.parent}
+    )
     atomic_write_text(path, buf.getvalue())
     return spec
 
@@ -143,10 +145,15 @@ def add_object(
             raise SpecError(f"add-object {name}: --file is required for a {kind}")
         lo, hi = _ply_bounds(file, kind)
         extent = np.maximum(hi - lo, 0.005)
-        entry.update(shape="box", size=_flow(np.round(extent, 4).tolist()),
-                     appearance={"kind": kind, "file": _relative(file, path)})
+        entry.update(
+            shape="box",
+            size=_flow(np.round(extent, 4).tolist()),
+            appearance={"kind": kind, "file": _relative(file, path)},
+        )
     else:
-        raise SpecError(f"add-object {name}: unknown kind {kind!r}; choose box, sphere, cylinder, mesh, splat, point_cloud")
+        raise SpecError(
+            f"add-object {name}: unknown kind {kind!r}; choose box, sphere, cylinder, mesh, splat, point_cloud"
+        )
     if color is not None:
         entry["color"] = _flow(color)
     entry.update(mass=float(mass), friction=float(friction))
@@ -173,8 +180,14 @@ def _ply_bounds(file: str | Path, kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def set_camera(
-    path: str | Path, name: str, *, pos: list[float] | None = None, lookat: list[float] | None = None,
-    fov: float | None = None, resolution: list[int] | None = None, up: list[float] | None = None,
+    path: str | Path,
+    name: str,
+    *,
+    pos: list[float] | None = None,
+    lookat: list[float] | None = None,
+    fov: float | None = None,
+    resolution: list[int] | None = None,
+    up: list[float] | None = None,
 ) -> SceneSpec:
     """Add a camera, or change the given fields of an existing one."""
     path = Path(path)
@@ -197,7 +210,12 @@ def set_camera(
 
 
 def import_scan(
-    path: str | Path, ply: str | Path, name: str = "scan", *, voxel: float = 0.005, fixed: bool = True,
+    path: str | Path,
+    ply: str | Path,
+    name: str = "scan",
+    *,
+    voxel: float = 0.005,
+    fixed: bool = True,
     method: str = "alpha",
 ) -> SceneSpec:
     """A coloured point cloud (or 3DGS splat) of a real object/table -> a collision mesh by open3d
@@ -237,15 +255,21 @@ def import_scan(
     _write_centred_appearance(v, centre, ply, app_file, kind)
     doc = load_document(path)
     entry = {
-        "name": name, "shape": "mesh", "size": _flow([1.0]), "mesh": _relative(mesh_file, path),
-        "appearance": {"kind": kind, "file": _relative(app_file, path)}, "fixed": fixed,
+        "name": name,
+        "shape": "mesh",
+        "size": _flow([1.0]),
+        "mesh": _relative(mesh_file, path),
+        "appearance": {"kind": kind, "file": _relative(app_file, path)},
+        "fixed": fixed,
         "pose": {"pos": _flow(np.round(centre, 5).tolist())},
     }
     _add_entry(doc, path, entry)
     return save_document(doc, path)
 
 
-def _write_centred_appearance(v: dict[str, np.ndarray], centre: np.ndarray, src: Path, out: Path, kind: str) -> None:
+def _write_centred_appearance(
+    v: dict[str, np.ndarray], centre: np.ndarray, src: Path, out: Path, kind: str
+) -> None:
     """The scan's appearance in the object's frame: a shifted copy of the splat, or of the points."""
     import torch
 

@@ -37,7 +37,10 @@ class WorldEnv(gym.Env):
             {
                 "state": spaces.Box(-np.inf, np.inf, shape=first.state.shape, dtype=np.float32),
                 "images": spaces.Dict(
-                    {n: spaces.Box(0, 255, shape=img.shape, dtype=np.uint8) for n, img in first.images.items()}
+                    {
+                        n: spaces.Box(0, 255, shape=img.shape, dtype=np.uint8)
+                        for n, img in first.images.items()
+                    }
                 ),
             }
         )

@@ -69,7 +69,9 @@ class LightJitter(Strict):
 
 class CameraJitter(Strict):
     position_m: Range = Field((0.0, 0.0), description="length of a random-direction offset of the camera")
-    lookat_m: Range = Field((0.0, 0.0), description="length of a random-direction offset of the look-at point")
+    lookat_m: Range = Field(
+        (0.0, 0.0), description="length of a random-direction offset of the look-at point"
+    )
 
     _p = field_validator("position_m", "lookat_m")(lambda cls, v: _non_negative(v))
 
@@ -101,7 +103,9 @@ class Variation:
     params: dict[str, float]
 
 
-def _jitter_color(c: Color, j: ColorJitter, rng: np.random.Generator, key: str, params: dict[str, float]) -> Color:
+def _jitter_color(
+    c: Color, j: ColorJitter, rng: np.random.Generator, key: str, params: dict[str, float]
+) -> Color:
     dh, ss, vs = rng.uniform(*j.hue_deg), rng.uniform(*j.saturation_scale), rng.uniform(*j.value_scale)
     params.update({f"{key}.hue_deg": dh, f"{key}.saturation_scale": ss, f"{key}.value_scale": vs})
     if dh == 0.0 and ss == 1.0 and vs == 1.0:
@@ -146,7 +150,11 @@ def sample_variation(spec: SceneSpec, rnd: RandomizationSpec | None, seed: int) 
     params["table.friction_scale"] = fs
     d["table"]["friction"] = spec.table.friction * fs
     for i, (li, ld) in enumerate(zip(spec.lights, d["lights"], strict=True)):
-        s, tilt, az = rng.uniform(*rnd.light.intensity_scale), rng.uniform(*rnd.light.direction_deg), rng.uniform(0, 2 * np.pi)
+        s, tilt, az = (
+            rng.uniform(*rnd.light.intensity_scale),
+            rng.uniform(*rnd.light.direction_deg),
+            rng.uniform(0, 2 * np.pi),
+        )
         params.update({f"light{i}.intensity_scale": s, f"light{i}.tilt_deg": tilt})
         ld["intensity"] = li.intensity * s
         if li.type == "directional":

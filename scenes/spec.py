@@ -212,7 +212,9 @@ class SuccessSpec(Strict):
         try:
             entry.params.model_validate(self.params)
         except ValidationError as e:
-            raise ValueError(format_validation_error(e, entry.params, "params").replace(": ", ".", 1)) from None
+            raise ValueError(
+                format_validation_error(e, entry.params, "params").replace(": ", ".", 1)
+            ) from None
         return self
 
     def typed_params(self) -> Strict:
@@ -264,13 +266,17 @@ class SceneSpec(Strict):
         for o in self.objects:
             if o.name == name:
                 return o
-        raise SpecError(f"scene {self.name!r} has no object {name!r}; objects: {[o.name for o in self.objects]}")
+        raise SpecError(
+            f"scene {self.name!r} has no object {name!r}; objects: {[o.name for o in self.objects]}"
+        )
 
     def camera(self, name: str) -> CameraSpec:
         for c in self.cameras:
             if c.name == name:
                 return c
-        raise SpecError(f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}")
+        raise SpecError(
+            f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}"
+        )
 
     def hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))

@@ -129,7 +129,10 @@ class DigitalTwin:
             sim_options=gs.options.SimOptions(dt=spec.physics.dt, substeps=spec.physics.substeps),
             rigid_options=gs.options.RigidOptions(box_box_detection=True),
             vis_options=gs.options.VisOptions(
-                lights=lights, shadow=False, background_color=self.background_color, ambient_light=(0.25, 0.25, 0.25)
+                lights=lights,
+                shadow=False,
+                background_color=self.background_color,
+                ambient_light=(0.25, 0.25, 0.25),
             ),
             show_viewer=False,
         )
@@ -280,7 +283,9 @@ class DigitalTwin:
             if node is None:
                 continue
             for prim in node.mesh.primitives:
-                base = np.ones(3) if prim.color_0 is None else np.asarray(prim.color_0[0][:3], dtype=np.float64)
+                base = (
+                    np.ones(3) if prim.color_0 is None else np.asarray(prim.color_0[0][:3], dtype=np.float64)
+                )
                 factor = np.asarray(color, dtype=np.float64) / np.maximum(base, 1.0 / 255)
                 prim.material.baseColorFactor = np.array([*factor, 1.0], dtype=np.float32)
 
@@ -295,8 +300,13 @@ class DigitalTwin:
             self._light_nodes = []
             for li in self._built_spec.lights:
                 kind = "DirectionalLight" if li.type == "directional" else "PointLight"
-                match = [n for n in nodes if type(n.light).__name__ == kind and n not in self._light_nodes
-                         and abs(n.light.intensity - li.intensity) < 1e-6]
+                match = [
+                    n
+                    for n in nodes
+                    if type(n.light).__name__ == kind
+                    and n not in self._light_nodes
+                    and abs(n.light.intensity - li.intensity) < 1e-6
+                ]
                 if not match:
                     raise WorldStateError(f"no renderer light matches lights entry {li.model_dump()}")
                 self._light_nodes.append(match[0])
@@ -396,7 +406,9 @@ class DigitalTwin:
 
     def proprio(self) -> np.ndarray:
         q = _np(self.robot.get_qpos()).astype(np.float32)
-        return np.concatenate([self._tcp_pos().astype(np.float32), [q[7] + q[8]], q[:ARM_DOFS]]).astype(np.float32)
+        return np.concatenate([self._tcp_pos().astype(np.float32), [q[7] + q[8]], q[:ARM_DOFS]]).astype(
+            np.float32
+        )
 
     def environment_state(self) -> np.ndarray:
         """float32 [7 * n_objects]: per object pos xyz + quat wxyz, in spec order."""
@@ -420,7 +432,9 @@ class DigitalTwin:
             from scenes.splat.twin_renderer import SplatTwinRenderer
 
             o = self.spec.splat
-            self._splat = SplatTwinRenderer(self, spacing=o.spacing, table_spacing=o.table_spacing, backend=o.backend)
+            self._splat = SplatTwinRenderer(
+                self, spacing=o.spacing, table_spacing=o.table_spacing, backend=o.backend
+            )
         return self._splat
 
     def render(self, renderer: str | None = None) -> dict[str, np.ndarray]:

@@ -106,7 +106,9 @@ def as_action_chunk(action: Any, action_dim: int) -> np.ndarray:
         )
     if not np.all(np.isfinite(chunk)):
         bad = np.argwhere(~np.isfinite(chunk))[0]
-        raise ActionError(f"action chunk contains NaN/inf at [{bad[0]}, {bad[1]}] (value {chunk[tuple(bad)]})")
+        raise ActionError(
+            f"action chunk contains NaN/inf at [{bad[0]}, {bad[1]}] (value {chunk[tuple(bad)]})"
+        )
     return chunk
 
 
@@ -117,7 +119,9 @@ class EpisodeStep:
     action: np.ndarray  # [A]
     observation: Observation
     success: bool
-    info: dict[str, Any] = field(default_factory=dict)  # per-step world info kept with the episode (JSON-ready)
+    info: dict[str, Any] = field(
+        default_factory=dict
+    )  # per-step world info kept with the episode (JSON-ready)
 
 
 @dataclass

@@ -35,7 +35,9 @@ def test_policies_list():
 
 def test_validate_reports_a_bad_spec_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(PUSH.read_text().replace("  friction: 0.6\nobjects:", "  friction: 0.6\n  legs: 4\nobjects:"))
+    bad.write_text(
+        PUSH.read_text().replace("  friction: 0.6\nobjects:", "  friction: 0.6\n  legs: 4\nobjects:")
+    )
     r = _cli("scenes", "validate", str(bad), "--no-build")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "table.legs: unknown key" in r.stderr

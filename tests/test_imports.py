@@ -15,8 +15,10 @@ def _heavy_modules_after(imports: str, heavy: tuple[str, ...]) -> list[str]:
 
 
 def test_light_imports():
-    imports = ("worldmodels, policy_eval, datagen, scenes, dreamtwin.cli, datagen.rollouts, datagen.lerobot, "
-               "datagen.video, scenes.randomization")
+    imports = (
+        "worldmodels, policy_eval, datagen, scenes, dreamtwin.cli, datagen.rollouts, datagen.lerobot, "
+        "datagen.video, scenes.randomization"
+    )
     assert _heavy_modules_after(imports, ("genesis", "open3d", "gsplat", "torch")) == []
 
 

@@ -60,7 +60,9 @@ def load_config(path: str | Path, config_cls: type[C]) -> C:
         raise CheckpointError(format_validation_error(e, config_cls, str(f))) from None
 
 
-def load_pretrained(path: str | Path, config_cls: type[C], map_location: str = "cpu") -> tuple[dict[str, torch.Tensor], C]:
+def load_pretrained(
+    path: str | Path, config_cls: type[C], map_location: str = "cpu"
+) -> tuple[dict[str, torch.Tensor], C]:
     """(state dict, config) of a checkpoint directory."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -88,4 +90,6 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
         )
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: {k} has shape {list(state[k].shape)}, the model expects {list(v.shape)}")
+            raise CheckpointError(
+                f"{source}: {k} has shape {list(state[k].shape)}, the model expects {list(v.shape)}"
+            )

@@ -39,8 +39,14 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-                tokens_per_frame: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        tokens_per_frame: int,
+    ) -> torch.Tensor:
         """x [B, N, D]; c [B, N, D] per-token conditioning; tokens [B, Fr, D]; mask [B, N, N] bool (True = attend)."""
         s1, g1, b1, s2, g2, b2 = self.ada(c).chunk(6, dim=-1)
         x = x + g1 * self.attn(_modulate(self.norm1(x), b1, s1), attention_mask=mask)
@@ -49,9 +55,22 @@ class DiTBlock(nn.Module):
 
 
 class VideoDiT(nn.Module):
-    def __init__(self, *, dim: int, depth: int, heads: int, mlp_ratio: float, patch: int, state_patch: int,
-                 latent_channels: int, latent_size: tuple[int, int], views: int, state_shape: tuple[int, int, int],
-                 cond_dim: int, max_offset: int) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        patch: int,
+        state_patch: int,
+        latent_channels: int,
+        latent_size: tuple[int, int],
+        views: int,
+        state_shape: tuple[int, int, int],
+        cond_dim: int,
+        max_offset: int,
+    ) -> None:
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
@@ -83,12 +102,20 @@ class VideoDiT(nn.Module):
     def _tokens(self, img: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """img [B, Fr, V, c, h, w], state [B, Fr, cs, hs, ws] -> [B, Fr * tokens_per_frame, D]."""
         ti = self.img_in(rearrange(img, "b f v c (hh p) (ww q) -> b f (v hh ww) (c p q)", p=self.p, q=self.p))
-        ts = self.state_in(rearrange(state, "b f c (hh p) (ww q) -> b f (hh ww) (c p q)", p=self.ps, q=self.ps))
+        ts = self.state_in(
+            rearrange(state, "b f c (hh p) (ww q) -> b f (hh ww) (c p q)", p=self.ps, q=self.ps)
+        )
         t = torch.cat([ti, ts], dim=2) + self.pos
         return t
 
-    def forward(self, img: torch.Tensor, state: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        img: torch.Tensor,
+        state: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: torch.Tensor,
+        offsets: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity of every frame (callers use the future frames').
 
         img [B, Fr, V, c, h, w] and state [B, Fr, cs, hs, ws]: clean context frames then noisy future frames;
@@ -98,7 +125,10 @@ class VideoDiT(nn.Module):
         """
         B, Fr = img.shape[:2]
         T = self.tokens_per_frame
-        x = self._tokens(img, state) + self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)[:, :, None]
+        x = (
+            self._tokens(img, state)
+            + self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)[:, :, None]
+        )
         x = x.reshape(B, Fr * T, -1)
         tokens = self.cond(cond)  # [B, Fr, D]
         temb = self.time_embed(self.time_proj(sigma.reshape(-1) * 1000).to(x.dtype)).reshape(B, Fr, -1)
@@ -109,9 +139,22 @@ class VideoDiT(nn.Module):
             x = blk(x, c, tokens, mask, T)
         s, b = self.ada_out(c).chunk(2, dim=-1)
         x = _modulate(self.norm_out(x), b, s).reshape(B, Fr, T, -1)
-        vi = rearrange(self.img_out(x[:, :, : self.n_img]), "b f (v hh ww) (c p q) -> b f v c (hh p) (ww q)",
-                       v=self.views, hh=self.hp, ww=self.wp, p=self.p, q=self.p)
+        vi = rearrange(
+            self.img_out(x[:, :, : self.n_img]),
+            "b f (v hh ww) (c p q) -> b f v c (hh p) (ww q)",
+            v=self.views,
+            hh=self.hp,
+            ww=self.wp,
+            p=self.p,
+            q=self.p,
+        )
         cs, hs, ws = self.state_shape
-        vs = rearrange(self.state_out(x[:, :, self.n_img :]), "b f (hh ww) (c p q) -> b f c (hh p) (ww q)",
-                       hh=hs // self.ps, ww=ws // self.ps, p=self.ps, q=self.ps)
+        vs = rearrange(
+            self.state_out(x[:, :, self.n_img :]),
+            "b f (hh ww) (c p q) -> b f c (hh p) (ww q)",
+            hh=hs // self.ps,
+            ww=ws // self.ps,
+            p=self.ps,
+            q=self.ps,
+        )
         return vi, vs

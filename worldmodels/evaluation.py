@@ -60,16 +60,24 @@ def object_error(predicted: np.ndarray, true: np.ndarray) -> float:
     return float(np.linalg.norm(p - t, axis=1).mean())
 
 
-def open_loop(world: VideoWorld, episodes: list[dict[str, np.ndarray]], starts: list[tuple[int, int]], horizon: int,
-              seed: int = 0, batch: int = 16) -> dict[str, Any]:
+def open_loop(
+    world: VideoWorld,
+    episodes: list[dict[str, np.ndarray]],
+    starts: list[tuple[int, int]],
+    horizon: int,
+    seed: int = 0,
+    batch: int = 16,
+) -> dict[str, Any]:
     """Roll every (episode, t0) out for `horizon` steps with the recorded actions from t0.
 
     Returns per-horizon means (index h-1): psnr, ssim, baseline_psnr, baseline_ssim, object_error_m
     (mean over objects of the position error), plus the number of windows and the time spent generating.
     """
     cams = world.cameras
-    acc: dict[str, list[list[float]]] = {k: [[] for _ in range(horizon)] for k in
-                                         ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "object_error_m")}
+    acc: dict[str, list[list[float]]] = {
+        k: [[] for _ in range(horizon)]
+        for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "object_error_m")
+    }
     stop = world.stop_on_success
     world.stop_on_success = False
     gen_s, steps = 0.0, 0
@@ -94,7 +102,9 @@ def open_loop(world: VideoWorld, episodes: list[dict[str, np.ndarray]], starts: 
                         acc["ssim"][h].append(ssim(o.images[c], tv))
                         acc["baseline_psnr"][h].append(psnr(lv, tv))
                         acc["baseline_ssim"][h].append(ssim(lv, tv))
-                    acc["object_error_m"][h].append(object_error(o.environment_state, e["env_state"][t0 + h + 1]))  # type: ignore[arg-type]
+                    acc["object_error_m"][h].append(
+                        object_error(o.environment_state, e["env_state"][t0 + h + 1])
+                    )  # type: ignore[arg-type]
     finally:
         world.stop_on_success = stop
     out: dict[str, Any] = {k: [float(np.mean(x)) for x in v] for k, v in acc.items()}
@@ -104,8 +114,9 @@ def open_loop(world: VideoWorld, episodes: list[dict[str, np.ndarray]], starts: 
     return out
 
 
-def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], seed: int = 0, batch: int = 32,
-                   context: int = 1) -> dict[str, Any]:
+def judge_episodes(
+    world: VideoWorld, episodes: list[dict[str, np.ndarray]], seed: int = 0, batch: int = 32, context: int = 1
+) -> dict[str, Any]:
     """Imagine each recorded episode from its first `context` steps with its recorded actions and judge
     success two ways: the scene predicate on the predicted object poses at any step (`predicate`), and the
     predicted value (`value`: max over steps >= 0.5). Compared with the recorded outcome. Also the mean
@@ -116,8 +127,10 @@ def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], see
     gen_s, steps = 0.0, 0
     for i in range(0, len(episodes), batch):
         part = episodes[i : i + batch]
-        world.reset_batch([Context.from_episode(e, cams, context - 1) for e in part],
-                          [seed + i + j for j in range(len(part))])
+        world.reset_batch(
+            [Context.from_episode(e, cams, context - 1) for e in part],
+            [seed + i + j for j in range(len(part))],
+        )
         t = time.perf_counter()
         results = world.step_batch([e["actions"][context - 1 : len(e["actions"]) - 1] for e in part])
         gen_s += time.perf_counter() - t
@@ -131,11 +144,16 @@ def judge_episodes(world: VideoWorld, episodes: list[dict[str, np.ndarray]], see
             drift.append(object_error(r.observations[-1].environment_state, e["env_state"][last]))  # type: ignore[arg-type]
     y, p, v = np.array(labels), np.array(pred), np.array(value)
     return {
-        "episodes": len(y), "positives": int(y.sum()),
-        "predicate_accuracy": float((p == y).mean()), "predicate_auroc": auroc(p.astype(float), y),
-        "predicate_false_positives": int((p & ~y).sum()), "predicate_false_negatives": int((~p & y).sum()),
-        "value_accuracy": float(((v >= 0.5) == y).mean()), "value_auroc": auroc(v, y),
+        "episodes": len(y),
+        "positives": int(y.sum()),
+        "predicate_accuracy": float((p == y).mean()),
+        "predicate_auroc": auroc(p.astype(float), y),
+        "predicate_false_positives": int((p & ~y).sum()),
+        "predicate_false_negatives": int((~p & y).sum()),
+        "value_accuracy": float(((v >= 0.5) == y).mean()),
+        "value_auroc": auroc(v, y),
         "combined_auroc": auroc(p.astype(float) + v, y),
         "final_object_error_m": float(np.mean(drift)),
-        "generated_steps": steps, "generation_s": gen_s,
+        "generated_steps": steps,
+        "generation_s": gen_s,
     }

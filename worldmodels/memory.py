@@ -13,8 +13,14 @@ from __future__ import annotations
 import torch
 
 
-def retrieve_memory(poses: torch.Tensor, recent: int, retrieved: int, *, query: torch.Tensor | None = None,
-                    weights: torch.Tensor | None = None) -> torch.Tensor:
+def retrieve_memory(
+    poses: torch.Tensor,
+    recent: int,
+    retrieved: int,
+    *,
+    query: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Indices (long, time-ordered) of the frames to condition on.
 
     poses: [T, P] pose of every past frame (oldest first); query: [P] the current pose (default:

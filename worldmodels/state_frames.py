@@ -24,7 +24,9 @@ class StateFrameCodec(torch.nn.Module):
         super().__init__()
         low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
         if low.shape != high.shape or low.ndim != 1:
-            raise ValueError(f"low/high must be equal-length vectors, got {list(low.shape)} and {list(high.shape)}")
+            raise ValueError(
+                f"low/high must be equal-length vectors, got {list(low.shape)} and {list(high.shape)}"
+            )
         self.dim = low.shape[0]
         self.shape = (channels, height, width)
         n = channels * height * width

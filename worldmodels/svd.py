@@ -35,7 +35,9 @@ def load_svd_unet(cfg: SVDConfig, weights: bool) -> nn.Module:
         if (path / "unet" / "config.json").exists():
             path = path / "unet"
         if not (path / "config.json").exists():
-            raise CheckpointError(f"backbone.pretrained {cfg.pretrained}: no diffusers UNet config.json there (or in unet/)")
+            raise CheckpointError(
+                f"backbone.pretrained {cfg.pretrained}: no diffusers UNet config.json there (or in unet/)"
+            )
         if weights:
             return UNet.from_pretrained(str(path), local_files_only=True)
         return UNet.from_config(UNet.load_config(str(path)))
@@ -56,8 +58,16 @@ class _FrameAdapter(nn.Module):
 
 
 class SVDDenoiser(nn.Module):
-    def __init__(self, cfg: SVDConfig, *, latent_channels: int, views: int, cond_dim: int, max_offset: int,
-                 weights: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: SVDConfig,
+        *,
+        latent_channels: int,
+        views: int,
+        cond_dim: int,
+        max_offset: int,
+        weights: bool = True,
+    ) -> None:
         super().__init__()
         self.unet = load_svd_unet(cfg, weights)
         self.views, self.c = views, latent_channels
@@ -78,7 +88,11 @@ class SVDDenoiser(nn.Module):
         self.adapters = nn.ModuleList()
         self._tokens: torch.Tensor | None = None
         for name, mod in self.unet.named_modules():
-            if name.endswith("transformer_blocks") and ".temporal_" not in name and isinstance(mod, nn.ModuleList):
+            if (
+                name.endswith("transformer_blocks")
+                and ".temporal_" not in name
+                and isinstance(mod, nn.ModuleList)
+            ):
                 for blk in mod:
                     adapter = _FrameAdapter(dim, blk.norm1.normalized_shape[0], cfg.adapter_heads)
                     self.adapters.append(adapter)
@@ -92,8 +106,14 @@ class SVDDenoiser(nn.Module):
 
         return hook
 
-    def unet_forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                     added_time_ids: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    def unet_forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        tokens: torch.Tensor | None,
+    ) -> torch.Tensor:
         """The UNet on sample [B, F, 2c, H, W] with per-frame tokens [B, F, D] fed to the adapters."""
         self._tokens = None if tokens is None else tokens.reshape(-1, tokens.shape[-1])
         try:
@@ -101,17 +121,30 @@ class SVDDenoiser(nn.Module):
         finally:
             self._tokens = None
 
-    def forward(self, img: torch.Tensor, state: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        img: torch.Tensor,
+        state: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: torch.Tensor,
+        offsets: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same contract as `VideoDiT.forward`; state frames are [B, Fr, c, V*h, w]."""
         B, Fr = img.shape[:2]
         x = torch.cat([rearrange(img, "b f v c h w -> b f c (v h) w"), state], dim=1)  # [B, 2Fr, c, Vh, w]
         # SVD's image conditioning: the first (oldest) context frame beside every frame
         first = rearrange(img[:, :1], "b f v c h w -> b f c (v h) w").expand_as(x)
-        tok = self.cond(cond) + self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)
+        tok = self.cond(cond) + self.offset(
+            offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset
+        )
         tokens = torch.cat([tok, tok], dim=1)  # a step's image and state frames share its token
         t = sigma.amax(dim=1) * 1000
-        out = self.unet_forward(torch.cat([x, first], dim=2), t, self.context.expand(B, -1, -1),
-                                self.added_time_ids.expand(B, -1), tokens)
+        out = self.unet_forward(
+            torch.cat([x, first], dim=2),
+            t,
+            self.context.expand(B, -1, -1),
+            self.added_time_ids.expand(B, -1),
+            tokens,
+        )
         vi = rearrange(out[:, :Fr], "b f c (v h) w -> b f v c h w", v=self.views)
         return vi, out[:, Fr:]

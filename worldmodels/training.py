@@ -69,11 +69,17 @@ class EpisodeStore:
         self.actions = [torch.from_numpy(e["actions"]) for e in episodes]
         self.state = [torch.from_numpy(e["state"]) for e in episodes]
         self.vectors = [
-            torch.from_numpy(np.concatenate([e["state"], e["env_state"], value_targets(e["success"], cfg.value_discount)[:, None]], 1))
+            torch.from_numpy(
+                np.concatenate(
+                    [e["state"], e["env_state"], value_targets(e["success"], cfg.value_discount)[:, None]], 1
+                )
+            )
             for e in episodes
         ]
         # object positions [T, objects, 3] (env_state = 7 values per object: position, quaternion)
-        self.positions = [torch.from_numpy(e["env_state"]).reshape(len(e["env_state"]), -1, 7)[..., :3] for e in episodes]
+        self.positions = [
+            torch.from_numpy(e["env_state"]).reshape(len(e["env_state"]), -1, 7)[..., :3] for e in episodes
+        ]
         self.latents: list[torch.Tensor] | None = None
         self.cfg = cfg
 
@@ -114,7 +120,9 @@ class EpisodeStore:
             poses.append(self.state[k][idx])
             offs.append(steps - t)
         st = torch.stack
-        return Window(st(ctx_img), st(ctx_vec), st(acts), st(has), st(poses), st(offs), st(fut_img), st(fut_vec))
+        return Window(
+            st(ctx_img), st(ctx_vec), st(acts), st(has), st(poses), st(offs), st(fut_img), st(fut_vec)
+        )
 
 
 def step_generator(seed: int, stage: str, step: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -161,15 +169,26 @@ def _lightning_module_class() -> type:
     class WorldModelTraining(L.LightningModule):
         """One stage of training: `vae` (reconstruction + KL on frames) or `dynamics` (flow matching)."""
 
-        def __init__(self, model: VideoWorldModel, store: EpisodeStore, stage: str, train_eps: list[int],
-                     total: int, start: int) -> None:
+        def __init__(
+            self,
+            model: VideoWorldModel,
+            store: EpisodeStore,
+            stage: str,
+            train_eps: list[int],
+            total: int,
+            start: int,
+        ) -> None:
             super().__init__()
             self.model, self.store, self.stage = model, store, stage
             self.cfg = model.cfg
             self.train_eps, self.total, self.step_no = train_eps, total, start
             self.windows = store.starts(train_eps) if stage == "dynamics" else []
             t = self.cfg.train
-            self.moving = store.moving(self.windows, t.motion_threshold) if self.windows and t.motion_fraction > 0 else []
+            self.moving = (
+                store.moving(self.windows, t.motion_threshold)
+                if self.windows and t.motion_fraction > 0
+                else []
+            )
             self.sizes = [len(store.frames[k]) for k in train_eps]
             self.on_step: Callable[[int, dict[str, float]], None] | None = None
             self.restore: Path | None = None
@@ -180,7 +199,11 @@ def _lightning_module_class() -> type:
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             base = self.cfg.vae.lr if self.stage == "vae" else self.cfg.train.lr
-            opt = torch.optim.AdamW(self.params(), lr=base, weight_decay=self.cfg.train.weight_decay if self.stage == "dynamics" else 0.0)
+            opt = torch.optim.AdamW(
+                self.params(),
+                lr=base,
+                weight_decay=self.cfg.train.weight_decay if self.stage == "dynamics" else 0.0,
+            )
             if self.restore is not None:
                 load_optimizer(opt, self.restore)
             return opt
@@ -244,7 +267,12 @@ class _Steps(torch.utils.data.Dataset):
 
 
 def _to(win: Window, device: torch.device) -> Window:
-    return Window(*(getattr(win, f).to(device) if getattr(win, f) is not None else None for f in Window.__dataclass_fields__))
+    return Window(
+        *(
+            getattr(win, f).to(device) if getattr(win, f) is not None else None
+            for f in Window.__dataclass_fields__
+        )
+    )
 
 
 def detail_weights(x: torch.Tensor, weight: float, kernel: int) -> torch.Tensor:
@@ -274,16 +302,23 @@ def vae_loss(model: VideoWorldModel, x: torch.Tensor, gen: torch.Generator) -> d
 
 
 # ---------------------------------------------------------------------- the job
-def resolve_config(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any]) -> VideoWorldModelConfig:
+def resolve_config(
+    cfg: VideoWorldModelConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any]
+) -> VideoWorldModelConfig:
     e = episodes[0]
     scene = meta.get("scene")
     max_steps = max(len(x["actions"]) for x in episodes)
     if scene is not None:
         max_steps = max(max_steps, int(scene["task"]["max_steps"]) + 1)
     update = {
-        "cameras": list(meta["cameras"]), "image_size": tuple(meta["image_size"]), "action_dim": e["actions"].shape[1],
-        "state_dim": e["state"].shape[1], "env_dim": e["env_state"].shape[1], "max_steps": max_steps,
-        "fps": float(meta["fps"]), "scene": scene,
+        "cameras": list(meta["cameras"]),
+        "image_size": tuple(meta["image_size"]),
+        "action_dim": e["actions"].shape[1],
+        "state_dim": e["state"].shape[1],
+        "env_dim": e["env_state"].shape[1],
+        "max_steps": max_steps,
+        "fps": float(meta["fps"]),
+        "scene": scene,
     }
     try:  # validated again: some fields are checked against the dataset's sizes (image size, action dims)
         return VideoWorldModelConfig.model_validate({**cfg.model_dump(), **update})
@@ -308,7 +343,9 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
     lo[model.cfg.value_index], hi[model.cfg.value_index] = 0.0, 1.0
     acts = torch.cat([store.actions[k] for k in train_eps]).abs().amax(0)
     d_lo = d_hi = None
-    if model.cfg.state_frame.residual:  # range of vec[t + f] - vec[t] over f = 1..F (the value stays absolute)
+    if (
+        model.cfg.state_frame.residual
+    ):  # range of vec[t + f] - vec[t] over f = 1..F (the value stays absolute)
         vi = model.cfg.value_index
         deltas = []
         for k in train_eps:
@@ -336,7 +373,9 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
     model.set_statistics(raw.mean((0, 2, 3)), latent_std, lo, hi, acts, d_lo, d_hi, dz_std)
 
 
-def _save_state(model: VideoWorldModel, opt: torch.optim.Optimizer | None, out: Path, stage: str, step: int) -> None:
+def _save_state(
+    model: VideoWorldModel, opt: torch.optim.Optimizer | None, out: Path, stage: str, step: int
+) -> None:
     tmp = out / f".state.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -360,7 +399,11 @@ def _log(out: Path, record: dict[str, Any]) -> None:
 @torch.no_grad()
 def vae_psnr(model: VideoWorldModel, store: EpisodeStore, eps: list[int], n: int = 256) -> float:
     """Mean reconstruction PSNR (dB) of up to n held-out frames."""
-    frames = torch.cat([store.frames[k].flatten(0, 1) for k in eps])[:n] if eps else store.frames[0].flatten(0, 1)[:n]
+    frames = (
+        torch.cat([store.frames[k].flatten(0, 1) for k in eps])[:n]
+        if eps
+        else store.frames[0].flatten(0, 1)[:n]
+    )
     model.eval()
     rec = model.decode_latents(model.encode_frames(frames))
     mse = ((rec.float() - frames.float()) ** 2).mean((1, 2, 3)).clamp_min(1e-3)
@@ -368,7 +411,9 @@ def vae_psnr(model: VideoWorldModel, store: EpisodeStore, eps: list[int], n: int
 
 
 @torch.no_grad()
-def validation_loss(model: VideoWorldModel, store: EpisodeStore, eps: list[int], n: int = 32, seed: int = 12345) -> float:
+def validation_loss(
+    model: VideoWorldModel, store: EpisodeStore, eps: list[int], n: int = 32, seed: int = 12345
+) -> float:
     starts = store.starts(eps)
     if not starts:
         return float("nan")
@@ -378,12 +423,22 @@ def validation_loss(model: VideoWorldModel, store: EpisodeStore, eps: list[int],
     dev = model.latent_mean.device
     total = 0.0
     for i in range(0, n, 8):
-        total += float(model.loss(_to(store.window(picks[i : i + 8]), dev), g)["loss"]) * len(picks[i : i + 8])
+        total += float(model.loss(_to(store.window(picks[i : i + 8]), dev), g)["loss"]) * len(
+            picks[i : i + 8]
+        )
     return total / n
 
 
-def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any], out: str | Path,
-                     *, max_minutes: float | None = None, resume: bool = False, progress: bool = True) -> Path | None:
+def train_worldmodel(
+    cfg: VideoWorldModelConfig,
+    episodes: list[dict[str, np.ndarray]],
+    meta: dict[str, Any],
+    out: str | Path,
+    *,
+    max_minutes: float | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path | None:
     """Train (or resume) and return the finished model's directory, or None when the time limit
     stopped the run first (rerun with `--resume` to continue)."""
     import lightning as L
@@ -392,7 +447,9 @@ def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.nda
     out = Path(out)
     state_dir = out / "state"
     if out.exists() and any(out.iterdir()) and not resume:
-        raise TrainingError(f"{out}: not empty; pass --resume to continue the run there, or choose a new --out")
+        raise TrainingError(
+            f"{out}: not empty; pass --resume to continue the run there, or choose a new --out"
+        )
     if resume and not (out / "config.json").exists():
         raise TrainingError(f"{out}: nothing to resume (no config.json)")
     out.mkdir(parents=True, exist_ok=True)
@@ -420,7 +477,7 @@ def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.nda
     Module = _lightning_module_class()
     deadline = None if max_minutes is None else t0 + 60 * max_minutes
 
-    for st_name in STAGES[STAGES.index(stage):]:
+    for st_name in STAGES[STAGES.index(stage) :]:
         if st_name == "vae" and cfg.vae.pretrained:
             total = 0
         else:
@@ -436,15 +493,25 @@ def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.nda
             model.vae.requires_grad_(False)
         module = Module(model, store, st_name, train_eps, total, start)
         if st_name == "dynamics" and start == 0:
-            _log(out, {"stage": st_name, "windows": len(module.windows), "moving_windows": len(module.moving)})
+            _log(
+                out, {"stage": st_name, "windows": len(module.windows), "moving_windows": len(module.moving)}
+            )
         if resume and st_name == stage and start > 0 and (state_dir / "optimizer.safetensors").exists():
             module.restore = state_dir
         stopped = {"time": False}
 
-        def on_step(s: int, losses: dict[str, float], st_name: str = st_name, module: Any = module,
-                    total: int = total, stopped: dict[str, bool] = stopped) -> None:
+        def on_step(
+            s: int,
+            losses: dict[str, float],
+            st_name: str = st_name,
+            module: Any = module,
+            total: int = total,
+            stopped: dict[str, bool] = stopped,
+        ) -> None:
             if s % LOG_EVERY == 0 or s == total:
-                _log(out, {"stage": st_name, "step": s, **losses, "elapsed_s": round(time.monotonic() - t0, 1)})
+                _log(
+                    out, {"stage": st_name, "step": s, **losses, "elapsed_s": round(time.monotonic() - t0, 1)}
+                )
             if st_name == "dynamics" and (s % cfg.train.val_every == 0 or s == total):
                 model.eval()
                 _log(out, {"stage": st_name, "step": s, "val_loss": validation_loss(model, store, val_eps)})
@@ -459,9 +526,16 @@ def train_worldmodel(cfg: VideoWorldModelConfig, episodes: list[dict[str, np.nda
         module.on_step = on_step
         if total > start:
             trainer = L.Trainer(
-                max_steps=total - start, max_epochs=1, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-                strategy=cfg.train.strategy, gradient_clip_val=cfg.train.grad_clip, logger=False,
-                enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                max_steps=total - start,
+                max_epochs=1,
+                accelerator=cfg.train.accelerator,
+                devices=cfg.train.devices,
+                strategy=cfg.train.strategy,
+                gradient_clip_val=cfg.train.grad_clip,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=progress,
+                enable_model_summary=False,
                 num_sanity_val_steps=0,
             )
             model.train()

@@ -21,7 +21,9 @@ VIDEO_CONFIG_VERSION = 1
 class VAEConfig(Strict):
     """diffusers `AutoencoderKL`: a tiny one trained on the dataset's frames, or a pretrained local one."""
 
-    pretrained: str | None = Field(None, description="local diffusers AutoencoderKL directory; skips VAE training")
+    pretrained: str | None = Field(
+        None, description="local diffusers AutoencoderKL directory; skips VAE training"
+    )
     block_out_channels: tuple[int, ...] = Field((32, 64, 64), description="downsampling = 2**(len - 1)")
     layers_per_block: int = Field(1, ge=1)
     latent_channels: int = Field(4, ge=1)
@@ -30,10 +32,15 @@ class VAEConfig(Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
-    detail_weight: float = Field(0.0, ge=0, description=(
-        "reconstruction weight of fine detail: a pixel's loss is weighted 1 + detail_weight * |x - local mean of x| "
-        "(summed over channels, window detail_kernel), so that small objects a few pixels wide (a cube the "
-        "policies must find) are not averaged away with the background"))
+    detail_weight: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "reconstruction weight of fine detail: a pixel's loss is weighted 1 + detail_weight * |x - local mean of x| "
+            "(summed over channels, window detail_kernel), so that small objects a few pixels wide (a cube the "
+            "policies must find) are not averaged away with the background"
+        ),
+    )
     detail_kernel: int = Field(7, ge=3, description="odd window size of the local mean")
 
 
@@ -55,7 +62,9 @@ class SVDConfig(Strict):
     directory or built from `unet` kwargs, with zero-initialised per-frame action adapters."""
 
     type: Literal["svd_unet"] = "svd_unet"
-    pretrained: str | None = Field(None, description="local diffusers directory of the UNet (e.g. SVD's unet/)")
+    pretrained: str | None = Field(
+        None, description="local diffusers directory of the UNet (e.g. SVD's unet/)"
+    )
     unet: dict[str, Any] = Field(default_factory=dict, description="constructor kwargs when not pretrained")
     adapter_heads: int = Field(1, ge=1)
 
@@ -79,10 +88,14 @@ class StateFrameConfig(Strict):
     height: int = Field(4, ge=1)
     width: int = Field(4, ge=1)
     loss_weight: float = Field(1.0, ge=0)
-    residual: bool = Field(False, description=(
-        "future state frames carry the change from the last context step (normalised by the dataset's range "
-        "of such changes) instead of the absolute vector: a still object is a zero frame, and the sampler's "
-        "error scales with how far things move rather than with the workspace"))
+    residual: bool = Field(
+        False,
+        description=(
+            "future state frames carry the change from the last context step (normalised by the dataset's range "
+            "of such changes) instead of the absolute vector: a still object is a zero frame, and the sampler's "
+            "error scales with how far things move rather than with the workspace"
+        ),
+    )
 
 
 class SamplerConfig(Strict):
@@ -92,17 +105,33 @@ class SamplerConfig(Strict):
     shift: float = Field(1.0, gt=0)
     guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale on the actions (1 = off)")
     samples: int = Field(2, ge=1, description="samples per step; their disagreement is the uncertainty")
-    frames: Literal["first", "mean"] = Field("first", description=(
-        "which frame continues an imagined episode: the first sample's, or the mean of the samples' latents "
-        "(a lower-variance estimate; blurrier where the samples disagree)"))
-    temperature: float = Field(1.0, ge=0, le=1, description=(
-        "scale of the first sample's initial noise (the sample that continues an episode with frames: first): "
-        "0 starts the flow ODE at the centre of the noise distribution, which gives the sharpest single "
-        "estimate of the next frame; the other samples keep temperature 1, so their disagreement is still "
-        "the uncertainty"))
-    context_noise: float = Field(0.0, ge=0, lt=1, description=(
-        "noise level given to the context latents when generating (the model's own earlier frames are "
-        "imperfect; a model trained with train.context_noise > 0 expects some)"))
+    frames: Literal["first", "mean"] = Field(
+        "first",
+        description=(
+            "which frame continues an imagined episode: the first sample's, or the mean of the samples' latents "
+            "(a lower-variance estimate; blurrier where the samples disagree)"
+        ),
+    )
+    temperature: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "scale of the first sample's initial noise (the sample that continues an episode with frames: first): "
+            "0 starts the flow ODE at the centre of the noise distribution, which gives the sharpest single "
+            "estimate of the next frame; the other samples keep temperature 1, so their disagreement is still "
+            "the uncertainty"
+        ),
+    )
+    context_noise: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "noise level given to the context latents when generating (the model's own earlier frames are "
+            "imperfect; a model trained with train.context_noise > 0 expects some)"
+        ),
+    )
 
 
 class ActionIntegrationConfig(Strict):
@@ -113,11 +142,18 @@ class ActionIntegrationConfig(Strict):
     instead of having to add the actions up through attention, an addition whose small per-step
     errors pile up over an autoregressive rollout."""
 
-    dims: list[int] = Field(default_factory=list, description=(
-        "action entries that are end-effector displacements (e.g. [0, 1, 2]); empty: off"))
-    max_norm: float | None = Field(None, gt=0, description=(
-        "the controller's largest displacement per step (the scene's control.max_delta): a longer delta over "
-        "`dims` is scaled down to it before summing, as the controller does"))
+    dims: list[int] = Field(
+        default_factory=list,
+        description=("action entries that are end-effector displacements (e.g. [0, 1, 2]); empty: off"),
+    )
+    max_norm: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "the controller's largest displacement per step (the scene's control.max_delta): a longer delta over "
+            "`dims` is scaled down to it before summing, as the controller does"
+        ),
+    )
 
 
 class TrainConfig(Strict):
@@ -128,16 +164,33 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     cond_drop: float = Field(0.05, ge=0, le=1, description="probability of dropping the actions (for CFG)")
-    context_noise: float = Field(0.0, ge=0, lt=1, description=(
-        "context-noise augmentation: each window's context latents are noised to a level drawn uniformly "
-        "from [0, context_noise] and the level is given to the denoiser, so that autoregressive rollouts "
-        "do not drift on their own imperfect frames"))
-    motion_fraction: float = Field(0.0, ge=0, le=1, description=(
-        "share of each dynamics batch drawn from windows in which an object moves (contact windows); the rest is "
-        "drawn from all windows. Raising it above the dataset's own share (41% in push_cube_small) counters a "
-        "model's pull towards 'the object stays put', under which imagined pushes fall short"))
-    motion_threshold: float = Field(0.005, gt=0, description=(
-        "an object moves in a window when its position changes by more than this (metres) over the future steps"))
+    context_noise: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "context-noise augmentation: each window's context latents are noised to a level drawn uniformly "
+            "from [0, context_noise] and the level is given to the denoiser, so that autoregressive rollouts "
+            "do not drift on their own imperfect frames"
+        ),
+    )
+    motion_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "share of each dynamics batch drawn from windows in which an object moves (contact windows); the rest is "
+            "drawn from all windows. Raising it above the dataset's own share (41% in push_cube_small) counters a "
+            "model's pull towards 'the object stays put', under which imagined pushes fall short"
+        ),
+    )
+    motion_threshold: float = Field(
+        0.005,
+        gt=0,
+        description=(
+            "an object moves in a window when its position changes by more than this (metres) over the future steps"
+        ),
+    )
     holdout_episodes: int = Field(30, ge=0, description="the last N episodes are held out for validation")
     val_every: int = Field(250, ge=1)
     checkpoint_every: int = Field(250, ge=1)
@@ -154,10 +207,14 @@ class VideoWorldModelConfig(Strict):
     version: Literal[1] = VIDEO_CONFIG_VERSION
     future: int = Field(4, ge=1, description="frames generated per forward pass")
     value_discount: float = Field(0.9, gt=0, le=1, description="value target = discount ** steps-to-success")
-    residual_latents: bool = Field(False, description=(
-        "future image latents are generated as the change from the last context step's latent (scaled by the "
-        "dataset's per-channel std of such changes): what does not move is a zero target, so the static "
-        "scene is carried over exactly instead of being re-generated every step"))
+    residual_latents: bool = Field(
+        False,
+        description=(
+            "future image latents are generated as the change from the last context step's latent (scaled by the "
+            "dataset's per-channel std of such changes): what does not move is a zero target, so the static "
+            "scene is carried over exactly instead of being re-generated every step"
+        ),
+    )
     action_integration: ActionIntegrationConfig = ActionIntegrationConfig()
     vae: VAEConfig = VAEConfig()
     backbone: Backbone = DiTConfig()
@@ -184,21 +241,29 @@ class VideoWorldModelConfig(Strict):
             raise ValueError(f"image_size {h}x{w} is not divisible by the VAE's downsampling {down}")
         bad = [d for d in self.action_integration.dims if not 0 <= d < self.action_dim]
         if bad or len(set(self.action_integration.dims)) != len(self.action_integration.dims):
-            raise ValueError(f"action_integration.dims {self.action_integration.dims}: each must be a distinct "
-                             f"action index in [0, {self.action_dim})")
+            raise ValueError(
+                f"action_integration.dims {self.action_integration.dims}: each must be a distinct "
+                f"action index in [0, {self.action_dim})"
+            )
         if isinstance(self.backbone, DiTConfig):
             p = self.backbone.patch
             if (h // down) % p or (w // down) % p:
                 raise ValueError(f"latent {h // down}x{w // down} is not divisible by backbone.patch {p}")
             sp = self.backbone.state_patch
             if self.state_frame.height % sp or self.state_frame.width % sp:
-                raise ValueError(f"state_frame {self.state_frame.height}x{self.state_frame.width} is not divisible by backbone.state_patch {sp}")
+                raise ValueError(
+                    f"state_frame {self.state_frame.height}x{self.state_frame.width} is not divisible by backbone.state_patch {sp}"
+                )
             if self.backbone.dim % self.backbone.heads:
-                raise ValueError(f"backbone.dim {self.backbone.dim} is not divisible by backbone.heads {self.backbone.heads}")
+                raise ValueError(
+                    f"backbone.dim {self.backbone.dim} is not divisible by backbone.heads {self.backbone.heads}"
+                )
         elif self.train.context_noise or self.sampler.context_noise:
             # the SVD UNet takes one noise level per clip, so it cannot be told how noisy the context is
-            raise ValueError("train.context_noise / sampler.context_noise need the video_dit backbone "
-                             "(the SVD UNet has one noise level per clip)")
+            raise ValueError(
+                "train.context_noise / sampler.context_noise need the video_dit backbone "
+                "(the SVD UNet has one noise level per clip)"
+            )
         return self
 
     @property

@@ -38,16 +38,23 @@ def build_vae(cfg: VideoWorldModelConfig, weights: bool = True) -> nn.Module:
     if v.pretrained:
         path = Path(v.pretrained)
         if not (path / "config.json").exists():
-            raise CheckpointError(f"vae.pretrained {path}: not a diffusers AutoencoderKL directory (no config.json)")
+            raise CheckpointError(
+                f"vae.pretrained {path}: not a diffusers AutoencoderKL directory (no config.json)"
+            )
         if weights:
             return AutoencoderKL.from_pretrained(str(path), local_files_only=True)
         return AutoencoderKL.from_config(AutoencoderKL.load_config(str(path)))
     n = len(v.block_out_channels)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=v.latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=v.block_out_channels, layers_per_block=v.layers_per_block,
-        norm_num_groups=v.norm_num_groups, sample_size=cfg.image_size[0],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=v.latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=v.block_out_channels,
+        layers_per_block=v.layers_per_block,
+        norm_num_groups=v.norm_num_groups,
+        sample_size=cfg.image_size[0],
     )
 
 
@@ -97,14 +104,21 @@ class VideoWorldModel(nn.Module):
         if cfg.residual_latents:  # per-channel std of a latent's change over 1..future steps
             self.register_buffer("delta_latent_std", torch.ones(c))
         if isinstance(cfg.backbone, SVDConfig):
-            state_shape = (c, self.views * h, w)  # state frames ride along the frame axis at the latent's size
+            state_shape = (
+                c,
+                self.views * h,
+                w,
+            )  # state frames ride along the frame axis at the latent's size
         else:
             s = cfg.state_frame
             state_shape = (s.channels, s.height, s.width)
         self.codec = StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
         # residual state frames: the future's change from the last context step has its own range
-        self.delta_codec = (StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
-                            if cfg.state_frame.residual else None)
+        self.delta_codec = (
+            StateFrameCodec(torch.zeros(cfg.vector_dim), torch.ones(cfg.vector_dim), *state_shape)
+            if cfg.state_frame.residual
+            else None
+        )
         # action, has-action, pose tag, is-context, commanded displacement since the present
         cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1 + len(cfg.action_integration.dims)
         if isinstance(cfg.backbone, DiTConfig):
@@ -112,20 +126,43 @@ class VideoWorldModel(nn.Module):
 
             b = cfg.backbone
             self.denoiser: nn.Module = VideoDiT(
-                dim=b.dim, depth=b.depth, heads=b.heads, mlp_ratio=b.mlp_ratio, patch=b.patch, state_patch=b.state_patch,
-                latent_channels=c, latent_size=(h, w), views=self.views, state_shape=state_shape, cond_dim=cond_dim,
+                dim=b.dim,
+                depth=b.depth,
+                heads=b.heads,
+                mlp_ratio=b.mlp_ratio,
+                patch=b.patch,
+                state_patch=b.state_patch,
+                latent_channels=c,
+                latent_size=(h, w),
+                views=self.views,
+                state_shape=state_shape,
+                cond_dim=cond_dim,
                 max_offset=cfg.max_steps + cfg.future,
             )
         else:
             from worldmodels.svd import SVDDenoiser
 
-            self.denoiser = SVDDenoiser(cfg.backbone, latent_channels=c, views=self.views, cond_dim=cond_dim,
-                                        max_offset=cfg.max_steps + cfg.future, weights=weights)
+            self.denoiser = SVDDenoiser(
+                cfg.backbone,
+                latent_channels=c,
+                views=self.views,
+                cond_dim=cond_dim,
+                max_offset=cfg.max_steps + cfg.future,
+                weights=weights,
+            )
 
     # ------------------------------------------------------------------ normalisation
-    def set_statistics(self, latent_mean: torch.Tensor, latent_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
-                       action_scale: torch.Tensor, delta_low: torch.Tensor | None = None,
-                       delta_high: torch.Tensor | None = None, delta_latent_std: torch.Tensor | None = None) -> None:
+    def set_statistics(
+        self,
+        latent_mean: torch.Tensor,
+        latent_std: torch.Tensor,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        action_scale: torch.Tensor,
+        delta_low: torch.Tensor | None = None,
+        delta_high: torch.Tensor | None = None,
+        delta_latent_std: torch.Tensor | None = None,
+    ) -> None:
         """Dataset statistics kept as buffers (saved with the weights): per-channel latent mean/std,
         the state-frame vector's range, the range of its change over the future (residual state
         frames only), the per-channel std of the normalised latents' change over the future
@@ -155,7 +192,9 @@ class VideoWorldModel(nn.Module):
         """uint8 [..., 3, H, W] -> normalised latents [..., c, h, w] (posterior means)."""
         H, W = self.cfg.image_size
         if tuple(frames.shape[-3:]) != (3, H, W):
-            raise ValueError(f"frames must be [..., 3, {H}, {W}] (the model's image size), got {list(frames.shape)}")
+            raise ValueError(
+                f"frames must be [..., 3, {H}, {W}] (the model's image size), got {list(frames.shape)}"
+            )
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, 3, H, W)
         out = []
@@ -188,7 +227,9 @@ class VideoWorldModel(nn.Module):
             a, has = a * keep[..., None], has * keep
         d = self.cfg.state_dim
         poses = torch.zeros(B, n, d, device=a.device)
-        poses[:, :K] = (win.poses - self.codec.low[:d]) / self.codec.span[:d] * 2 - 1  # the codec's normalisation
+        poses[:, :K] = (win.poses - self.codec.low[:d]) / self.codec.span[
+            :d
+        ] * 2 - 1  # the codec's normalisation
         is_ctx = torch.zeros(B, n, 1, device=a.device)
         is_ctx[:, :K] = 1
         feats = [a, has[..., None], poses, is_ctx]
@@ -253,8 +294,15 @@ class VideoWorldModel(nn.Module):
         s = level.view(-1, 1, 1, 1, 1, 1).to(win.ctx_img.dtype)
         return replace(win, ctx_img=(1 - s) * win.ctx_img + s * eps)
 
-    def velocity(self, win: Window, x_img: torch.Tensor, x_state: torch.Tensor, sigma: torch.Tensor,
-                 drop: torch.Tensor | None = None, ctx_sigma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def velocity(
+        self,
+        win: Window,
+        x_img: torch.Tensor,
+        x_state: torch.Tensor,
+        sigma: torch.Tensor,
+        drop: torch.Tensor | None = None,
+        ctx_sigma: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity of the future steps given noisy x_img [B, F, V, c, h, w], x_state [B, F, cs, hs, ws], sigma [B];
         `ctx_sigma` [B]: the noise level of the context latents (default 0, clean)."""
         B, K = win.ctx_img.shape[:2]
@@ -284,24 +332,42 @@ class VideoWorldModel(nn.Module):
         e_state = draw(torch.randn, x0_state.shape)
         drop = draw(torch.rand, (B,)) < self.cfg.train.cond_drop
         ctx_sigma = None
-        if self.cfg.train.context_noise > 0:  # drawn after the other noise: context_noise = 0 keeps the old stream
+        if (
+            self.cfg.train.context_noise > 0
+        ):  # drawn after the other noise: context_noise = 0 keeps the old stream
             ctx_sigma = draw(torch.rand, (B,)) * self.cfg.train.context_noise
             win = self.noise_context(win, ctx_sigma, draw(torch.randn, win.ctx_img.shape))
         s_i = sigma.view(B, 1, 1, 1, 1, 1)
         s_s = sigma.view(B, 1, 1, 1, 1)
-        vi, vs = self.velocity(win, (1 - s_i) * x0_img + s_i * e_img, (1 - s_s) * x0_state + s_s * e_state, sigma, drop,
-                               ctx_sigma)
+        vi, vs = self.velocity(
+            win,
+            (1 - s_i) * x0_img + s_i * e_img,
+            (1 - s_s) * x0_state + s_s * e_state,
+            sigma,
+            drop,
+            ctx_sigma,
+        )
         l_img = ((vi - (e_img - x0_img)) ** 2).mean()
         l_state = ((vs - (e_state - x0_state)) ** 2).mean()
-        return {"loss": l_img + self.cfg.state_frame.loss_weight * l_state, "image": l_img.detach(), "state": l_state.detach()}
+        return {
+            "loss": l_img + self.cfg.state_frame.loss_weight * l_state,
+            "image": l_img.detach(),
+            "state": l_state.detach(),
+        }
 
     def state_shape(self) -> tuple[int, int, int]:
         return self.codec.shape
 
     @torch.no_grad()
-    def sample(self, win: Window, noise_img: torch.Tensor, noise_state: torch.Tensor, steps: int | None = None,
-               guidance: float | None = None, ctx_noise: tuple[float, torch.Tensor] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self,
+        win: Window,
+        noise_img: torch.Tensor,
+        noise_state: torch.Tensor,
+        steps: int | None = None,
+        guidance: float | None = None,
+        ctx_noise: tuple[float, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate the future: noise_img [B, F, V, c, h, w], noise_state [B, F, cs, hs, ws] ->
         (latents [B, F, V, c, h, w], vectors [B, F, D]) with a flow-matching Euler sampler.
         `ctx_noise` = (level, eps [B, K, V, c, h, w]) noises the context latents to `level` first."""
@@ -323,12 +389,30 @@ class VideoWorldModel(nn.Module):
             if g == 1.0:
                 vi, vs = self.velocity(win, x_img, x_state, sigma, ctx_sigma=ctx_sigma)
             else:
-                both = Window(*(torch.cat([x, x]) if isinstance(x, torch.Tensor) else x for x in
-                                (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
-                drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x_img.device)
-                vi2, vs2 = self.velocity(both, torch.cat([x_img, x_img]), torch.cat([x_state, x_state]),
-                                         torch.cat([sigma, sigma]), drop,
-                                         None if ctx_sigma is None else torch.cat([ctx_sigma, ctx_sigma]))
+                both = Window(
+                    *(
+                        torch.cat([x, x]) if isinstance(x, torch.Tensor) else x
+                        for x in (
+                            win.ctx_img,
+                            win.ctx_vec,
+                            win.actions,
+                            win.has_action,
+                            win.poses,
+                            win.offsets,
+                        )
+                    )
+                )
+                drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(
+                    x_img.device
+                )
+                vi2, vs2 = self.velocity(
+                    both,
+                    torch.cat([x_img, x_img]),
+                    torch.cat([x_state, x_state]),
+                    torch.cat([sigma, sigma]),
+                    drop,
+                    None if ctx_sigma is None else torch.cat([ctx_sigma, ctx_sigma]),
+                )
                 vi = vi2[B:] + g * (vi2[:B] - vi2[B:])
                 vs = vs2[B:] + g * (vs2[:B] - vs2[B:])
             dt = sched.sigmas[i + 1] - sched.sigmas[i]

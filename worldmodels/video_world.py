@@ -58,7 +58,9 @@ class Context:
         if not observations:
             raise ContextError("context needs at least one observation")
         if any(o.environment_state is None for o in observations):
-            raise ContextError("context observations need environment_state (object poses) for the state frames")
+            raise ContextError(
+                "context observations need environment_state (object poses) for the state frames"
+            )
         cams = list(observations[0].images)
         return cls(
             frames={c: np.stack([o.images[c] for o in observations]) for c in cams},
@@ -73,7 +75,8 @@ class Context:
         f = episode["frames"][: upto + 1]
         return cls(
             frames={c: np.ascontiguousarray(f[:, v].transpose(0, 2, 3, 1)) for v, c in enumerate(cameras)},
-            state=episode["state"][: upto + 1], env_state=episode["env_state"][: upto + 1],
+            state=episode["state"][: upto + 1],
+            env_state=episode["env_state"][: upto + 1],
             actions=episode["actions"][:upto],
         )
 
@@ -93,9 +96,18 @@ class _Episode:
 class VideoWorld:
     """The `World` protocol over a `VideoWorldModel`, with a batched API beside it."""
 
-    def __init__(self, model: VideoWorldModel, *, samples: int | None = None, steps: int | None = None,
-                 guidance: float | None = None, context_noise: float | None = None, frames: str | None = None,
-                 temperature: float | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: VideoWorldModel,
+        *,
+        samples: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        context_noise: float | None = None,
+        frames: str | None = None,
+        temperature: float | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.model = model.to(device).eval()
         self.cfg = model.cfg
         self.device = torch.device(device)
@@ -135,22 +147,32 @@ class VideoWorld:
         for c in self.cameras:
             f = ctx.frames[c]
             if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
-                raise ContextError(f"context frames[{c!r}] must be uint8 [T, H, W, 3], got {f.dtype} {list(f.shape)}")
+                raise ContextError(
+                    f"context frames[{c!r}] must be uint8 [T, H, W, 3], got {f.dtype} {list(f.shape)}"
+                )
             if f.shape[1:3] != (H, W):
-                raise ContextError(f"context frames[{c!r}] are {f.shape[1]}x{f.shape[2]}; the model was trained on {H}x{W} images")
+                raise ContextError(
+                    f"context frames[{c!r}] are {f.shape[1]}x{f.shape[2]}; the model was trained on {H}x{W} images"
+                )
             if len(f) != T:
                 raise ContextError(f"context frames[{c!r}] has {len(f)} steps, state has {T}")
         if ctx.state.shape[1:] != (self.cfg.state_dim,) or ctx.env_state.shape != (T, self.cfg.env_dim):
-            raise ContextError(f"context state must be [T, {self.cfg.state_dim}] and env_state [T, {self.cfg.env_dim}], "
-                               f"got {list(ctx.state.shape)} and {list(ctx.env_state.shape)}")
+            raise ContextError(
+                f"context state must be [T, {self.cfg.state_dim}] and env_state [T, {self.cfg.env_dim}], "
+                f"got {list(ctx.state.shape)} and {list(ctx.env_state.shape)}"
+            )
         if T > 1 and ctx.actions.shape != (T - 1, self.action_dim):
-            raise ContextError(f"context actions must be [T - 1, {self.action_dim}] = [{T - 1}, {self.action_dim}], got {list(ctx.actions.shape)}")
+            raise ContextError(
+                f"context actions must be [T - 1, {self.action_dim}] = [{T - 1}, {self.action_dim}], got {list(ctx.actions.shape)}"
+            )
 
     def _poses(self, env: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if self._spec is None:
             return {}
-        return {o.name: (env[7 * i : 7 * i + 3].astype(np.float64), env[7 * i + 3 : 7 * i + 7].astype(np.float64))
-                for i, o in enumerate(self._spec.objects)}
+        return {
+            o.name: (env[7 * i : 7 * i + 3].astype(np.float64), env[7 * i + 3 : 7 * i + 7].astype(np.float64))
+            for i, o in enumerate(self._spec.objects)
+        }
 
     def judge(self, env_state: np.ndarray, initial: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
         """The scene's success predicate on (predicted) object poses."""
@@ -164,11 +186,18 @@ class VideoWorld:
     def _observation(self, ep: _Episode, t: int, frames: np.ndarray) -> Observation:
         v = ep.vectors[t].cpu().numpy()
         d, e = self.cfg.state_dim, self.cfg.env_dim
-        return Observation(images={c: frames[i] for i, c in enumerate(self.cameras)}, state=v[:d],
-                           environment_state=v[d : d + e], task=self.task, timestamp=t / self.cfg.fps)
+        return Observation(
+            images={c: frames[i] for i, c in enumerate(self.cameras)},
+            state=v[:d],
+            environment_state=v[d : d + e],
+            task=self.task,
+            timestamp=t / self.cfg.fps,
+        )
 
     # ------------------------------------------------------------------ batched API
-    def reset_batch(self, contexts: list[Context], seeds: list[int], steps: list[int] | None = None) -> list[Observation]:
+    def reset_batch(
+        self, contexts: list[Context], seeds: list[int], steps: list[int] | None = None
+    ) -> list[Observation]:
         """Start len(contexts) episodes; `steps` = control steps already taken (default: context length - 1)."""
         if len(contexts) != len(seeds):
             raise ContextError(f"{len(contexts)} contexts but {len(seeds)} seeds")
@@ -183,9 +212,14 @@ class VideoWorld:
             acts = np.zeros((T, self.action_dim), np.float32)
             if T > 1:
                 acts[1:] = ctx.actions
-            ep = _Episode(seed=seed, latents=self.model.encode_frames(x), vectors=torch.from_numpy(vec).to(self.device),
-                          actions=torch.from_numpy(acts).to(self.device), initial=self._poses(ctx.env_state[0]),
-                          step=(T - 1) if steps is None else steps[i])
+            ep = _Episode(
+                seed=seed,
+                latents=self.model.encode_frames(x),
+                vectors=torch.from_numpy(vec).to(self.device),
+                actions=torch.from_numpy(acts).to(self.device),
+                initial=self._poses(ctx.env_state[0]),
+                step=(T - 1) if steps is None else steps[i],
+            )
             self.episodes.append(ep)
             out.append(self._observation(ep, T - 1, frames[-1]))
         return out
@@ -195,7 +229,9 @@ class VideoWorld:
         ci, cv, ac, ha, po, of = [], [], [], [], [], []
         for ep, a in zip(eps, chunks, strict=True):
             T = len(ep.latents)
-            idx = context_indices(ep.vectors[:, : self.cfg.state_dim].cpu(), m.recent, m.retrieved, m.pose_dims).to(self.device)
+            idx = context_indices(
+                ep.vectors[:, : self.cfg.state_dim].cpu(), m.recent, m.retrieved, m.pose_dims
+            ).to(self.device)
             ci.append(ep.latents[idx])
             cv.append(ep.vectors[idx])
             po.append(ep.vectors[idx, : self.cfg.state_dim])
@@ -205,7 +241,9 @@ class VideoWorld:
         st = torch.stack
         return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of))
 
-    def _generate(self, eps: list[_Episode], chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _generate(
+        self, eps: list[_Episode], chunks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass for each episode: F <= cfg.future steps from its chunk [F, A] (all chunks of one length).
         Returns latents [B, S, F, V, c, h, w], vectors [B, S, F, D], uncertainty [B, F].
         With `context_noise` > 0 the context latents are noised to that level first (as in training).
@@ -215,15 +253,27 @@ class VideoWorld:
         frame by frame so that a shorter pass sees a prefix of a longer pass's noise."""
         S, F = self.samples, len(chunks[0])
         win = self._window(eps, chunks)
-        rep = Window(*(x.repeat_interleave(S, 0) for x in (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)))
+        rep = Window(
+            *(
+                x.repeat_interleave(S, 0)
+                for x in (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)
+            )
+        )
         img_shape = win.ctx_img.shape[2:]
         st_shape = self.model.state_shape()
         ni, ns, nc = [], [], []
         for ep in eps:
-            g = torch.Generator().manual_seed(int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0]))
-            if self.context_noise > 0:  # drawn first, so that a shorter pass still sees a prefix of the frame noise
+            g = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0])
+            )
+            if (
+                self.context_noise > 0
+            ):  # drawn first, so that a shorter pass still sees a prefix of the frame noise
                 nc.append(torch.randn(S, *win.ctx_img.shape[1:], generator=g))
-            per_frame = [(torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g)) for _ in range(F)]
+            per_frame = [
+                (torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g))
+                for _ in range(F)
+            ]
             scale = torch.ones(S)
             scale[0] = self.temperature  # the first sample's temperature; the others stay at 1
             for out, k in ((ni, 0), (ns, 1)):
@@ -231,12 +281,22 @@ class VideoWorld:
                 out.append(x * scale.view(S, *[1] * (x.ndim - 1)))
             ep.passes += 1
         ctx_noise = (self.context_noise, torch.cat(nc).to(self.device)) if nc else None
-        lat, vec = self.model.sample(rep, torch.cat(ni).to(self.device), torch.cat(ns).to(self.device),
-                                     steps=self.steps, guidance=self.guidance, ctx_noise=ctx_noise)
+        lat, vec = self.model.sample(
+            rep,
+            torch.cat(ni).to(self.device),
+            torch.cat(ns).to(self.device),
+            steps=self.steps,
+            guidance=self.guidance,
+            ctx_noise=ctx_noise,
+        )
         B = len(eps)
         lat = lat.reshape(B, S, *lat.shape[1:])
         vec = vec.reshape(B, S, *vec.shape[1:])
-        unc = lat.std(1, unbiased=False).mean(dim=tuple(range(2, lat.ndim - 1))) if S > 1 else lat.new_zeros(B, F)
+        unc = (
+            lat.std(1, unbiased=False).mean(dim=tuple(range(2, lat.ndim - 1)))
+            if S > 1
+            else lat.new_zeros(B, F)
+        )
         return lat, vec, unc
 
     def step_batch(self, chunks: list[np.ndarray]) -> list[StepResult | None]:
@@ -244,9 +304,13 @@ class VideoWorld:
         if len(chunks) != len(self.episodes):
             raise ContextError(f"{len(chunks)} action chunks for {len(self.episodes)} episodes")
         live = [i for i, ep in enumerate(self.episodes) if not ep.done]
-        acts = {i: torch.from_numpy(as_action_chunk(chunks[i], self.action_dim)).to(self.device) for i in live}
+        acts = {
+            i: torch.from_numpy(as_action_chunk(chunks[i], self.action_dim)).to(self.device) for i in live
+        }
         F = self.cfg.future
-        gen: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {i: [] for i in live}
+        gen: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {
+            i: [] for i in live
+        }
         pos = dict.fromkeys(live, 0)
         stopped: set[int] = set()
         while True:
@@ -263,7 +327,9 @@ class VideoWorld:
                 ep = self.episodes[i]
                 n = min(n_pass, len(acts[i]) - pos[i])
                 for k in range(n):
-                    v = vec[j, :, k].mean(0)  # the samples' mean state: a better point estimate than any one sample
+                    v = vec[j, :, k].mean(
+                        0
+                    )  # the samples' mean state: a better point estimate than any one sample
                     z = lat[j, :, k].mean(0) if self.frames == "mean" else lat[j, 0, k]
                     ep.latents = torch.cat([ep.latents, z[None]])
                     ep.vectors = torch.cat([ep.vectors, v[None]])
@@ -280,30 +346,41 @@ class VideoWorld:
         for i in live:
             ep = self.episodes[i]
             steps = gen[i]
-            frames = self.model.decode_latents(torch.stack([s[0] for s in steps])).cpu().numpy().transpose(0, 1, 3, 4, 2)
+            frames = (
+                self.model.decode_latents(torch.stack([s[0] for s in steps]))
+                .cpu()
+                .numpy()
+                .transpose(0, 1, 3, 4, 2)
+            )
             T = len(ep.latents)
             obs = [self._observation(ep, T - len(steps) + k, frames[k]) for k in range(len(steps))]
             env = obs[-1].environment_state
             success = self.judge(env, ep.initial)  # type: ignore[arg-type]
-            results[i] = StepResult(observations=obs, done=ep.done, info={
-                "success": success,
-                "success_prob": float(steps[-1][3].mean().clamp(0, 1)),
-                "value_per_step": [float(s[3].mean().clamp(0, 1)) for s in steps],
-                "uncertainty": float(torch.stack([s[2] for s in steps]).mean()),
-                "uncertainty_per_step": [float(s[2]) for s in steps],
-                "predicted_state": obs[-1].state,
-                "object_poses": self._poses(env),  # type: ignore[arg-type]
-                "step": ep.step,
-                "truncated": ep.done and not success,
-            })
+            results[i] = StepResult(
+                observations=obs,
+                done=ep.done,
+                info={
+                    "success": success,
+                    "success_prob": float(steps[-1][3].mean().clamp(0, 1)),
+                    "value_per_step": [float(s[3].mean().clamp(0, 1)) for s in steps],
+                    "uncertainty": float(torch.stack([s[2] for s in steps]).mean()),
+                    "uncertainty_per_step": [float(s[2]) for s in steps],
+                    "predicted_state": obs[-1].state,
+                    "object_poses": self._poses(env),  # type: ignore[arg-type]
+                    "step": ep.step,
+                    "truncated": ep.done and not success,
+                },
+            )
         return results
 
     # ------------------------------------------------------------------ World protocol
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
         ctx = (options or {}).get("context")
         if ctx is None:
-            raise ContextError("VideoWorld.reset needs options={'context': Context | [Observation, ...]}: "
-                               "a learned world starts from observed frames")
+            raise ContextError(
+                "VideoWorld.reset needs options={'context': Context | [Observation, ...]}: "
+                "a learned world starts from observed frames"
+            )
         if isinstance(ctx, Observation):
             ctx = [ctx]
         if isinstance(ctx, list):

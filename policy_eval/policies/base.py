@@ -27,7 +27,11 @@ POLICIES: Registry[PolicyInfo] = Registry("policy")
 
 
 def register_policy(
-    name: str, factory: Callable[[SceneSpec, int], Policy], *, privileged: bool, description: str,
+    name: str,
+    factory: Callable[[SceneSpec, int], Policy],
+    *,
+    privileged: bool,
+    description: str,
     skill_rank: int | None = None,
 ) -> None:
     POLICIES.register(name, PolicyInfo(factory, privileged, description, skill_rank), description=description)
@@ -42,7 +46,9 @@ def policy_info(name: str) -> PolicyInfo:
     from policy_eval.policies.bc import is_bc_checkpoint
 
     if is_bc_checkpoint(name):
-        return PolicyInfo(lambda spec, seed: _load_bc(name), privileged=False, description=f"BC CNN from {name}")
+        return PolicyInfo(
+            lambda spec, seed: _load_bc(name), privileged=False, description=f"BC CNN from {name}"
+        )
     if Path(name).exists():
         raise SpecError(f"{name}: not a policy checkpoint (a directory with config.json of type bc_cnn)")
     return POLICIES.get(name)  # the unknown-name error listing what is registered

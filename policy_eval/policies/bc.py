@@ -37,7 +37,9 @@ class BCConfig(Strict):
 
     version: int = 1
     type: str = Field("bc_cnn", pattern="^bc_cnn$")
-    cameras: list[str] = Field(default_factory=list, description="camera names; empty = every camera of the data")
+    cameras: list[str] = Field(
+        default_factory=list, description="camera names; empty = every camera of the data"
+    )
     image_size: tuple[int, int] = (64, 64)
     action_dim: int = 4
     chunk: int = Field(1, ge=1, description="actions predicted (and executed) per decision")
@@ -84,13 +86,21 @@ class BCNet(nn.Module):
         layers: list[nn.Module] = []
         c_in = 3
         for i, c in enumerate(cfg.channels):
-            layers += [nn.Conv2d(c_in, c, 5 if i == 0 else 3, stride=2 if i < 2 else 1, padding="valid"),
-                       nn.GroupNorm(8 if c % 8 == 0 else 1, c), nn.ReLU()]
+            layers += [
+                nn.Conv2d(c_in, c, 5 if i == 0 else 3, stride=2 if i < 2 else 1, padding="valid"),
+                nn.GroupNorm(8 if c % 8 == 0 else 1, c),
+                nn.ReLU(),
+            ]
             c_in = c
         self.encoder = nn.Sequential(*layers, SpatialSoftArgmax())
         feat = V * 2 * c_in + PROPRIO_DIMS
-        self.head = nn.Sequential(nn.Linear(feat, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
-                                  nn.Linear(cfg.hidden, cfg.chunk * cfg.action_dim))
+        self.head = nn.Sequential(
+            nn.Linear(feat, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.chunk * cfg.action_dim),
+        )
         self.register_buffer("state_mean", torch.zeros(PROPRIO_DIMS))
         self.register_buffer("state_std", torch.ones(PROPRIO_DIMS))
         self.register_buffer("action_mean", torch.zeros(cfg.action_dim))
@@ -152,11 +162,14 @@ class BCPolicy:
         for cam in self.cfg.cameras:
             img = observation.images.get(cam)
             if img is None:
-                raise SpecError(f"BC policy needs camera {cam!r}; observation has {sorted(observation.images)}")
+                raise SpecError(
+                    f"BC policy needs camera {cam!r}; observation has {sorted(observation.images)}"
+                )
             x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
             if tuple(x.shape[1:]) != tuple(self.cfg.image_size):
-                x = torch.nn.functional.interpolate(x[None], size=self.cfg.image_size, mode="bilinear",
-                                                    antialias=True, align_corners=False)[0]
+                x = torch.nn.functional.interpolate(
+                    x[None], size=self.cfg.image_size, mode="bilinear", antialias=True, align_corners=False
+                )[0]
             out.append(x)
         return torch.stack(out)[None]
 
@@ -187,8 +200,14 @@ def _samples(episodes: list[dict[str, np.ndarray]], cfg: BCConfig) -> tuple[np.n
         states.append(ep["state"][idx, :PROPRIO_DIMS])
         chunks.append(ep["actions"][future])
     if not imgs:
-        raise BCTrainingError("no training episodes (with only_success: true, the dataset has no successful episode)")
-    return np.concatenate(imgs), np.concatenate(states).astype(np.float32), np.concatenate(chunks).astype(np.float32)
+        raise BCTrainingError(
+            "no training episodes (with only_success: true, the dataset has no successful episode)"
+        )
+    return (
+        np.concatenate(imgs),
+        np.concatenate(states).astype(np.float32),
+        np.concatenate(chunks).astype(np.float32),
+    )
 
 
 def _random_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
@@ -201,16 +220,25 @@ def _random_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tens
     return torch.stack([xp[i, :, off[i, 0] : off[i, 0] + H, off[i, 1] : off[i, 1] + W] for i in range(N)])
 
 
-def train_policy(cfg: BCConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any], out: str | Path,
-                 progress: bool = True) -> list[Path]:
+def train_policy(
+    cfg: BCConfig,
+    episodes: list[dict[str, np.ndarray]],
+    meta: dict[str, Any],
+    out: str | Path,
+    progress: bool = True,
+) -> list[Path]:
     """Train a BC CNN on dataset episodes (`datagen.windows.load_episodes` form); returns the saved
     checkpoint directories `out/step-XXXXXX` (every `save_at` step and the last)."""
     import lightning as L
 
     out = Path(out)
-    cfg = cfg.model_copy(update={"cameras": cfg.cameras or list(meta["cameras"]),
-                                 "image_size": tuple(meta["image_size"]),
-                                 "action_dim": int(episodes[0]["actions"].shape[1])})
+    cfg = cfg.model_copy(
+        update={
+            "cameras": cfg.cameras or list(meta["cameras"]),
+            "image_size": tuple(meta["image_size"]),
+            "action_dim": int(episodes[0]["actions"].shape[1]),
+        }
+    )
     imgs, states, chunks = _samples(episodes, cfg)
     torch.manual_seed(cfg.seed)
     net = BCNet(cfg)
@@ -235,7 +263,9 @@ def train_policy(cfg: BCConfig, episodes: list[dict[str, np.ndarray]], meta: dic
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
             i = torch.randint(0, len(imgs_t), (cfg.batch_size,), generator=g)
             V = imgs_t.shape[1]
-            x = _random_shift(imgs_t[i].flatten(0, 1).float(), cfg.shift, g).view(cfg.batch_size, V, *imgs_t.shape[2:])
+            x = _random_shift(imgs_t[i].flatten(0, 1).float(), cfg.shift, g).view(
+                cfg.batch_size, V, *imgs_t.shape[2:]
+            )
             return x, states_t[i], chunks_t[i]
 
     class Module(L.LightningModule):
@@ -251,7 +281,16 @@ def train_policy(cfg: BCConfig, episodes: list[dict[str, np.ndarray]], meta: dic
             step = self.global_step + 1
             if step % 100 == 0 or step == 1:
                 with open(log, "a") as f:
-                    f.write(json.dumps({"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - self.t0}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "loss": float(loss.detach()),
+                                "seconds": time.perf_counter() - self.t0,
+                            }
+                        )
+                        + "\n"
+                    )
             return loss
 
         def on_train_batch_end(self, *_: Any) -> None:
@@ -264,8 +303,16 @@ def train_policy(cfg: BCConfig, episodes: list[dict[str, np.ndarray]], meta: dic
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     loader = torch.utils.data.DataLoader(Batches(), batch_size=None, shuffle=False, num_workers=0)
-    trainer = L.Trainer(max_steps=cfg.steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_steps=cfg.steps,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(Module(), loader)
     net.eval()
     return saved

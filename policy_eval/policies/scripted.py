@@ -128,7 +128,9 @@ class LiftController:
         return _step_towards(tcp, target, self.max_step), 0.0
 
 
-def _controller(spec: SceneSpec, obj: str, close_steps: int, close_height: float) -> PushController | LiftController:
+def _controller(
+    spec: SceneSpec, obj: str, close_steps: int, close_height: float
+) -> PushController | LiftController:
     if _task_kind(spec) == "push":
         return PushController(spec, obj)
     return LiftController(spec, obj, close_steps=close_steps, close_height=close_height)
@@ -183,7 +185,9 @@ class ImageBasedPolicy:
 
     privileged = False
 
-    def __init__(self, spec: SceneSpec, seed: int = 0, knobs: ImageKnobs = ImageKnobs(), camera: str | None = None):
+    def __init__(
+        self, spec: SceneSpec, seed: int = 0, knobs: ImageKnobs = ImageKnobs(), camera: str | None = None
+    ):
         if not spec.cameras:
             raise SpecError(f"scene {spec.name!r} has no cameras; the image-based policy needs one")
         self.obj = _target_object(spec)
@@ -199,7 +203,9 @@ class ImageBasedPolicy:
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng([self.base_seed, 0 if seed is None else seed, 0x1A6E])
         self.bias = np.zeros(3)
-        self.bias[:2] = self.rng.normal(0.0, self.knobs.perception_bias, 2) if self.knobs.perception_bias else 0.0
+        self.bias[:2] = (
+            self.rng.normal(0.0, self.knobs.perception_bias, 2) if self.knobs.perception_bias else 0.0
+        )
         self.estimate: np.ndarray | None = None
         self.ctrl.reset()
 
@@ -245,29 +251,54 @@ class RandomPolicy:
 
 
 IMAGE_VARIANTS: dict[str, tuple[ImageKnobs, str]] = {
-    "image_expert": (ImageKnobs(), "image-based scripted expert: colour segmentation + camera back-projection"),
+    "image_expert": (
+        ImageKnobs(),
+        "image-based scripted expert: colour segmentation + camera back-projection",
+    ),
     "image_mild": (
         ImageKnobs(action_noise=0.005, perception_bias=0.013, perception_noise=0.005, close_steps=3),
         "image-based, mild action/perception noise",
     ),
     "image_medium": (
-        ImageKnobs(action_noise=0.006, perception_bias=0.018, perception_noise=0.006, close_steps=2, close_height=0.01),
+        ImageKnobs(
+            action_noise=0.006,
+            perception_bias=0.018,
+            perception_noise=0.006,
+            close_steps=2,
+            close_height=0.01,
+        ),
         "image-based, medium action/perception noise, hurried grasp",
     ),
     "image_severe": (
-        ImageKnobs(action_noise=0.008, perception_bias=0.022, perception_noise=0.008, close_steps=1, close_height=0.02),
+        ImageKnobs(
+            action_noise=0.008,
+            perception_bias=0.022,
+            perception_noise=0.008,
+            close_steps=1,
+            close_height=0.02,
+        ),
         "image-based, severe action/perception noise, premature grasp",
     ),
 }
 
 register_policy(
-    "expert", PrivilegedExpert, privileged=True,
+    "expert",
+    PrivilegedExpert,
+    privileged=True,
     description="privileged scripted expert reading object poses from the simulator (push or lift)",
 )
 for _rank, (_name, (_knobs, _desc)) in enumerate(IMAGE_VARIANTS.items()):
     register_policy(
-        _name, lambda spec, seed, k=_knobs: ImageBasedPolicy(spec, seed, knobs=k),
-        privileged=False, description=_desc, skill_rank=_rank,
+        _name,
+        lambda spec, seed, k=_knobs: ImageBasedPolicy(spec, seed, knobs=k),
+        privileged=False,
+        description=_desc,
+        skill_rank=_rank,
     )
-register_policy("random", RandomPolicy, privileged=False, description="uniform random actions (a floor)",
-                skill_rank=len(IMAGE_VARIANTS))
+register_policy(
+    "random",
+    RandomPolicy,
+    privileged=False,
+    description="uniform random actions (a floor)",
+    skill_rank=len(IMAGE_VARIANTS),
+)

@@ -44,8 +44,25 @@ def _build() -> None:
         return starts, counts, gauss
 
     @numba.njit(parallel=True, cache=True)
-    def composite_tiles(starts, counts, gauss, means2d, conics, opac, feats, radii, n_tx, tile, width, height,
-                        alpha_threshold, alpha_max, t_min, out, out_alpha):
+    def composite_tiles(
+        starts,
+        counts,
+        gauss,
+        means2d,
+        conics,
+        opac,
+        feats,
+        radii,
+        n_tx,
+        tile,
+        width,
+        height,
+        alpha_threshold,
+        alpha_max,
+        t_min,
+        out,
+        out_alpha,
+    ):
         n_feat = feats.shape[1]
         for t in numba.prange(starts.shape[0]):
             n = counts[t]
@@ -74,7 +91,9 @@ def _build() -> None:
                         if abs(dx) > radii[g, 0] + 0.5:  # outside its box alpha is below threshold
                             continue
                         dy = means2d[g, 1] - cy
-                        sigma = 0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) + conics[g, 1] * dx * dy
+                        sigma = (
+                            0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) + conics[g, 1] * dx * dy
+                        )
                         if sigma < 0.0:
                             continue
                         alpha = min(alpha_max, opac[g] * np.exp(-sigma))
@@ -95,9 +114,20 @@ def _build() -> None:
     _KERNELS["composite"] = composite_tiles
 
 
-def rasterize_camera(order: np.ndarray, means2d: np.ndarray, conics: np.ndarray, opac: np.ndarray,
-                     feats: np.ndarray, radii: np.ndarray, width: int, height: int, tile: int,
-                     alpha_threshold: float, alpha_max: float, t_min: float) -> tuple[np.ndarray, np.ndarray]:
+def rasterize_camera(
+    order: np.ndarray,
+    means2d: np.ndarray,
+    conics: np.ndarray,
+    opac: np.ndarray,
+    feats: np.ndarray,
+    radii: np.ndarray,
+    width: int,
+    height: int,
+    tile: int,
+    alpha_threshold: float,
+    alpha_max: float,
+    t_min: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """One camera. `order`: indices of the visible Gaussians sorted front to back. Arrays float64
     except `radii` (float64 too, integral values). Returns features [H, W, F] and alpha [H, W]."""
     if not _KERNELS:
@@ -106,6 +136,23 @@ def rasterize_camera(order: np.ndarray, means2d: np.ndarray, conics: np.ndarray,
     starts, counts, gauss = _KERNELS["bin"](order, means2d, radii, tile, n_tx, n_ty)
     out = np.zeros((height, width, feats.shape[1]), dtype=np.float64)
     out_alpha = np.zeros((height, width), dtype=np.float64)
-    _KERNELS["composite"](starts, counts, gauss, means2d, conics, opac, feats, radii, n_tx, tile, width, height,
-                          alpha_threshold, alpha_max, t_min, out, out_alpha)
+    _KERNELS["composite"](
+        starts,
+        counts,
+        gauss,
+        means2d,
+        conics,
+        opac,
+        feats,
+        radii,
+        n_tx,
+        tile,
+        width,
+        height,
+        alpha_threshold,
+        alpha_max,
+        t_min,
+        out,
+        out_alpha,
+    )
     return out, out_alpha

@@ -43,8 +43,12 @@ class Gaussians:
         n = self.means.shape[0]
         k = self.sh.shape[1] if self.sh.ndim == 3 else -1
         if (
-            self.means.shape != (n, 3) or self.quats.shape != (n, 4) or self.log_scales.shape != (n, 3)
-            or self.opacity_logits.shape != (n,) or self.sh.shape != (n, k, 3) or k not in (1, 4, 9, 16)
+            self.means.shape != (n, 3)
+            or self.quats.shape != (n, 4)
+            or self.log_scales.shape != (n, 3)
+            or self.opacity_logits.shape != (n,)
+            or self.sh.shape != (n, k, 3)
+            or k not in (1, 4, 9, 16)
         ):
             raise SpecError(
                 "Gaussians: inconsistent shapes "
@@ -68,8 +72,15 @@ class Gaussians:
                 raise SpecError(f"{source}: {f.name} contains NaN/inf (first at Gaussian {bad})")
 
     @classmethod
-    def from_colors(cls, means: Tensor, rgb: Tensor, scales: Tensor, quats: Tensor | None = None,
-                    opacity: float | Tensor = 0.95, sh_degree: int = 0) -> Gaussians:
+    def from_colors(
+        cls,
+        means: Tensor,
+        rgb: Tensor,
+        scales: Tensor,
+        quats: Tensor | None = None,
+        opacity: float | Tensor = 0.95,
+        sh_degree: int = 0,
+    ) -> Gaussians:
         """Build from plain RGB colours in [0, 1] and linear scales."""
         n = means.shape[0]
         sh = torch.zeros(n, (sh_degree + 1) ** 2, 3, dtype=means.dtype, device=means.device)
@@ -83,8 +94,12 @@ class Gaussians:
     def render_args(self) -> dict[str, Tensor | int]:
         """Keyword arguments for `rasterize` (linear scales, sigmoid opacities, SH colours)."""
         return {
-            "means": self.means, "quats": self.quats, "scales": self.log_scales.exp(),
-            "opacities": torch.sigmoid(self.opacity_logits), "colors": self.sh, "sh_degree": self.sh_degree,
+            "means": self.means,
+            "quats": self.quats,
+            "scales": self.log_scales.exp(),
+            "opacities": torch.sigmoid(self.opacity_logits),
+            "colors": self.sh,
+            "sh_degree": self.sh_degree,
         }
 
     def transformed(self, rot: Tensor, trans: Tensor, quat: Tensor) -> Gaussians:
@@ -94,8 +109,11 @@ class Gaussians:
         colours are not rotated (exact for degree 0).
         """
         return Gaussians(
-            self.means @ rot.T + trans, quat_multiply(quat.expand_as(self.quats), self.quats),
-            self.log_scales, self.opacity_logits, self.sh,
+            self.means @ rot.T + trans,
+            quat_multiply(quat.expand_as(self.quats), self.quats),
+            self.log_scales,
+            self.opacity_logits,
+            self.sh,
         )
 
     @staticmethod
@@ -103,8 +121,11 @@ class Gaussians:
         k = max(g.sh.shape[1] for g in items)
         sh = [torch.nn.functional.pad(g.sh, (0, 0, 0, k - g.sh.shape[1])) for g in items]
         return Gaussians(
-            torch.cat([g.means for g in items]), torch.cat([g.quats for g in items]),
-            torch.cat([g.log_scales for g in items]), torch.cat([g.opacity_logits for g in items]), torch.cat(sh),
+            torch.cat([g.means for g in items]),
+            torch.cat([g.quats for g in items]),
+            torch.cat([g.log_scales for g in items]),
+            torch.cat([g.opacity_logits for g in items]),
+            torch.cat(sh),
         )
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Gaussians:
@@ -128,9 +149,22 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------ PLY
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 
 
@@ -187,7 +221,9 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
     dtype = np.dtype([(p[0], endian + p[1]) for p in props])
     need = dtype.itemsize * count
     if len(body) < need:
-        raise SpecError(f"{path}: truncated: header declares {count} vertices ({need} bytes), file has {len(body)}")
+        raise SpecError(
+            f"{path}: truncated: header declares {count} vertices ({need} bytes), file has {len(body)}"
+        )
     rec = np.frombuffer(body[:need], dtype=dtype, count=count)
     return {p[0]: np.ascontiguousarray(rec[p[0]]).astype(p[1]) for p in props}
 
@@ -195,8 +231,22 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
 def load_splat_ply(path: str | Path) -> Gaussians:
     """Read a 3DGS PLY into Gaussians (float32, bit-exact)."""
     v = read_ply_vertices(path)
-    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-                "rot_0", "rot_1", "rot_2", "rot_3"]
+    required = [
+        "x",
+        "y",
+        "z",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     missing = [k for k in required if k not in v]
     if missing:
         raise SpecError(f"{path}: not a 3D Gaussian Splatting PLY: missing vertex properties {missing}")
@@ -214,8 +264,11 @@ def load_splat_ply(path: str | Path) -> Gaussians:
         rest = col(*[f"f_rest_{i}" for i in range(n_rest)]).reshape(-1, 3, k - 1)
         sh[:, 1:] = rest.transpose(1, 2)
     g = Gaussians(
-        means=col("x", "y", "z"), quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
-        log_scales=col("scale_0", "scale_1", "scale_2"), opacity_logits=col("opacity")[:, 0], sh=sh,
+        means=col("x", "y", "z"),
+        quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
+        log_scales=col("scale_0", "scale_1", "scale_2"),
+        opacity_logits=col("opacity")[:, 0],
+        sh=sh,
     )
     g.check_finite(str(path))
     return g
@@ -232,9 +285,22 @@ def save_splat_ply(g: Gaussians, path: str | Path) -> None:
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     cpu = g.to("cpu", torch.float32)
     rest = cpu.sh[:, 1:].transpose(1, 2).reshape(g.n, -1)
-    cols = torch.cat(
-        [cpu.means, torch.zeros(g.n, 3), cpu.sh[:, 0], rest, cpu.opacity_logits[:, None], cpu.log_scales, cpu.quats], 1
-    ).detach().numpy()
+    cols = (
+        torch.cat(
+            [
+                cpu.means,
+                torch.zeros(g.n, 3),
+                cpu.sh[:, 0],
+                rest,
+                cpu.opacity_logits[:, None],
+                cpu.log_scales,
+                cpu.quats,
+            ],
+            1,
+        )
+        .detach()
+        .numpy()
+    )
     rec = np.empty(g.n, dtype=np.dtype([(n, "<f4") for n in names]))
     for i, n in enumerate(names):
         rec[n] = cols[:, i]

@@ -34,10 +34,21 @@ EXTEND = 3.33
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C2 = (
+    1.0925484305920792,
+    -1.0925484305920792,
+    0.31539156525252005,
+    -1.0925484305920792,
+    0.5462742152960396,
+)
 SH_C3 = (
-    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
 )
 
 
@@ -47,9 +58,15 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     w, x, y, z = q.unbind(-1)
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(quats.shape[:-1] + (3, 3))
@@ -64,7 +81,12 @@ def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     x, y, z = d[..., 0:1], d[..., 1:2], d[..., 2:3]
     out = SH_C0 * coeffs[..., 0, :]
     if degree >= 1:
-        out = out - SH_C1 * y * coeffs[..., 1, :] + SH_C1 * z * coeffs[..., 2, :] - SH_C1 * x * coeffs[..., 3, :]
+        out = (
+            out
+            - SH_C1 * y * coeffs[..., 1, :]
+            + SH_C1 * z * coeffs[..., 2, :]
+            - SH_C1 * x * coeffs[..., 3, :]
+        )
     if degree >= 2:
         xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
         out = (
@@ -125,24 +147,35 @@ def project(
     means2d = torch.stack([fx * tx / tz + cx, fy * ty / tz + cy], -1)
     det = cov2[..., 0, 0] * cov2[..., 1, 1] - cov2[..., 0, 1] * cov2[..., 1, 0]
     det_safe = det.clamp_min(1e-10)
-    conics = torch.stack([cov2[..., 1, 1] / det_safe, -cov2[..., 0, 1] / det_safe, cov2[..., 0, 0] / det_safe], -1)
+    conics = torch.stack(
+        [cov2[..., 1, 1] / det_safe, -cov2[..., 0, 1] / det_safe, cov2[..., 0, 0] / det_safe], -1
+    )
     with torch.no_grad():
         op = opacities.detach()[None].expand_as(tz)
-        extend = torch.sqrt(2.0 * torch.log(op.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp_max(EXTEND)
+        extend = torch.sqrt(2.0 * torch.log(op.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp_max(
+            EXTEND
+        )
         rx = torch.ceil(extend * cov2[..., 0, 0].detach().clamp_min(0).sqrt())
         ry = torch.ceil(extend * cov2[..., 1, 1].detach().clamp_min(0).sqrt())
         m2 = means2d.detach()
         valid = (
-            (det.detach() > 0) & (tz.detach() > near) & (tz.detach() < far) & (op >= ALPHA_THRESHOLD)
+            (det.detach() > 0)
+            & (tz.detach() > near)
+            & (tz.detach() < far)
+            & (op >= ALPHA_THRESHOLD)
             & ((rx > 0) | (ry > 0))
-            & (m2[..., 0] + rx > 0) & (m2[..., 0] - rx < width) & (m2[..., 1] + ry > 0) & (m2[..., 1] - ry < height)
+            & (m2[..., 0] + rx > 0)
+            & (m2[..., 0] - rx < width)
+            & (m2[..., 1] + ry > 0)
+            & (m2[..., 1] - ry < height)
         )
         radii = torch.stack([rx, ry], -1) * valid[..., None]
     return means2d, conics, tz, radii.int()
 
 
-def _bin_pairs(means2d: Tensor, depths: Tensor, radii: Tensor, width: int, height: int, tile: int
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def _bin_pairs(
+    means2d: Tensor, depths: Tensor, radii: Tensor, width: int, height: int, tile: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """(tile, Gaussian) pairs, sorted by global tile id (camera-major) and by depth within a tile.
     Returns tile_id [P], camera [P], Gaussian index [P]."""
     dev = means2d.device
@@ -174,7 +207,6 @@ def _bin_pairs(means2d: Tensor, depths: Tensor, radii: Tensor, width: int, heigh
     return tile_id, pc, pg
 
 
-
 def _composite_torch(
     means2d: Tensor,  # [C, N, 2]
     conics: Tensor,  # [C, N, 3]
@@ -198,7 +230,9 @@ def _composite_torch(
     tile_id, pc, pg = _bin_pairs(means2d, depths, radii, width, height, tile)
 
     if len(tile_id) == 0:
-        return _untile(out_f, C, tx_n, ty_n, tile, width, height), _untile(out_a[..., None], C, tx_n, ty_n, tile, width, height)
+        return _untile(out_f, C, tx_n, ty_n, tile, width, height), _untile(
+            out_a[..., None], C, tx_n, ty_n, tile, width, height
+        )
 
     # pixel centres of one tile, [P, 2]
     ar = torch.arange(tile, device=dev, dtype=dt)
@@ -223,9 +257,10 @@ def _composite_torch(
         origin = torch.stack([(t_local % tx_n) * tile, (t_local // tx_n) * tile], -1).to(dt)
         d = means2d[c, g][:, None, :] - (origin[:, None, :] + local_xy[None])  # [P, T, 2]
         con = conics[c, g]
-        sigma = 0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2) + con[:, None, 1] * d[
-            ..., 0
-        ] * d[..., 1]
+        sigma = (
+            0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2)
+            + con[:, None, 1] * d[..., 0] * d[..., 1]
+        )
         alpha = torch.clamp_max(opacities[g][:, None] * torch.exp(-sigma), ALPHA_MAX)
         alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
         # segmented exclusive cumulative product of (1 - alpha), in float64 for long segments
@@ -256,8 +291,15 @@ def _composite_torch(
 
 
 def _composite_cpu_kernel(
-    means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, opacities: Tensor, feats: Tensor,
-    width: int, height: int, tile: int,
+    means2d: Tensor,
+    conics: Tensor,
+    depths: Tensor,
+    radii: Tensor,
+    opacities: Tensor,
+    feats: Tensor,
+    width: int,
+    height: int,
+    tile: int,
 ) -> tuple[Tensor, Tensor]:
     """The same compositing through the compiled per-pixel loop (no autograd)."""
     from scenes.splat._cpu_kernel import rasterize_camera
@@ -269,8 +311,18 @@ def _composite_cpu_kernel(
         visible = torch.nonzero((radii[c] > 0).any(-1)).flatten()
         order = visible[torch.argsort(depths[c, visible].detach(), stable=True)].numpy()
         o, a = rasterize_camera(
-            order, f64(means2d[c]), f64(conics[c]), opac, f64(feats[c]), f64(radii[c]), width, height, tile,
-            ALPHA_THRESHOLD, ALPHA_MAX, T_MIN,
+            order,
+            f64(means2d[c]),
+            f64(conics[c]),
+            opac,
+            f64(feats[c]),
+            f64(radii[c]),
+            width,
+            height,
+            tile,
+            ALPHA_THRESHOLD,
+            ALPHA_MAX,
+            T_MIN,
         )
         outs.append(torch.from_numpy(o))
         alphas.append(torch.from_numpy(a)[..., None])
@@ -288,7 +340,11 @@ def _cpu_kernel_available() -> bool:
 def _untile(x: Tensor, C: int, tx_n: int, ty_n: int, tile: int, width: int, height: int) -> Tensor:
     """[C*ty*tx, tile*tile, F] -> [C, H, W, F]"""
     F = x.shape[-1]
-    x = x.reshape(C, ty_n, tx_n, tile, tile, F).permute(0, 1, 3, 2, 4, 5).reshape(C, ty_n * tile, tx_n * tile, F)
+    x = (
+        x.reshape(C, ty_n, tx_n, tile, tile, F)
+        .permute(0, 1, 3, 2, 4, 5)
+        .reshape(C, ty_n * tile, tx_n * tile, F)
+    )
     return x[:, :height, :width]
 
 
@@ -299,16 +355,27 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         (quats.shape == (n, 4), f"quats must be [N, 4], got {tuple(quats.shape)}"),
         (scales.shape == (n, 3), f"scales must be [N, 3], got {tuple(scales.shape)}"),
         (opacities.shape == (n,), f"opacities must be [N], got {tuple(opacities.shape)}"),
-        (colors.shape[0] == n and colors.shape[-1] == 3 and colors.ndim in (2, 3),
-         f"colors must be [N, 3] or [N, K, 3], got {tuple(colors.shape)}"),
-        (viewmats.ndim == 3 and viewmats.shape[1:] == (4, 4), f"viewmats must be [C, 4, 4], got {tuple(viewmats.shape)}"),
+        (
+            colors.shape[0] == n and colors.shape[-1] == 3 and colors.ndim in (2, 3),
+            f"colors must be [N, 3] or [N, K, 3], got {tuple(colors.shape)}",
+        ),
+        (
+            viewmats.ndim == 3 and viewmats.shape[1:] == (4, 4),
+            f"viewmats must be [C, 4, 4], got {tuple(viewmats.shape)}",
+        ),
         (Ks.shape == (viewmats.shape[0], 3, 3), f"Ks must be [C, 3, 3], got {tuple(Ks.shape)}"),
         (width > 0 and height > 0, f"image size must be positive, got {width}x{height}"),
     ]
     for ok, msg in checks:
         if not ok:
             raise SpecError(f"rasterize: {msg}")
-    for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities), ("colors", colors)):
+    for name, t in (
+        ("means", means),
+        ("quats", quats),
+        ("scales", scales),
+        ("opacities", opacities),
+        ("colors", colors),
+    ):
         if not torch.isfinite(t).all():
             raise SpecError(f"rasterize: {name} contains NaN/inf")
 
@@ -346,11 +413,26 @@ def rasterize(
         backend = "gsplat" if means.is_cuda else "torch"
     if backend == "gsplat":
         return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near, far, eps2d, backgrounds
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            sh_degree,
+            near,
+            far,
+            eps2d,
+            backgrounds,
         )
     if backend != "torch":
         raise SpecError(f"rasterize: unknown backend {backend!r}; choose auto, torch or gsplat")
-    means2d, conics, depths, radii = project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far)
+    means2d, conics, depths, radii = project(
+        means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far
+    )
     C, N = depths.shape
     if sh_degree is not None:
         campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
@@ -366,7 +448,9 @@ def rasterize(
     if cpu_kernel is None:
         cpu_kernel = not needs_grad and not means.is_cuda and _cpu_kernel_available()
     if cpu_kernel:
-        out, alphas = _composite_cpu_kernel(means2d, conics, depths, radii, opacities, feats, width, height, 8)
+        out, alphas = _composite_cpu_kernel(
+            means2d, conics, depths, radii, opacities, feats, width, height, 8
+        )
     else:
         out, alphas = _composite_torch(
             means2d, conics, depths, radii, opacities, feats, width, height, tile_size, pair_budget
@@ -377,7 +461,22 @@ def rasterize(
     return renders, alphas, depth
 
 
-def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near, far, eps2d, backgrounds):
+def _rasterize_gsplat(
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    sh_degree,
+    near,
+    far,
+    eps2d,
+    backgrounds,
+):
     try:
         import gsplat
     except ImportError:  # pragma: no cover - gsplat is a core dependency
@@ -385,8 +484,21 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
     if not means.is_cuda:
         raise SpecError("rasterize: backend 'gsplat' needs CUDA tensors; use backend='torch' on CPU")
     renders, alphas, _ = gsplat.rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=sh_degree, render_mode="RGB+ED", packed=False,
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near,
+        far_plane=far,
+        eps2d=eps2d,
+        sh_degree=sh_degree,
+        render_mode="RGB+ED",
+        packed=False,
     )
     rgb = renders[..., :3]
     if backgrounds is not None:

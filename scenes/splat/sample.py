@@ -50,7 +50,9 @@ def stratified_surface_samples(mesh: Any, n: int, seed: int = 0) -> tuple[np.nda
     return points, face_idx
 
 
-def mesh_colors_at(mesh: Any, face_idx: np.ndarray, points: np.ndarray, fallback: tuple[float, float, float]) -> np.ndarray:
+def mesh_colors_at(
+    mesh: Any, face_idx: np.ndarray, points: np.ndarray, fallback: tuple[float, float, float]
+) -> np.ndarray:
     """RGB in [0, 1] at surface points: vertex colours (textures converted), else face colours,
     else the material's main colour, else `fallback`."""
     visual = getattr(mesh, "visual", None)
@@ -106,8 +108,11 @@ def gaussians_from_mesh(
     scales = np.tile([sigma_ratio * step, sigma_ratio * step, min(0.05 * step, 5e-4)], (n, 1))
     f = torch.float32
     return Gaussians.from_colors(
-        torch.as_tensor(points, dtype=f), torch.as_tensor(rgb, dtype=f), torch.as_tensor(scales, dtype=f),
-        quats=torch.as_tensor(_normal_to_quat(normals), dtype=f), opacity=opacity,
+        torch.as_tensor(points, dtype=f),
+        torch.as_tensor(rgb, dtype=f),
+        torch.as_tensor(scales, dtype=f),
+        quats=torch.as_tensor(_normal_to_quat(normals), dtype=f),
+        opacity=opacity,
     )
 
 
@@ -116,7 +121,9 @@ def primitive_mesh(shape: str, size: tuple[float, ...]) -> Any:
 
     if shape == "top_face":  # the visible face of a table or a marker: a rectangle at z = +size/2
         x, y, z = size[0] / 2, size[1] / 2, size[2] / 2
-        return trimesh.Trimesh(vertices=[[-x, -y, z], [x, -y, z], [x, y, z], [-x, y, z]], faces=[[0, 1, 2], [0, 2, 3]])
+        return trimesh.Trimesh(
+            vertices=[[-x, -y, z], [x, -y, z], [x, y, z], [-x, y, z]], faces=[[0, 1, 2], [0, 2, 3]]
+        )
     if shape == "box":
         return trimesh.creation.box(extents=size)
     if shape == "sphere":
@@ -136,7 +143,9 @@ def load_mesh(path: str | Path, scale: float = 1.0) -> Any:
     try:
         mesh = trimesh.load(str(path), force="mesh")
     except Exception as e:  # noqa: BLE001
-        raise SpecError(f"{path}: cannot read mesh: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise SpecError(
+            f"{path}: cannot read mesh: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if not hasattr(mesh, "faces") or len(mesh.faces) == 0:
         raise SpecError(f"{path}: mesh has no faces")
     if scale != 1.0:
@@ -144,7 +153,9 @@ def load_mesh(path: str | Path, scale: float = 1.0) -> Any:
     return mesh
 
 
-def gaussians_from_point_cloud(points: np.ndarray, colors: np.ndarray, spacing: float | None = None) -> Gaussians:
+def gaussians_from_point_cloud(
+    points: np.ndarray, colors: np.ndarray, spacing: float | None = None
+) -> Gaussians:
     """Isotropic Gaussians on coloured points [N, 3] / [N, 3] (colours in [0, 1] or 0-255)."""
     points = np.asarray(points, dtype=np.float64)
     colors = np.asarray(colors, dtype=np.float64)
@@ -155,6 +166,8 @@ def gaussians_from_point_cloud(points: np.ndarray, colors: np.ndarray, spacing: 
         spacing = float(np.sqrt(max(extent[0] * extent[1], 1e-6) / max(len(points), 1)))
     f = torch.float32
     return Gaussians.from_colors(
-        torch.as_tensor(points, dtype=f), torch.as_tensor(colors.clip(0, 1), dtype=f),
-        torch.full((len(points), 3), 0.7 * spacing, dtype=f), opacity=0.95,
+        torch.as_tensor(points, dtype=f),
+        torch.as_tensor(colors.clip(0, 1), dtype=f),
+        torch.full((len(points), 3), 0.7 * spacing, dtype=f),
+        opacity=0.95,
     )

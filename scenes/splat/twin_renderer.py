@@ -50,8 +50,14 @@ def object_appearance(obj: Any, spacing: float) -> Gaussians:
             return load_splat_ply(app.file)
         v = read_ply_vertices(app.file)
         pts = np.stack([v["x"], v["y"], v["z"]], 1)
-        rgb = np.stack([v.get("red", np.full(len(pts), 180)), v.get("green", np.full(len(pts), 180)),
-                        v.get("blue", np.full(len(pts), 180))], 1)
+        rgb = np.stack(
+            [
+                v.get("red", np.full(len(pts), 180)),
+                v.get("green", np.full(len(pts), 180)),
+                v.get("blue", np.full(len(pts), 180)),
+            ],
+            1,
+        )
         return gaussians_from_point_cloud(pts, rgb)
     mesh = load_mesh(obj.mesh, obj.size[0]) if obj.shape == "mesh" else primitive_mesh(obj.shape, obj.size)
     return gaussians_from_mesh(mesh, spacing=spacing, color=obj.color, source=f"objects.{obj.name}")
@@ -60,8 +66,15 @@ def object_appearance(obj: Any, spacing: float) -> Gaussians:
 class SplatTwinRenderer:
     """Renders a DigitalTwin's cameras from Gaussians bound to its bodies."""
 
-    def __init__(self, twin: Any, spacing: float = 0.006, table_spacing: float = 0.02,
-                 backend: str = "auto", device: str | None = None, eps2d: float = 0.05) -> None:
+    def __init__(
+        self,
+        twin: Any,
+        spacing: float = 0.006,
+        table_spacing: float = 0.02,
+        backend: str = "auto",
+        device: str | None = None,
+        eps2d: float = 0.05,
+    ) -> None:
         self.twin = twin
         self.eps2d = eps2d  # screen-space blur floor (px^2); dense sampled surfaces need little
         spec = twin.spec
@@ -76,13 +89,22 @@ class SplatTwinRenderer:
         t = spec.table
         # large flat surfaces: only their top face shows; wider, more opaque Gaussians cover it
         flat = {"sigma_ratio": 0.6, "opacity": 0.97}
-        bodies.append(BodySplat("table", gaussians_from_mesh(primitive_mesh("top_face", t.size), table_spacing, t.color, **flat),
-                                entity_pose(twin.table)))
+        bodies.append(
+            BodySplat(
+                "table",
+                gaussians_from_mesh(primitive_mesh("top_face", t.size), table_spacing, t.color, **flat),
+                entity_pose(twin.table),
+            )
+        )
         for m, ent in zip(spec.markers, twin.markers, strict=True):
             g = gaussians_from_mesh(primitive_mesh("top_face", m.size), min(spacing, 0.004), m.color, **flat)
             bodies.append(BodySplat(f"marker:{m.name}", g, entity_pose(ent)))
         for obj in spec.objects:
-            bodies.append(BodySplat(f"object:{obj.name}", object_appearance(obj, spacing), entity_pose(twin.objects[obj.name])))
+            bodies.append(
+                BodySplat(
+                    f"object:{obj.name}", object_appearance(obj, spacing), entity_pose(twin.objects[obj.name])
+                )
+            )
         for link in twin.robot.links:
             meshes = [_link_frame_mesh(vg) for vg in link.vgeoms]
             if not meshes:
@@ -91,14 +113,23 @@ class SplatTwinRenderer:
 
             mesh = trimesh.util.concatenate(meshes) if len(meshes) > 1 else meshes[0]
             g = gaussians_from_mesh(mesh, spacing, color=(0.9, 0.9, 0.9), source=f"robot link {link.name}")
-            bodies.append(BodySplat(f"robot:{link.name}", g,
-                                    lambda lk=link: (_np(lk.get_pos()), _np(lk.get_quat()))))
+            bodies.append(
+                BodySplat(f"robot:{link.name}", g, lambda lk=link: (_np(lk.get_pos()), _np(lk.get_quat())))
+            )
         self.bodies = [BodySplat(b.name, b.gaussians.to(self.device), b.pose) for b in bodies]
         cams = [PinholeCamera.from_spec(c) for c in spec.cameras]
         self.camera_names = [c.name for c in spec.cameras]
         self.cameras = cams
-        self.viewmats = torch.tensor(np.stack([c.viewmat for c in cams]), dtype=torch.float32, device=self.device) if cams else None
-        self.Ks = torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=self.device) if cams else None
+        self.viewmats = (
+            torch.tensor(np.stack([c.viewmat for c in cams]), dtype=torch.float32, device=self.device)
+            if cams
+            else None
+        )
+        self.Ks = (
+            torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=self.device)
+            if cams
+            else None
+        )
 
     @property
     def n_gaussians(self) -> int:
@@ -112,18 +143,29 @@ class SplatTwinRenderer:
                 continue
             pos, quat = b.pose()
             q = torch.as_tensor(quat, dtype=torch.float32, device=self.device)
-            out.append(b.gaussians.transformed(quat_to_rotmat(q), torch.as_tensor(pos, dtype=torch.float32, device=self.device), q))
+            out.append(
+                b.gaussians.transformed(
+                    quat_to_rotmat(q), torch.as_tensor(pos, dtype=torch.float32, device=self.device), q
+                )
+            )
         return Gaussians.cat(out)
 
-    def render(self, names: list[str] | None = None, camera: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def render(
+        self, names: list[str] | None = None, camera: int | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per camera (or only camera index `camera`): RGB float [H, W, 3] and alpha [H, W, 1]."""
         g = self.world_gaussians(names)
         sel = slice(None) if camera is None else slice(camera, camera + 1)
         outs, alphas = [], []
         for i, cam in list(enumerate(self.cameras))[sel]:
             rgb, alpha, _ = rasterize(
-                **g.render_args(), viewmats=self.viewmats[i : i + 1], Ks=self.Ks[i : i + 1],
-                width=cam.width, height=cam.height, backgrounds=self.background[None], backend=self.backend,
+                **g.render_args(),
+                viewmats=self.viewmats[i : i + 1],
+                Ks=self.Ks[i : i + 1],
+                width=cam.width,
+                height=cam.height,
+                backgrounds=self.background[None],
+                backend=self.backend,
                 eps2d=self.eps2d,
             )
             outs.append(rgb[0])
@@ -133,4 +175,7 @@ class SplatTwinRenderer:
     def images(self) -> dict[str, np.ndarray]:
         with torch.no_grad():
             rgbs, _ = self.render()
-        return {n: (r.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy() for n, r in zip(self.camera_names, rgbs, strict=True)}
+        return {
+            n: (r.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            for n, r in zip(self.camera_names, rgbs, strict=True)
+        }

@@ -10,8 +10,14 @@ RANDOMIZE = ROOT / "configs/randomization/push_cube.yaml"
 
 
 def job_dict(out, **kw):
-    d = {"scene": str(PUSH), "policies": {"expert": 1.0, "image_mild": 1.0}, "episodes": 12, "seed": 0,
-         "out": str(out), "randomize": str(RANDOMIZE)}
+    d = {
+        "scene": str(PUSH),
+        "policies": {"expert": 1.0, "image_mild": 1.0},
+        "episodes": 12,
+        "seed": 0,
+        "out": str(out),
+        "randomize": str(RANDOMIZE),
+    }
     d.update(kw)
     return d
 

@@ -28,8 +28,12 @@ def replay(twin, spec, ds, k):
     finally:
         twin.set_variant(spec)
     cam = spec.cameras[0].name
-    return (np.stack([o.images[cam] for o in obs]), np.stack([o.state for o in obs]),
-            np.stack([o.environment_state for o in obs]), cols)
+    return (
+        np.stack([o.images[cam] for o in obs]),
+        np.stack([o.state for o in obs]),
+        np.stack([o.environment_state for o in obs]),
+        cols,
+    )
 
 
 @pytest.mark.sim
@@ -60,7 +64,9 @@ def test_lossless_option_stores_frames_exactly(tmp_path, push_twin, push_spec):
     from datagen.rollouts import RolloutJob, generate
     from datagen.video import VideoSettings
 
-    job = RolloutJob.model_validate(job_dict(tmp_path / "ll", episodes=2, video=VideoSettings.lossless().model_dump()))
+    job = RolloutJob.model_validate(
+        job_dict(tmp_path / "ll", episodes=2, video=VideoSettings.lossless().model_dump())
+    )
     try:
         generate(job, progress=False, twin=push_twin)
     finally:
@@ -76,13 +82,29 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
     out, _ = small_dataset
     info = json.loads((out / "meta/info.json").read_text())
     # key order and values as LeRobot 0.6.1 writes them
-    assert list(info) == ["codebase_version", "fps", "features", "total_episodes", "total_frames", "total_tasks",
-                          "chunks_size", "data_files_size_in_mb", "video_files_size_in_mb", "data_path",
-                          "video_path", "robot_type", "splits"]
+    assert list(info) == [
+        "codebase_version",
+        "fps",
+        "features",
+        "total_episodes",
+        "total_frames",
+        "total_tasks",
+        "chunks_size",
+        "data_files_size_in_mb",
+        "video_files_size_in_mb",
+        "data_path",
+        "video_path",
+        "robot_type",
+        "splits",
+    ]
     assert info["codebase_version"] == "v3.0" and info["fps"] == 10
     assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
     assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-    assert (info["chunks_size"], info["data_files_size_in_mb"], info["video_files_size_in_mb"]) == (1000, 100, 200)
+    assert (info["chunks_size"], info["data_files_size_in_mb"], info["video_files_size_in_mb"]) == (
+        1000,
+        100,
+        200,
+    )
     assert info["splits"] == {"train": "0:12"} and info["total_episodes"] == 12 and info["total_tasks"] == 1
     feats = info["features"]
     assert list(feats)[-5:] == ["timestamp", "frame_index", "episode_index", "index", "task_index"]
@@ -90,11 +112,33 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
     for k in ("frame_index", "episode_index", "index", "task_index"):
         assert feats[k] == {"dtype": "int64", "shape": [1], "names": None}
     cam = feats["observation.images.side"]
-    assert cam["dtype"] == "video" and cam["shape"] == [128, 128, 3] and cam["names"] == ["height", "width", "channels"]
-    assert {k: cam["info"][k] for k in ("video.height", "video.width", "video.codec", "video.pix_fmt", "video.fps",
-                                        "video.channels", "has_audio", "is_depth_map")} == {
-        "video.height": 128, "video.width": 128, "video.codec": "av1", "video.pix_fmt": "yuv420p", "video.fps": 10,
-        "video.channels": 3, "has_audio": False, "is_depth_map": False}
+    assert (
+        cam["dtype"] == "video"
+        and cam["shape"] == [128, 128, 3]
+        and cam["names"] == ["height", "width", "channels"]
+    )
+    assert {
+        k: cam["info"][k]
+        for k in (
+            "video.height",
+            "video.width",
+            "video.codec",
+            "video.pix_fmt",
+            "video.fps",
+            "video.channels",
+            "has_audio",
+            "is_depth_map",
+        )
+    } == {
+        "video.height": 128,
+        "video.width": 128,
+        "video.codec": "av1",
+        "video.pix_fmt": "yuv420p",
+        "video.fps": 10,
+        "video.channels": 3,
+        "has_audio": False,
+        "is_depth_map": False,
+    }
     assert feats["observation.state"]["shape"] == [11] and len(feats["observation.state"]["names"]) == 11
     assert feats["randomization"]["names"][0] == "cube.hue_deg"
 
@@ -108,13 +152,26 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
 
     eps = pq.read_schema(out / "meta/episodes/chunk-000/file-000.parquet")
     k = "videos/observation.images.side"
-    assert eps.names[:11] == ["episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
-                              "dataset_from_index", "dataset_to_index", f"{k}/chunk_index", f"{k}/file_index",
-                              f"{k}/from_timestamp", f"{k}/to_timestamp"]
+    assert eps.names[:11] == [
+        "episode_index",
+        "tasks",
+        "length",
+        "data/chunk_index",
+        "data/file_index",
+        "dataset_from_index",
+        "dataset_to_index",
+        f"{k}/chunk_index",
+        f"{k}/file_index",
+        f"{k}/from_timestamp",
+        f"{k}/to_timestamp",
+    ]
     assert eps.names[-2:] == ["meta/episodes/chunk_index", "meta/episodes/file_index"]
     stats_cols = [n for n in eps.names if n.startswith("stats/")]
     assert "stats/observation.images.side/q99" in stats_cols and "stats/action/count" in stats_cols
-    assert str(eps.field("tasks").type) == "list<element: string>" or str(eps.field("tasks").type) == "list<item: string>"
+    assert (
+        str(eps.field("tasks").type) == "list<element: string>"
+        or str(eps.field("tasks").type) == "list<item: string>"
+    )
     assert str(eps.field(f"{k}/from_timestamp").type) == "double"
     rows = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
     for a, b in zip(rows, rows[1:], strict=False):  # episodes sit back to back in the data and the video file
@@ -154,7 +211,9 @@ def test_window_dataset_slices_episodes(small_dataset):
     k, t = item["episode_index"], item["frame_index"]
     cols = ds.episode(k)
     assert item["frames"].shape == (5, 1, 3, 128, 128)
-    np.testing.assert_array_equal(item["frames"][:, 0].permute(0, 2, 3, 1).numpy(), ds.frames(k, "observation.images.side", t, 5))
+    np.testing.assert_array_equal(
+        item["frames"][:, 0].permute(0, 2, 3, 1).numpy(), ds.frames(k, "observation.images.side", t, 5)
+    )
     np.testing.assert_array_equal(item["actions"].numpy(), cols["action"][t : t + 4])
     np.testing.assert_array_equal(item["state"].numpy(), cols["observation.state"][t : t + 5])
     # success marks frames after the action that solved the task

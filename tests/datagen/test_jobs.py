@@ -23,24 +23,51 @@ def assert_same_episodes(a, b, n):
     da, db = LeRobotDataset(a), LeRobotDataset(b)
     for k in range(n):
         ea, eb = da.episode(k), db.episode(k)
-        for col in ("action", "observation.state", "observation.environment_state", "next.success", "seed",
-                    "randomization", "policy"):
+        for col in (
+            "action",
+            "observation.state",
+            "observation.environment_state",
+            "next.success",
+            "seed",
+            "randomization",
+            "policy",
+        ):
             np.testing.assert_array_equal(ea[col], eb[col], err_msg=f"episode {k} column {col}")
 
 
 def cli(out, episodes):
-    return [sys.executable, "-m", "dreamtwin", "datagen", "rollouts", "--scene", str(PUSH),
-            "--policy", "expert,image_mild", "--episodes", str(episodes), "--seed", "0", "--out", str(out),
-            "--randomize", str(RANDOMIZE)]
+    return [
+        sys.executable,
+        "-m",
+        "dreamtwin",
+        "datagen",
+        "rollouts",
+        "--scene",
+        str(PUSH),
+        "--policy",
+        "expert,image_mild",
+        "--episodes",
+        str(episodes),
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--randomize",
+        str(RANDOMIZE),
+    ]
 
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_finishes_exactly_n_episodes(tmp_path, small_dataset, genesis_kernel_cache):
+def test_sigkill_mid_run_then_rerun_finishes_exactly_n_episodes(
+    tmp_path, small_dataset, genesis_kernel_cache
+):
     out = tmp_path / "killed"
     staging = out / ".dreamtwin" / "staging"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cli(out, 6), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cli(out, 6), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 900
     while time.time() < deadline and len(list(staging.glob("ep-*"))) < 2:
         assert proc.poll() is None, "the job ended before it could be killed"
@@ -56,7 +83,9 @@ def test_sigkill_mid_run_then_rerun_finishes_exactly_n_episodes(tmp_path, small_
     report = verify_dataset(out)
     assert report["episodes"] == 6
     ds = LeRobotDataset(out)
-    assert sorted(int(ds.episode(k)["seed"][0]) for k in range(6)) == list(range(6))  # none twice, none missing
+    assert sorted(int(ds.episode(k)["seed"][0]) for k in range(6)) == list(
+        range(6)
+    )  # none twice, none missing
     summary = json.loads((out / ".dreamtwin" / "done.json").read_text())
     assert summary["attempts_this_run"] == 6 - staged_before
     # the same job (fewer episodes) gives the same first episodes as the uninterrupted in-process run
@@ -77,7 +106,9 @@ def test_two_local_workers_give_the_same_content(tmp_path, small_dataset, genesi
 def test_ray_backend_gives_the_same_content(tmp_path, small_dataset, genesis_kernel_cache):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
-    summary = generate(RolloutJob.model_validate(job_dict(out, episodes=3, workers=2, backend="ray")), progress=False)
+    summary = generate(
+        RolloutJob.model_validate(job_dict(out, episodes=3, workers=2, backend="ray")), progress=False
+    )
     assert summary["episodes"] == 3
     assert_same_episodes(out, small_dataset[0], 3)
 
@@ -120,11 +151,17 @@ def test_rerun_of_a_finished_job_does_nothing(small_dataset, push_twin):
     assert (out / "data/chunk-000/file-000.parquet").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("text,match", [
-    ("version: 1\nobject_colour: {hue_deg: [0, 1]}\n", r"bad\.yaml: object_colour: unknown key; allowed: .*object_color"),
-    ("version: 1\nmass_scale: [1.5, 0.5]\n", r"bad\.yaml: mass_scale: .*low must be <= high"),
-    ("version: 1\nlight: {intensity_scale: [0, 1]}\n", r"bad\.yaml: light\.intensity_scale: .*positive"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        (
+            "version: 1\nobject_colour: {hue_deg: [0, 1]}\n",
+            r"bad\.yaml: object_colour: unknown key; allowed: .*object_color",
+        ),
+        ("version: 1\nmass_scale: [1.5, 0.5]\n", r"bad\.yaml: mass_scale: .*low must be <= high"),
+        ("version: 1\nlight: {intensity_scale: [0, 1]}\n", r"bad\.yaml: light\.intensity_scale: .*positive"),
+    ],
+)
 def test_malformed_randomization_yaml_gives_one_line(tmp_path, text, match):
     from scenes.randomization import load_randomization
 
@@ -142,8 +179,23 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
 
     from dreamtwin.cli import app
 
-    r = CliRunner().invoke(app, ["datagen", "rollouts", "--scene", str(PUSH), "--policy", "expert", "--episodes", "1",
-                                 "--out", str(tmp_path / "o"), "--randomize", str(bad)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "datagen",
+            "rollouts",
+            "--scene",
+            str(PUSH),
+            "--policy",
+            "expert",
+            "--episodes",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+            "--randomize",
+            str(bad),
+        ],
+    )
     assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "bad.yaml: friction_scale" in lines[0]
@@ -166,7 +218,11 @@ def test_only_success_keeps_the_first_n_successful_attempts():
     assert select(job, done) == [0, 2, 5]
     assert wanted(job, {}, 2) == [0, 1]  # the attempt limit
     plain = RolloutJob(scene="x", policies={"expert": 1.0}, episodes=3)
-    assert wanted(plain, ok((1, False)), 3) == [0, 2] and select(plain, ok((0, 1), (1, 0), (2, 0))) == [0, 1, 2]
+    assert wanted(plain, ok((1, False)), 3) == [0, 2] and select(plain, ok((0, 1), (1, 0), (2, 0))) == [
+        0,
+        1,
+        2,
+    ]
 
 
 def test_policy_mix_follows_the_weights():

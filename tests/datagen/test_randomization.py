@@ -21,11 +21,22 @@ def test_draws_are_reproducible_and_inside_the_ranges(push_spec):
         p = v.params
         assert -12 <= p["cube.hue_deg"] <= 12 and 0.7 <= p["cube.mass_scale"] <= 1.5
         assert v.spec.objects[0].mass == pytest.approx(push_spec.objects[0].mass * p["cube.mass_scale"])
-        assert v.spec.lights[0].intensity == pytest.approx(push_spec.lights[0].intensity * p["light0.intensity_scale"])
+        assert v.spec.lights[0].intensity == pytest.approx(
+            push_spec.lights[0].intensity * p["light0.intensity_scale"]
+        )
         d = np.linalg.norm(np.subtract(v.spec.cameras[0].pos, push_spec.cameras[0].pos))
         assert d <= 0.015 + 1e-9
-        tilt = np.degrees(np.arccos(np.clip(np.dot(v.spec.lights[0].dir, push_spec.lights[0].dir)
-                                            / np.linalg.norm(v.spec.lights[0].dir) / np.linalg.norm(push_spec.lights[0].dir), -1, 1)))
+        tilt = np.degrees(
+            np.arccos(
+                np.clip(
+                    np.dot(v.spec.lights[0].dir, push_spec.lights[0].dir)
+                    / np.linalg.norm(v.spec.lights[0].dir)
+                    / np.linalg.norm(push_spec.lights[0].dir),
+                    -1,
+                    1,
+                )
+            )
+        )
         assert tilt == pytest.approx(p["light0.tilt_deg"], abs=1e-6)
         assert v.spec.objects[0].randomize.x == (-0.06, 0.06)
         assert variable_fields(v.spec) == variable_fields(push_spec)
@@ -43,10 +54,15 @@ def test_variant_on_a_built_twin_equals_a_twin_built_from_the_variant(push_twin,
     set without rescaling inertia, so it is left out of this comparison)."""
     from scenes.twin import DigitalTwin
 
-    rnd = RandomizationSpec.model_validate({
-        "object_color": {"hue_deg": [-40, 40]}, "table_color": {"value_scale": [0.8, 1.0]},
-        "friction_scale": [0.7, 1.3], "light": {"intensity_scale": [0.6, 1.4],
-        "direction_deg": [5, 20]}, "camera": {"position_m": [0.01, 0.03], "lookat_m": [0, 0.01]}})
+    rnd = RandomizationSpec.model_validate(
+        {
+            "object_color": {"hue_deg": [-40, 40]},
+            "table_color": {"value_scale": [0.8, 1.0]},
+            "friction_scale": [0.7, 1.3],
+            "light": {"intensity_scale": [0.6, 1.4], "direction_deg": [5, 20]},
+            "camera": {"position_m": [0.01, 0.03], "lookat_m": [0, 0.01]},
+        }
+    )
     v = sample_variation(push_spec, rnd, 3)
     fresh = DigitalTwin(v.spec)
     push_twin.set_variant(v.spec)

@@ -23,8 +23,12 @@ class CoinWorld:
     def _obs(self, t: int) -> Observation:
         img = np.full((8, 8, 3), (30 * t) % 255, np.uint8)
         img[..., 0] = (self.seed * 37) % 255
-        return Observation(images={"side": img}, state=np.array([t, 0, 0, 0], np.float32), task="coin",
-                           environment_state=np.zeros(7, np.float32))
+        return Observation(
+            images={"side": img},
+            state=np.array([t, 0, 0, 0], np.float32),
+            task="coin",
+            environment_state=np.zeros(7, np.float32),
+        )
 
     def reset(self, seed: int, options: dict | None = None) -> Observation:
         self.seed, self.t = seed, 0
@@ -34,7 +38,9 @@ class CoinWorld:
         self.t += 1
         coin = np.random.default_rng([self.seed, self.t]).random()
         success = coin < float(np.asarray(chunk)[0, 0]) + self.bias
-        return StepResult([self._obs(self.t)], done=success or self.t >= self.max_steps, info={"success": bool(success)})
+        return StepResult(
+            [self._obs(self.t)], done=success or self.t >= self.max_steps, info={"success": bool(success)}
+        )
 
 
 class BatchedCoinWorld:
@@ -79,11 +85,20 @@ class SkillPolicy:
         return np.array([[self.skill, 0, 0, 0]], np.float32)
 
 
-SKILLS = {"coin_always": 1.0, "coin_good": 0.25, "coin_poor": 0.08, "coin_never": 0.0}  # ~1, .76, .34, 0 over 5 steps
+SKILLS = {
+    "coin_always": 1.0,
+    "coin_good": 0.25,
+    "coin_poor": 0.08,
+    "coin_never": 0.0,
+}  # ~1, .76, .34, 0 over 5 steps
 for _name, _skill in SKILLS.items():
     if _name not in POLICIES:
-        register_policy(_name, lambda spec, seed, s=_skill: SkillPolicy(s), privileged=False,
-                        description=f"test policy with per-step success chance {_skill}")
+        register_policy(
+            _name,
+            lambda spec, seed, s=_skill: SkillPolicy(s),
+            privileged=False,
+            description=f"test policy with per-step success chance {_skill}",
+        )
 
 
 class Square:

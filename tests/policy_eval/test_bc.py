@@ -28,8 +28,15 @@ def _toy_episodes(n: int = 6, T: int = 12, size: int = 32, seed: int = 0) -> lis
             frames.append(img)
             states.append(np.array([*ee, 0.1, 0.0], np.float32))
             actions.append(np.array([*(target - ee) * 0.05, 0.0, 1.0], np.float32))
-        eps.append({"frames": np.stack(frames), "state": np.stack(states), "actions": np.stack(actions),
-                    "env_state": np.zeros((T, 7), np.float32), "success": np.array([False] * (T - 1) + [True])})
+        eps.append(
+            {
+                "frames": np.stack(frames),
+                "state": np.stack(states),
+                "actions": np.stack(actions),
+                "env_state": np.zeros((T, 7), np.float32),
+                "success": np.array([False] * (T - 1) + [True]),
+            }
+        )
     return eps
 
 
@@ -61,7 +68,10 @@ def test_training_learns_the_toy_task_and_saves_requested_steps(tmp_path):
     spread = float(np.abs(a - a.mean(0)).mean())
     assert err(late) < 0.35 * spread  # it reads the square's position from the image
     assert err(late) < 0.6 * err(early)
-    losses = [r["loss"] for r in map(__import__("json").loads, (tmp_path / "run/log.jsonl").read_text().splitlines())]
+    losses = [
+        r["loss"]
+        for r in map(__import__("json").loads, (tmp_path / "run/log.jsonl").read_text().splitlines())
+    ]
     assert losses[-1] < losses[0] / 5
 
 
@@ -69,7 +79,9 @@ def test_policy_acts_on_observations_of_another_size(tmp_path):
     net = BCNet(BCConfig(cameras=["side"], image_size=(32, 32), **TINY))
     net.save_pretrained(tmp_path / "ckpt")
     policy = policy_info(str(tmp_path / "ckpt")).factory(None, 0)
-    obs = Observation(images={"side": np.zeros((64, 64, 3), np.uint8)}, state=np.zeros(11, np.float32), task="")
+    obs = Observation(
+        images={"side": np.zeros((64, 64, 3), np.uint8)}, state=np.zeros(11, np.float32), task=""
+    )
     chunk = policy.act(obs)
     assert chunk.shape == (1, 4) and chunk.dtype == np.float32 and 0 <= chunk[0, 3] <= 1
     with pytest.raises(SpecError, match="needs camera 'side'"):
@@ -86,7 +98,9 @@ def test_unknown_paths_and_names_are_clear_errors(tmp_path):
 
 def test_shipped_zoo_checkpoints_load_and_differ(push_spec):
     outs = []
-    obs = Observation(images={"side": np.full((64, 64, 3), 120, np.uint8)}, state=np.zeros(11, np.float32), task="")
+    obs = Observation(
+        images={"side": np.full((64, 64, 3), 120, np.uint8)}, state=np.zeros(11, np.float32), task=""
+    )
     for name in BC_CHECKPOINTS:
         assert checkpoint_path(name).is_dir(), f"shipped checkpoint {name} missing"
         policy = make_policy(name, push_spec)

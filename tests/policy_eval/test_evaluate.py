@@ -80,7 +80,17 @@ def test_sigkilled_eval_resumes_to_the_uninterrupted_result(push_twin, tmp_path)
     import sys
     import time
 
-    args = ["--scene", str(PUSH), "--policies", "expert,random", "--episodes", "3", "--seed", "11", "--no-videos"]
+    args = [
+        "--scene",
+        str(PUSH),
+        "--policies",
+        "expert,random",
+        "--episodes",
+        "3",
+        "--seed",
+        "11",
+        "--no-videos",
+    ]
     cmd = [sys.executable, "-m", "dreamtwin", "eval", *args, "--out", str(tmp_path / "killed")]
     log = tmp_path / "killed/episodes.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -103,9 +113,16 @@ def test_sigkilled_eval_resumes_to_the_uninterrupted_result(push_twin, tmp_path)
     assert rows[: len(before)] == before  # what was logged before the kill is kept, not rerun
 
     reference = run_eval(
-        EvalConfig(scene=str(PUSH), policies=["expert", "random"], episodes=3, seed=11, out=str(tmp_path / "ref"),
-                   videos=False),
-        progress=False, world=push_twin,
+        EvalConfig(
+            scene=str(PUSH),
+            policies=["expert", "random"],
+            episodes=3,
+            seed=11,
+            out=str(tmp_path / "ref"),
+            videos=False,
+        ),
+        progress=False,
+        world=push_twin,
     )
     resumed = json.loads((tmp_path / "killed/results.json").read_text())
     assert resumed["policies"] == reference["policies"]

@@ -21,7 +21,9 @@ POLICIES = list(SKILLS)
 
 
 def _cfg(tmp_path, name, **kw):
-    base = dict(scene=str(PUSH), policies=POLICIES, episodes=12, seed=0, out=str(tmp_path / name), videos=False)
+    base = dict(
+        scene=str(PUSH), policies=POLICIES, episodes=12, seed=0, out=str(tmp_path / name), videos=False
+    )
     return EvalConfig(**{**base, **kw})
 
 
@@ -29,9 +31,16 @@ def test_batched_rollout_equals_single_rollouts():
     seeds = [3, 4, 5, 6, 7, 8]
     skills = [0.2, 0.9, 0.2, 0.5, 0.0, 1.0]
     world = BatchedCoinWorld(max_steps=6)
-    batch = rollout_batch(world, [SkillPolicy(s) for s in skills], seeds, policy_ids=[str(s) for s in skills],
-                          privileged=[False] * 6)
-    single = [rollout(CoinWorld(max_steps=6), SkillPolicy(s), seed) for s, seed in zip(skills, seeds, strict=False)]
+    batch = rollout_batch(
+        world,
+        [SkillPolicy(s) for s in skills],
+        seeds,
+        policy_ids=[str(s) for s in skills],
+        privileged=[False] * 6,
+    )
+    single = [
+        rollout(CoinWorld(max_steps=6), SkillPolicy(s), seed) for s, seed in zip(skills, seeds, strict=False)
+    ]
     assert [e.success for e in batch] == [e.success for e in single]
     assert [e.length for e in batch] == [e.length for e in single]
     assert [e.actions().tolist() for e in batch] == [e.actions().tolist() for e in single]
@@ -40,7 +49,9 @@ def test_batched_rollout_equals_single_rollouts():
 
 
 def test_adaptive_stopping_stops_narrow_policies_first(tmp_path):
-    cfg = _cfg(tmp_path, "adaptive", episodes=60, adaptive={"half_width": 0.1, "min_episodes": 10, "round": 10})
+    cfg = _cfg(
+        tmp_path, "adaptive", episodes=60, adaptive={"half_width": 0.1, "min_episodes": 10, "round": 10}
+    )
     res = run_eval(cfg, progress=False, world=CoinWorld())
     n = {p: res["policies"][p]["n"] for p in POLICIES}
     # all-or-nothing policies have narrow intervals: stopped after 20 episodes (Wilson half-width at
@@ -55,21 +66,37 @@ def test_adaptive_stopping_stops_narrow_policies_first(tmp_path):
 
 
 def test_stopped_policies_needs_min_episodes():
-    cfg = EvalConfig(scene=str(PUSH), policies=["coin_always"], episodes=40,
-                     adaptive={"half_width": 0.2, "min_episodes": 15, "round": 5})
+    cfg = EvalConfig(
+        scene=str(PUSH),
+        policies=["coin_always"],
+        episodes=40,
+        adaptive={"half_width": 0.2, "min_episodes": 15, "round": 5},
+    )
     rows = [{"policy": "coin_always", "seed": s, "success": True} for s in range(10)]
     assert stopped_policies(cfg, rows, upto_seed=10) == set()  # narrow enough, but too few episodes
     rows += [{"policy": "coin_always", "seed": s, "success": True} for s in range(10, 15)]
     assert stopped_policies(cfg, rows, upto_seed=15) == {"coin_always"}
-    assert stopped_policies(cfg, rows, upto_seed=10) == set()  # later episodes do not count for earlier rounds
+    assert (
+        stopped_policies(cfg, rows, upto_seed=10) == set()
+    )  # later episodes do not count for earlier rounds
 
 
 def test_results_do_not_depend_on_batch_size(tmp_path):
-    a = run_eval(_cfg(tmp_path, "b1", world="worldmodel:unused", batch_size=1), progress=False, world=BatchedCoinWorld())
-    b = run_eval(_cfg(tmp_path, "b7", world="worldmodel:unused", batch_size=7), progress=False, world=BatchedCoinWorld())
+    a = run_eval(
+        _cfg(tmp_path, "b1", world="worldmodel:unused", batch_size=1),
+        progress=False,
+        world=BatchedCoinWorld(),
+    )
+    b = run_eval(
+        _cfg(tmp_path, "b7", world="worldmodel:unused", batch_size=7),
+        progress=False,
+        world=BatchedCoinWorld(),
+    )
     assert a["policies"] == b["policies"]
     c = run_eval(_cfg(tmp_path, "single"), progress=False, world=CoinWorld())
-    assert {p: r["successes"] for p, r in c["policies"].items()} == {p: r["successes"] for p, r in a["policies"].items()}
+    assert {p: r["successes"] for p, r in c["policies"].items()} == {
+        p: r["successes"] for p, r in a["policies"].items()
+    }
 
 
 def test_agreement_against_ground_truth(tmp_path):
@@ -118,7 +145,9 @@ def test_worker_pool_ray_backend():
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.fail("Debian's chromium is needed for the report test: `make setup` installs it (apt-get install chromium)")
+        pytest.fail(
+            "Debian's chromium is needed for the report test: `make setup` installs it (apt-get install chromium)"
+        )
     return exe
 
 
@@ -128,7 +157,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     run_eval(cfg, progress=False, world=CoinWorld(bias=0.2))
     page = tmp_path / "imagined/report.html"
     args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     for marker in ('id="success-bars"', 'id="scatter"', 'id="ranking"', 'id="metrics"', 'id="strips"'):
         assert marker in dom, marker
     assert dom.count("<svg") >= 2  # bars and scatter
@@ -136,8 +167,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
     for p in POLICIES:
         assert p in dom
     shot = tmp_path / "shot.png"
-    subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [*args, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     from PIL import Image
 
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)

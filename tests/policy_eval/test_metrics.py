@@ -70,27 +70,35 @@ def test_mmrv_is_simpler_strict_and_asymmetric():
     # all-equal predictions: "i above j" is never predicted, so a pair counts only for the policy that is
     # really above the other: policy 0 has no violation, 1 has 0.4 (over 0), 2 has max(0.8, 0.4)
     assert mmrv([0.3, 0.3, 0.3], [0.1, 0.5, 0.9]) == pytest.approx((0.0 + 0.4 + 0.8) / 3)
-    assert mmrv([0.1, 0.5, 0.9], [0.3, 0.3, 0.3]) == pytest.approx(0.0)  # violations of size |real_i - real_j| = 0
+    assert mmrv([0.1, 0.5, 0.9], [0.3, 0.3, 0.3]) == pytest.approx(
+        0.0
+    )  # violations of size |real_i - real_j| = 0
     assert pearson([0.3, 0.3], [0.1, 0.9]) != pearson([0.3, 0.3], [0.1, 0.9])  # NaN: undefined for a constant
 
 
-@pytest.mark.parametrize("bad, match", [
-    (([0.1, 0.2], [0.1]), "2 policies but real has 1"),
-    (([0.1], [0.1]), "at least 2 policies"),
-    (([0.1, float("nan")], [0.1, 0.2]), "NaN"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (([0.1, 0.2], [0.1]), "2 policies but real has 1"),
+        (([0.1], [0.1]), "at least 2 policies"),
+        (([0.1, float("nan")], [0.1, 0.2]), "NaN"),
+    ],
+)
 def test_agreement_metrics_reject_bad_input(bad, match):
     for f in (pearson, spearman, kendall, mmrv):
         with pytest.raises(ValueError, match=match):
             f(*bad)
 
 
-@pytest.mark.parametrize("k, n, lo, hi", [
-    (0, 10, 0.0, 1 - 0.025 ** (1 / 10)),    # closed forms at the ends
-    (10, 10, 0.025 ** (1 / 10), 1.0),
-    (5, 10, 0.18709, 0.81291),              # tabulated
-    (1, 20, 0.0012650, 0.24873),
-])
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [
+        (0, 10, 0.0, 1 - 0.025 ** (1 / 10)),  # closed forms at the ends
+        (10, 10, 0.025 ** (1 / 10), 1.0),
+        (5, 10, 0.18709, 0.81291),  # tabulated
+        (1, 20, 0.0012650, 0.24873),
+    ],
+)
 def test_beta_interval_known_values(k, n, lo, hi):
     a, b = beta_interval(k, n)
     assert a == pytest.approx(lo, abs=2e-5) and b == pytest.approx(hi, abs=2e-5)

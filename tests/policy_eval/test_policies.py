@@ -28,7 +28,9 @@ def test_registry_lists_the_graded_family():
     names = POLICIES.names()
     assert {"expert", "image_expert", "image_mild", "image_medium", "image_severe", "random"} <= set(names)
     assert POLICIES.get("expert").privileged and not POLICIES.get("image_expert").privileged
-    ranks = [POLICIES.get(n).skill_rank for n in ("image_expert", "image_mild", "image_medium", "image_severe")]
+    ranks = [
+        POLICIES.get(n).skill_rank for n in ("image_expert", "image_mild", "image_medium", "image_severe")
+    ]
     assert ranks == sorted(ranks)
 
 

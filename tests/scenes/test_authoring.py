@@ -29,11 +29,15 @@ def test_new_add_set_camera_round_trip(tmp_path):
     new_scene("my_scene", p)
     text = p.read_text()
     assert text.startswith("# my_scene: authored")
-    add_object(p, "cube", "box", size=[0.05, 0.05, 0.05], pos=[0.5, 0.1, 0.025], color=[0.9, 0.1, 0.1], mass=0.2)
+    add_object(
+        p, "cube", "box", size=[0.05, 0.05, 0.05], pos=[0.5, 0.1, 0.025], color=[0.9, 0.1, 0.1], mass=0.2
+    )
     add_object(p, "ball", "sphere", size=[0.03], pos=[0.45, -0.1, 0.03])
     with pytest.raises(SpecError, match="camera up is parallel to its viewing direction"):
         set_camera(p, "top", pos=[0.5, 0.0, 1.2], lookat=[0.5, 0.0, 0.0])
-    spec = set_camera(p, "top", pos=[0.5, 0.0, 1.2], lookat=[0.5, 0.0, 0.0], up=[1, 0, 0], fov=60, resolution=[96, 64])
+    spec = set_camera(
+        p, "top", pos=[0.5, 0.0, 1.2], lookat=[0.5, 0.0, 0.0], up=[1, 0, 0], fov=60, resolution=[96, 64]
+    )
     assert [o.name for o in spec.objects] == ["cube", "ball"]
     assert spec.object("cube").mass == 0.2 and spec.camera("top").resolution == (96, 64)
     set_camera(p, "top", fov=40)
@@ -88,7 +92,9 @@ def test_authored_scan_scene_builds_simulates_and_previews(tmp_path):
     new_scene("scan_scene", p)
     _scan_ply(tmp_path / "box_scan.ply")
     import_scan(p, tmp_path / "box_scan.ply", "crate", voxel=0.01)
-    spec = add_object(p, "cube", "box", size=[0.05, 0.05, 0.05], pos=[0.55, -0.2, 0.2])  # dropped onto the crate
+    spec = add_object(
+        p, "cube", "box", size=[0.05, 0.05, 0.05], pos=[0.55, -0.2, 0.2]
+    )  # dropped onto the crate
     twin = DigitalTwin(spec, render=True)
     obs = twin.reset(0)
     result = twin.step(np.zeros((15, 4), np.float32))

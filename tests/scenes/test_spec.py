@@ -57,7 +57,9 @@ def test_unknown_top_level_key(tmp_path):
 def test_missing_mesh_file_is_named(tmp_path):
     data = _push_data()
     data["objects"].append({"name": "mug", "shape": "mesh", "size": [1.0], "mesh": "meshes/mug.obj"})
-    with pytest.raises(SpecError, match=r"objects\.1\.mesh: Value error, mesh file not found: .*meshes/mug\.obj"):
+    with pytest.raises(
+        SpecError, match=r"objects\.1\.mesh: Value error, mesh file not found: .*meshes/mug\.obj"
+    ):
         load_scene_spec(_write(tmp_path, data))
 
 
@@ -76,12 +78,24 @@ def test_mesh_path_resolves_relative_to_spec(tmp_path):
         (lambda d: d["objects"][0].update(size=[0.05, 0.05]), r"objects\.0: .*size for a box needs 3"),
         (lambda d: d["objects"][0].update(color=[2, 0, 0]), r"objects\.0\.color: .*\[0, 1\]"),
         (lambda d: d["cameras"][0].update(resolution=[0, 64]), r"cameras\.0\.resolution: .*positive"),
-        (lambda d: d["task"]["success"].update(name="object_flying"), r"unknown success predicate 'object_flying'"),
-        (lambda d: d["task"]["success"]["params"].update(radius=1), r"params\.radius: unknown key; allowed: object, center, size"),
-        (lambda d: d["task"]["success"]["params"].update(object="ball"), r"'ball' is not one of the scene's objects"),
+        (
+            lambda d: d["task"]["success"].update(name="object_flying"),
+            r"unknown success predicate 'object_flying'",
+        ),
+        (
+            lambda d: d["task"]["success"]["params"].update(radius=1),
+            r"params\.radius: unknown key; allowed: object, center, size",
+        ),
+        (
+            lambda d: d["task"]["success"]["params"].update(object="ball"),
+            r"'ball' is not one of the scene's objects",
+        ),
         (lambda d: d.update(version=2), r"version: Input should be 1"),
         (lambda d: d["control"].update(rate_hz=7), r"rate_hz \(7.0\) must divide"),
-        (lambda d: d["objects"][0]["randomize"].update(x=[0.1, -0.1]), r"randomize\.x: .*low must be <= high"),
+        (
+            lambda d: d["objects"][0]["randomize"].update(x=[0.1, -0.1]),
+            r"randomize\.x: .*low must be <= high",
+        ),
     ],
 )
 def test_bad_values_give_one_line_errors(tmp_path, mutate, expected):
@@ -124,5 +138,7 @@ def test_initial_poses_come_from_the_seed_alone():
 
 
 def test_euler_to_quat_known_values():
-    np.testing.assert_allclose(euler_deg_to_quat((0, 0, 90)), [np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)], atol=1e-12)
+    np.testing.assert_allclose(
+        euler_deg_to_quat((0, 0, 90)), [np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)], atol=1e-12
+    )
     np.testing.assert_allclose(euler_deg_to_quat((180, 0, 0)), [0, 1, 0, 0], atol=1e-12)

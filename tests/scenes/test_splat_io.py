@@ -15,8 +15,13 @@ from scenes.splat.sample import gaussians_from_mesh, gaussians_from_point_cloud,
 def _random_gaussians(n=50, degree=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     k = (degree + 1) ** 2
-    return Gaussians(torch.randn(n, 3, generator=g), torch.randn(n, 4, generator=g), torch.randn(n, 3, generator=g),
-                     torch.randn(n, generator=g), torch.randn(n, k, 3, generator=g))
+    return Gaussians(
+        torch.randn(n, 3, generator=g),
+        torch.randn(n, 4, generator=g),
+        torch.randn(n, 3, generator=g),
+        torch.randn(n, generator=g),
+        torch.randn(n, k, 3, generator=g),
+    )
 
 
 @pytest.mark.parametrize("degree", [0, 1, 3])
@@ -50,7 +55,10 @@ def test_broken_plys_give_one_line_errors(tmp_path):
     cases = {
         "truncated.ply": (data[: len(data) - 40], "truncated"),
         "nomagic.ply": (b"plx" + data[3:], "not a PLY file"),
-        "badprop.ply": (data.replace(b"property float opacity", b"property flaot opacity"), "bad property line"),
+        "badprop.ply": (
+            data.replace(b"property float opacity", b"property flaot opacity"),
+            "bad property line",
+        ),
     }
     for name, (content, match) in cases.items():
         (tmp_path / name).write_bytes(content)
@@ -58,7 +66,9 @@ def test_broken_plys_give_one_line_errors(tmp_path):
             load_splat_ply(tmp_path / name)
         assert "\n" not in str(e.value) and name in str(e.value)
     pc = tmp_path / "cloud.ply"
-    pc.write_text("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\n")
+    pc.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\n"
+    )
     with pytest.raises(SpecError, match="not a 3D Gaussian Splatting PLY: missing"):
         load_splat_ply(pc)
 

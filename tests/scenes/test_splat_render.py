@@ -12,11 +12,13 @@ from scenes.splat.render import rasterize
 
 def _rotmat(q):
     w, x, y, z = q / torch.sqrt((q * q).sum())
-    return torch.stack([
-        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
-        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
-        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
-    ])
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
+            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
+            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
+        ]
+    )
 
 
 def reference_render(means, quats, scales, opac, rgb, viewmat, K, W, H, eps2d=0.3):
@@ -36,16 +38,20 @@ def reference_render(means, quats, scales, opac, rgb, viewmat, K, W, H, eps2d=0.
         u = torch.clamp(p[0] / p[2], -lim_x[1], lim_x[0]) * p[2]
         v = torch.clamp(p[1] / p[2], -lim_y[1], lim_y[0]) * p[2]
         zero = torch.zeros((), dtype=means.dtype)
-        J = torch.stack([
-            torch.stack([fx / p[2], zero, -fx * u / p[2] ** 2]),
-            torch.stack([zero, fy / p[2], -fy * v / p[2] ** 2]),
-        ])
+        J = torch.stack(
+            [
+                torch.stack([fx / p[2], zero, -fx * u / p[2] ** 2]),
+                torch.stack([zero, fy / p[2], -fy * v / p[2] ** 2]),
+            ]
+        )
         cov2 = J @ cov_c @ J.T + eps2d * torch.eye(2, dtype=means.dtype)
         mu = torch.stack([fx * p[0] / p[2] + cx, fy * p[1] / p[2] + cy])
         projected.append((float(p[2]), p[2], mu, torch.linalg.inv(cov2), opac[i], rgb[i]))
     projected.sort(key=lambda g: g[0])
 
-    vs, us = torch.meshgrid(torch.arange(H, dtype=means.dtype), torch.arange(W, dtype=means.dtype), indexing="ij")
+    vs, us = torch.meshgrid(
+        torch.arange(H, dtype=means.dtype), torch.arange(W, dtype=means.dtype), indexing="ij"
+    )
     px, py = us + 0.5, vs + 0.5
     color = torch.zeros(H, W, 3, dtype=means.dtype)
     depth = torch.zeros(H, W, dtype=means.dtype)
@@ -70,10 +76,14 @@ def reference_render(means, quats, scales, opac, rgb, viewmat, K, W, H, eps2d=0.
 
 def _scene(n, seed, dtype=torch.float64, spread=0.6):
     g = torch.Generator().manual_seed(seed)
-    means = torch.stack([
-        (torch.rand(n, generator=g) - 0.5) * spread, (torch.rand(n, generator=g) - 0.5) * spread * 0.7,
-        1.0 + torch.rand(n, generator=g) * 1.5,
-    ], -1)
+    means = torch.stack(
+        [
+            (torch.rand(n, generator=g) - 0.5) * spread,
+            (torch.rand(n, generator=g) - 0.5) * spread * 0.7,
+            1.0 + torch.rand(n, generator=g) * 1.5,
+        ],
+        -1,
+    )
     quats = torch.randn(n, 4, generator=g)
     scales = 0.02 + 0.12 * torch.rand(n, 3, generator=g)
     opac = 0.3 + 0.7 * torch.rand(n, generator=g)
@@ -98,8 +108,20 @@ def test_torch_backend_matches_brute_force(seed, n, W, H, tile, cpu_kernel):
     means, quats, scales, opac, rgb = _scene(n, seed)
     view, K = _camera(W, H)
     ref_c, ref_a, ref_d = reference_render(means, quats, scales, opac, rgb, view, K, W, H)
-    c, a, d = rasterize(means, quats, scales, opac, rgb, view[None], K[None], W, H, backend="torch", tile_size=tile,
-                        cpu_kernel=cpu_kernel)
+    c, a, d = rasterize(
+        means,
+        quats,
+        scales,
+        opac,
+        rgb,
+        view[None],
+        K[None],
+        W,
+        H,
+        backend="torch",
+        tile_size=tile,
+        cpu_kernel=cpu_kernel,
+    )
     assert ref_a.max() > 0.9 and (ref_a < 0.5).any()  # a scene with both coverage and gaps
     assert (c[0] - ref_c).abs().max() <= 1e-4
     assert (a[0] - ref_a).abs().max() <= 1e-4
@@ -113,8 +135,16 @@ def test_float32_and_small_pair_budget_agree_with_reference(cpu_kernel):
     view, K = _camera(32, 24)
     ref_c, ref_a, _ = reference_render(means, quats, scales, opac, rgb, view, K, 32, 24)
     f32 = [t.float() for t in (means, quats, scales, opac, rgb)]
-    c, a, _ = rasterize(*f32, view[None].float(), K[None].float(), 32, 24, backend="torch", pair_budget=300,
-                        cpu_kernel=cpu_kernel)
+    c, a, _ = rasterize(
+        *f32,
+        view[None].float(),
+        K[None].float(),
+        32,
+        24,
+        backend="torch",
+        pair_budget=300,
+        cpu_kernel=cpu_kernel,
+    )
     assert (c[0].double() - ref_c).abs().max() <= 1e-4 and (a[0].double() - ref_a).abs().max() <= 1e-4
 
 
@@ -132,7 +162,9 @@ def test_batch_of_cameras_equals_cameras_one_by_one():
     v1, K = _camera(16, 16)
     v2 = v1.clone()
     v2[:3, 3] += torch.tensor([0.1, 0.05, -0.2], dtype=v1.dtype)
-    both, _, _ = rasterize(means, quats, scales, opac, rgb, torch.stack([v1, v2]), torch.stack([K, K]), 16, 16)
+    both, _, _ = rasterize(
+        means, quats, scales, opac, rgb, torch.stack([v1, v2]), torch.stack([K, K]), 16, 16
+    )
     one, _, _ = rasterize(means, quats, scales, opac, rgb, v2[None], K[None], 16, 16)
     torch.testing.assert_close(both[1], one[0], atol=1e-12, rtol=0)
 
@@ -155,13 +187,17 @@ def test_gradients_match_the_reference_and_finite_differences():
 
     g_torch = torch.autograd.grad(loss_torch(*params, vparam), [*params, vparam])
     g_ref = torch.autograd.grad(loss_ref(*params, vparam), [*params, vparam])
-    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors", "viewmat"], g_torch, g_ref, strict=True):
+    for name, a, b in zip(
+        ["means", "quats", "scales", "opacities", "colors", "viewmat"], g_torch, g_ref, strict=True
+    ):
         assert a.abs().max() > 0, name  # every parameter, camera pose included, receives gradient
         assert (a - b).abs().max() <= 1e-4, name
     # and the analytic gradients are the true derivative of the rendered image
     assert torch.autograd.gradcheck(
         lambda m, s, v: loss_torch(m, params[1], s, params[3], params[4], v),
-        (params[0], params[2], vparam), eps=1e-6, atol=1e-5,
+        (params[0], params[2], vparam),
+        eps=1e-6,
+        atol=1e-5,
     )
 
 
@@ -182,8 +218,18 @@ def test_empty_and_offscreen_scenes_render_background():
     view, K = _camera(10, 8)
     behind = means.clone()
     behind[:, 2] = -1.0
-    c, a, _ = rasterize(behind, quats, scales, opac, rgb, view[None], K[None], 10, 8,
-                        backgrounds=torch.tensor([[0.2, 0.3, 0.4]], dtype=torch.float64))
+    c, a, _ = rasterize(
+        behind,
+        quats,
+        scales,
+        opac,
+        rgb,
+        view[None],
+        K[None],
+        10,
+        8,
+        backgrounds=torch.tensor([[0.2, 0.3, 0.4]], dtype=torch.float64),
+    )
     assert a.abs().max() == 0
     torch.testing.assert_close(c[0, 3, 4], torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64))
 
@@ -191,7 +237,10 @@ def test_empty_and_offscreen_scenes_render_background():
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda a: a.__setitem__(0, a[0].clone().index_fill_(0, torch.tensor([1]), float("nan"))), "means contains NaN"),
+        (
+            lambda a: a.__setitem__(0, a[0].clone().index_fill_(0, torch.tensor([1]), float("nan"))),
+            "means contains NaN",
+        ),
         (lambda a: a.__setitem__(2, a[2][:, :2]), r"scales must be \[N, 3\]"),
         (lambda a: a.__setitem__(7, 0), "image size must be positive, got 0x8"),
     ],

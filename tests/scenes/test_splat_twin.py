@@ -23,8 +23,18 @@ def _visible_labels_splat(twin):
 
     args = g.render_args()
     cam = r.cameras[0]
-    out, alpha, _ = rasterize(args["means"], args["quats"], args["scales"], args["opacities"], labels,
-                              r.viewmats[:1], r.Ks[:1], cam.width, cam.height, eps2d=r.eps2d)
+    out, alpha, _ = rasterize(
+        args["means"],
+        args["quats"],
+        args["scales"],
+        args["opacities"],
+        labels,
+        r.viewmats[:1],
+        r.Ks[:1],
+        cam.width,
+        cam.height,
+        eps2d=r.eps2d,
+    )
     lab = out[0].argmax(-1).numpy()
     lab[alpha[0, ..., 0].numpy() < 0.5] = 0
     return lab

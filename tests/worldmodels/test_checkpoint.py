@@ -43,7 +43,9 @@ def test_malformed_checkpoints_give_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):
         load_pretrained(tmp_path / "nope", TinyConfig)
     (tmp_path / "c" / "config.json").write_text(json.dumps({"width": 8, "depht": 2}))
-    with pytest.raises(CheckpointError, match=r"c/config\.json: depht: unknown key; allowed: width, depth") as e:
+    with pytest.raises(
+        CheckpointError, match=r"c/config\.json: depht: unknown key; allowed: width, depth"
+    ) as e:
         load_pretrained(tmp_path / "c", TinyConfig)
     assert "\n" not in str(e.value)
     (tmp_path / "c" / "config.json").write_text("{")

@@ -36,6 +36,9 @@ def test_zero_initialised_adapter_leaves_the_backbone_unchanged():
     h = torch.randn(3, 6 * 4, 8)
     assert torch.equal(adapter(h, torch.randn(3, 6, 8), 4), h)
     # and it learns: one gradient step moves the output projection
-    loss = adapter(h, torch.randn(3, 6, 8), 4).pow(2).mean() + (adapter(h, torch.randn(3, 6, 8), 4) - 1).pow(2).mean()
+    loss = (
+        adapter(h, torch.randn(3, 6, 8), 4).pow(2).mean()
+        + (adapter(h, torch.randn(3, 6, 8), 4) - 1).pow(2).mean()
+    )
     loss.backward()
     assert adapter.out.weight.grad.abs().sum() > 0

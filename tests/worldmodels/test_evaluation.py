@@ -26,7 +26,9 @@ def test_psnr_and_ssim_known_values():
 
 def test_auroc_known_tables():
     assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
-    assert auroc(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 0, 1, 0])) == pytest.approx(0.5)  # ties count half
+    assert auroc(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 0, 1, 0])) == pytest.approx(
+        0.5
+    )  # ties count half
     assert auroc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0])) == 1.0
     assert auroc(np.array([0.9, 0.8, 0.1]), np.array([0, 0, 1])) == 0.0
     assert np.isnan(auroc(np.array([0.2, 0.3]), np.array([1, 1])))
@@ -47,5 +49,7 @@ def test_open_loop_and_judge_on_the_toy_world(trained, episodes):
     j = judge_episodes(world, episodes)
     labels = [bool(e["success"].any()) for e in episodes]
     assert j["episodes"] == 4 and j["positives"] == sum(labels)
-    assert j["predicate_false_positives"] + j["predicate_false_negatives"] == round(4 * (1 - j["predicate_accuracy"]))
+    assert j["predicate_false_positives"] + j["predicate_false_negatives"] == round(
+        4 * (1 - j["predicate_accuracy"])
+    )
     assert j["predicate_accuracy"] >= 0.75 and j["final_object_error_m"] < 0.03, j  # 3 px after ~11 steps

@@ -61,7 +61,9 @@ def test_tiny_config_overfits_four_episodes(trained, episodes):
     store = _store(model, episodes)
     after = _fixed_loss(model, store)
     fresh = VideoWorldModel(model.cfg, weights=False)
-    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.")}, strict=False)
+    fresh.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.")}, strict=False
+    )
     before = _fixed_loss(fresh, store)
     assert before / after >= 10, (before, after)
 
@@ -87,7 +89,9 @@ def test_save_load_round_trip_is_exact(tmp_path, episodes):
 def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise, integrate):
     cfg = _resolved(toy_config(), episodes).model_copy(update={"future": 4})
     if integrate:  # the commanded displacement is a running sum: it must still look backwards only
-        cfg = cfg.model_copy(update={"action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)})
+        cfg = cfg.model_copy(
+            update={"action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)}
+        )
     torch.manual_seed(0)
     model = VideoWorldModel(cfg).eval()
     randomise(model, scale=0.2)
@@ -106,12 +110,15 @@ def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise,
 
 def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes):
     cfg = toy_config(steps=5, checkpoint_every=2).model_copy(
-        update={"vae": toy_config().vae.model_copy(update={"train_steps": 4})})
+        update={"vae": toy_config().vae.model_copy(update={"train_steps": 4})}
+    )
     straight = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "a", progress=False)
     # a time limit of zero stops (resumably) after every step; resume until done
     assert train_worldmodel(cfg, episodes, TOY_META, tmp_path / "b", max_minutes=0, progress=False) is None
     for _ in range(20):
-        done = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "b", max_minutes=0, resume=True, progress=False)
+        done = train_worldmodel(
+            cfg, episodes, TOY_META, tmp_path / "b", max_minutes=0, resume=True, progress=False
+        )
         if done is not None:
             break
     assert done is not None
@@ -164,8 +171,9 @@ def test_context_noise_is_drawn_in_training_and_told_to_the_denoiser(episodes):
     from worldmodels.video_config import VideoWorldModelConfig
 
     with pytest.raises(ValueError, match="need the video_dit backbone"):
-        VideoWorldModelConfig.model_validate({**toy_config().model_dump(), "backbone": {"type": "svd_unet"},
-                                              "sampler": {"context_noise": 0.1}})
+        VideoWorldModelConfig.model_validate(
+            {**toy_config().model_dump(), "backbone": {"type": "svd_unet"}, "sampler": {"context_noise": 0.1}}
+        )
 
 
 def test_trained_toy_world_follows_its_actions(trained, episodes):
@@ -196,13 +204,23 @@ def test_svd_adapters_start_as_the_identity(tmp_path):
 
     torch.manual_seed(0)
     base = UNetSpatioTemporalConditionModel(
-        sample_size=8, in_channels=8, out_channels=4, down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), block_out_channels=(32, 64),
-        addition_time_embed_dim=8, projection_class_embeddings_input_dim=24, layers_per_block=1,
-        cross_attention_dim=32, num_attention_heads=(2, 4), num_frames=4,
+        sample_size=8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=(32, 64),
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24,
+        layers_per_block=1,
+        cross_attention_dim=32,
+        num_attention_heads=(2, 4),
+        num_frames=4,
     ).eval()
     base.save_pretrained(tmp_path / "svd" / "unet")
-    den = SVDDenoiser(SVDConfig(pretrained=str(tmp_path / "svd")), latent_channels=4, views=1, cond_dim=6, max_offset=8).eval()
+    den = SVDDenoiser(
+        SVDConfig(pretrained=str(tmp_path / "svd")), latent_channels=4, views=1, cond_dim=6, max_offset=8
+    ).eval()
     assert len(den.adapters) >= 2
     x = torch.randn(2, 4, 8, 8, 8)
     t = torch.tensor([500.0, 20.0])
@@ -224,12 +242,28 @@ def test_svd_backbone_trains_inside_the_world_model(tmp_path, episodes):
 
     base = toy_config(steps=3).model_dump()
     base["vae"]["train_steps"] = 2
-    cfg = VideoWorldModelConfig.model_validate({**base, "backbone": {"type": "svd_unet", "unet": {
-        "sample_size": 8, "in_channels": 8, "out_channels": 4,
-        "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
-        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"], "block_out_channels": [32, 64],
-        "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 12, "layers_per_block": 1,
-        "cross_attention_dim": 16, "num_attention_heads": [2, 4], "num_frames": 4}}})
+    cfg = VideoWorldModelConfig.model_validate(
+        {
+            **base,
+            "backbone": {
+                "type": "svd_unet",
+                "unet": {
+                    "sample_size": 8,
+                    "in_channels": 8,
+                    "out_channels": 4,
+                    "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
+                    "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"],
+                    "block_out_channels": [32, 64],
+                    "addition_time_embed_dim": 4,
+                    "projection_class_embeddings_input_dim": 12,
+                    "layers_per_block": 1,
+                    "cross_attention_dim": 16,
+                    "num_attention_heads": [2, 4],
+                    "num_frames": 4,
+                },
+            },
+        }
+    )
     path = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "svd", progress=False)
     world = VideoWorld.from_pretrained(path, samples=1, steps=2)
     world.reset(0, {"context": Context.from_episode(episodes[0], world.cameras, 1)})
@@ -257,7 +291,10 @@ def test_one_line_errors(tmp_path, episodes, trained):
     # an unknown config key
     y = tmp_path / "wm.yaml"
     y.write_text("future: 4\nbackbone: {type: video_dit, depht: 3}\n")
-    with pytest.raises(SpecError, match=r"wm.yaml: backbone.video_dit.depht: unknown key|wm.yaml: backbone.*depht.*unknown key") as e:
+    with pytest.raises(
+        SpecError,
+        match=r"wm.yaml: backbone.video_dit.depht: unknown key|wm.yaml: backbone.*depht.*unknown key",
+    ) as e:
         load_video_config(y)
     assert "\n" not in str(e.value)
     # context frames of the wrong size
@@ -273,8 +310,24 @@ def test_one_line_errors(tmp_path, episodes, trained):
 def test_cli_unknown_key_is_one_line(tmp_path):
     y = tmp_path / "wm.yaml"
     y.write_text("future: 4\nsampler: {stepz: 3}\n")
-    r = subprocess.run([sys.executable, "-m", "dreamtwin.cli", "train", "worldmodel", "--config", str(y), "--data",
-                        str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dreamtwin.cli",
+            "train",
+            "worldmodel",
+            "--config",
+            str(y),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "sampler.stepz: unknown key" in r.stderr, r.stderr
 
@@ -291,7 +344,9 @@ def test_residual_state_frames_are_relative_to_the_last_context_step(tmp_path, e
     varies = torch.cat(store.vectors).std(0) > 1e-6
     moving = [i for i in range(cfg.vector_dim) if i != vi and varies[i]]
     assert moving and (delta_span[moving] < abs_span[moving]).all(), (delta_span, abs_span)
-    assert float(model.delta_codec.low[vi]) == 0.0 and float(delta_span[vi]) == 1.0  # the value is not a change
+    assert (
+        float(model.delta_codec.low[vi]) == 0.0 and float(delta_span[vi]) == 1.0
+    )  # the value is not a change
 
     win = store.window(store.starts([0, 1])[:5])
     frames = model.encode_future(win, win.fut_vec)
@@ -425,8 +480,11 @@ def test_motion_windows_fill_their_share_of_each_batch(episodes):
     windows = store.starts(list(range(len(eps))))
     moving = store.moving(windows, 0.005)
     F = cfg.future
-    expect = [(k, t) for k, t in windows
-              if np.abs(eps[k]["env_state"][t + 1 : t + 1 + F, :2] - eps[k]["env_state"][t, :2]).max() > 0.004]
+    expect = [
+        (k, t)
+        for k, t in windows
+        if np.abs(eps[k]["env_state"][t + 1 : t + 1 + F, :2] - eps[k]["env_state"][t, :2]).max() > 0.004
+    ]
     assert set(moving) <= set(expect) and len(moving) >= len(expect) - 2 and 0 < len(moving) < len(windows)
     assert all(t >= 6 - F for _, t in moving)  # nothing moves before step 6
     module = _lightning_module_class()(model, store, "dynamics", list(range(len(eps))), 10, 0)
@@ -441,17 +499,19 @@ def test_motion_windows_fill_their_share_of_each_batch(episodes):
     assert torch.equal(module._batch(rng2).fut_img, win.fut_img)
 
 
-
 def test_commanded_displacement_sums_the_clipped_deltas_of_the_future(episodes):
-    cfg = _resolved(toy_config(), episodes).model_copy(update={
-        "future": 3, "action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)})
+    cfg = _resolved(toy_config(), episodes).model_copy(
+        update={"future": 3, "action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)}
+    )
     model, store = _with_statistics(cfg, episodes)
     win = store.window([(0, 2), (1, 5), (2, 8)])
     K = win.ctx_img.shape[1]
     cmd = model.commanded_displacement(win).numpy()
     acts = win.actions.numpy()[:, K:, :2].astype(np.float64)
     norm = np.linalg.norm(acts, axis=-1, keepdims=True)
-    clipped = np.where(norm > 0.5, acts * 0.5 / norm, acts)  # the controller scales long steps down to max_norm
+    clipped = np.where(
+        norm > 0.5, acts * 0.5 / norm, acts
+    )  # the controller scales long steps down to max_norm
     assert (norm > 0.5).any() and (norm < 0.5).any()  # both branches are exercised
     scale = model.action_scale[:2].numpy() * 3
     np.testing.assert_allclose(cmd[:, K:], np.cumsum(clipped, axis=1) / scale, rtol=1e-5, atol=1e-6)
@@ -467,7 +527,10 @@ def test_action_integration_is_checked_against_the_actions(tmp_path, episodes):
 
     y = tmp_path / "wm.yaml"
     y.write_text("action_integration: {dims: [0, 4]}\n")
-    with pytest.raises(SpecError, match=r"wm.yaml.*action_integration.dims \[0, 4\]: each must be a distinct action index in \[0, 4\)") as e:
+    with pytest.raises(
+        SpecError,
+        match=r"wm.yaml.*action_integration.dims \[0, 4\]: each must be a distinct action index in \[0, 4\)",
+    ) as e:
         load_video_config(y)
     assert "\n" not in str(e.value)
     # the YAML does not know the dataset's action size; training checks it once it does
@@ -490,16 +553,26 @@ def test_cuda_training_and_rollout_match_cpu(tmp_path, episodes):
     with torch.no_grad():
         cpu_loss = float(model.loss(win, step_generator(0, "dynamics", 3)[1])["loss"])
         model.cuda()
-        cuda_loss = float(model.loss(_to(win, torch.device("cuda")), step_generator(0, "dynamics", 3)[1])["loss"])
+        cuda_loss = float(
+            model.loss(_to(win, torch.device("cuda")), step_generator(0, "dynamics", 3)[1])["loss"]
+        )
     assert abs(cpu_loss - cuda_loss) <= 1e-3 * abs(cpu_loss), (cpu_loss, cuda_loss)
 
     cfg = toy_config(steps=60, holdout_episodes=1, val_every=60)
     runs = {}
     for accel in ("cpu", "gpu"):
-        c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"accelerator": accel, "devices": 1})})
+        c = cfg.model_copy(
+            update={"train": cfg.train.model_copy(update={"accelerator": accel, "devices": 1})}
+        )
         runs[accel] = train_worldmodel(c, episodes, TOY_META, tmp_path / accel, progress=False)
-    val = {a: [json.loads(x)["val_loss"] for x in (tmp_path / a / "log.jsonl").read_text().splitlines() if "val_loss" in x][-1]
-           for a in runs}
+    val = {
+        a: [
+            json.loads(x)["val_loss"]
+            for x in (tmp_path / a / "log.jsonl").read_text().splitlines()
+            if "val_loss" in x
+        ][-1]
+        for a in runs
+    }
     assert np.isfinite(val["gpu"]) and abs(val["gpu"] - val["cpu"]) <= 0.25 * val["cpu"], val
 
     ctx = Context.from_episode(episodes[0], ["top"], 2)

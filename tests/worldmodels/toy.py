@@ -42,7 +42,10 @@ def toy_episode(seed: int, T: int = 12) -> dict[str, np.ndarray]:
     state = [[p[0], p[1], 0.0] for p in positions]
     env_a = np.array([[p[0] / 100, p[1] / 100, 0.0, 1.0, 0.0, 0.0, 0.0] for p in positions], np.float32)
     return {
-        "frames": np.stack(frames), "actions": acts, "state": np.array(state, np.float32), "env_state": env_a,
+        "frames": np.stack(frames),
+        "actions": acts,
+        "state": np.array(state, np.float32),
+        "env_state": env_a,
         "success": env_a[:, 0] > 0.11,
     }
 
@@ -54,8 +57,10 @@ def toy_scene() -> dict[str, Any]:
     spec = load_scene_spec("configs/scenes/push_cube.yaml")
     d = spec.model_dump(mode="json")
     d["objects"] = d["objects"][:1]
-    d["task"]["success"] = {"name": "object_in_region", "params": {"object": d["objects"][0]["name"],
-                                                                   "center": [0.15, 0.08], "size": [0.08, 0.2]}}
+    d["task"]["success"] = {
+        "name": "object_in_region",
+        "params": {"object": d["objects"][0]["name"], "center": [0.15, 0.08], "size": [0.08, 0.2]},
+    }
     d["task"]["max_steps"] = 30
     return d
 
@@ -64,18 +69,42 @@ TOY_META = {"cameras": ["top"], "fps": 10.0, "image_size": [SIZE, SIZE], "scene"
 
 
 def toy_config(**train: Any) -> VideoWorldModelConfig:
-    t = {"steps": 300, "batch_size": 8, "lr": 2e-3, "warmup": 20, "holdout_episodes": 0, "val_every": 1000,
-         "checkpoint_every": 1000, "cond_drop": 0.0}
+    t = {
+        "steps": 300,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "warmup": 20,
+        "holdout_episodes": 0,
+        "val_every": 1000,
+        "checkpoint_every": 1000,
+        "cond_drop": 0.0,
+    }
     t.update(train)
-    return VideoWorldModelConfig.model_validate({
-        "future": 2, "memory": {"recent": 1, "retrieved": 1, "pose_dims": [0, 1]},
-        "vae": {"block_out_channels": [8, 16], "norm_num_groups": 4, "latent_channels": 4, "train_steps": 150,
-                "batch_size": 16, "lr": 3e-3},
-        "backbone": {"type": "video_dit", "dim": 64, "depth": 2, "heads": 4, "patch": 2, "state_patch": 2},
-        "state_frame": {"channels": 2, "height": 4, "width": 4},
-        "sampler": {"steps": 4, "samples": 2},
-        "train": t,
-    })
+    return VideoWorldModelConfig.model_validate(
+        {
+            "future": 2,
+            "memory": {"recent": 1, "retrieved": 1, "pose_dims": [0, 1]},
+            "vae": {
+                "block_out_channels": [8, 16],
+                "norm_num_groups": 4,
+                "latent_channels": 4,
+                "train_steps": 150,
+                "batch_size": 16,
+                "lr": 3e-3,
+            },
+            "backbone": {
+                "type": "video_dit",
+                "dim": 64,
+                "depth": 2,
+                "heads": 4,
+                "patch": 2,
+                "state_patch": 2,
+            },
+            "state_frame": {"channels": 2, "height": 4, "width": 4},
+            "sampler": {"steps": 4, "samples": 2},
+            "train": t,
+        }
+    )
 
 
 def randomise(model: Any, seed: int = 0, scale: float = 0.05) -> None:
