@@ -104,11 +104,8 @@ class VideoWorldModel(nn.Module):
         if cfg.residual_latents:  # per-channel std of a latent's change over 1..future steps
             self.register_buffer("delta_latent_std", torch.ones(c))
         if isinstance(cfg.backbone, SVDConfig):
-            state_shape = (
-                c,
-                self.views * h,
-                w,
-            )  # state frames ride along the frame axis at the latent's size
+            # state frames ride along the frame axis at the latent's size
+            state_shape = (c, self.views * h, w)
         else:
             s = cfg.state_frame
             state_shape = (s.channels, s.height, s.width)
