@@ -11,9 +11,11 @@ state (proprio dims 0-2, which the next pass conditions on) is replaced by:
 - `workspace`: the model's own prediction, clamped to the workspace (no ee below the table).
 
 If the judge stays wrong with the recorded end-effector, the error is in the imagined contact
-dynamics of the cube, not in the drift of the imagined robot.
+dynamics of the cube, not in the drift of the imagined robot. The onset analysis then rolls every
+episode out to its end with the recorded end-effector and compares when (and at what ee-to-cube
+distance) the imagined and the twin's cube start to move, and how far each travels.
 
-    python benchmarks/judge_diagnosis.py [--model DIR] [--data DIR]
+    python benchmarks/judge_diagnosis.py [--model DIR] [--data DIR] [--modes ...] [--no-onset]
 """
 
 from __future__ import annotations
@@ -29,11 +31,73 @@ sys.path.insert(0, str(ROOT))
 MODES = ("model", "recorded", "controller", "workspace")
 
 
+def push_onset(world, episodes, np, Context) -> dict:  # type: ignore[no-untyped-def]
+    """With the recorded ee and no early stop: when does the imagined cube start to move, compared with the
+    twin's? Onset = the first step the cube is more than a threshold from its start (xy)."""
+    world.mode, stop = "recorded", world.stop_on_success
+    world.stop_on_success = False
+    try:
+        world.reset_batch(
+            [Context.from_episode(e, world.cameras, 0) for e in episodes], list(range(len(episodes)))
+        )
+        results = world.step_batch([e["actions"][:-1] for e in episodes])
+    finally:
+        world.stop_on_success = stop
+    out = {}
+    for th in (0.003, 0.01):
+        rows = []
+        for e, r in zip(episodes, results, strict=True):
+            c0 = e["env_state"][0, :2]
+            true_c = e["env_state"][1:, :2]
+            imag_c = np.array([o.environment_state[:2] for o in r.observations])
+            ee = e["state"][1:, :2]
+            moved_t = np.linalg.norm(true_c - c0, axis=1) > th
+            moved_i = np.linalg.norm(imag_c - c0, axis=1) > th
+            if not moved_t.any():
+                continue
+            t_on = int(np.argmax(moved_t))
+            i_on = int(np.argmax(moved_i)) if moved_i.any() else len(moved_i)
+            rows.append(
+                (
+                    t_on,
+                    i_on,
+                    np.linalg.norm(ee[t_on] - c0),
+                    np.linalg.norm(ee[min(i_on, len(ee) - 1)] - c0),
+                    np.linalg.norm(true_c[-1] - c0),
+                    np.linalg.norm(imag_c[-1] - c0),
+                )
+            )
+        a = np.array(rows)
+        key = f"{1000 * th:.0f}mm"
+        out[key] = {
+            "episodes": len(a),
+            "twin_onset_step": float(a[:, 0].mean()),
+            "imagined_onset_step": float(a[:, 1].mean()),
+            "imagined_earlier": int((a[:, 1] < a[:, 0]).sum()),
+            "imagined_later": int((a[:, 1] > a[:, 0]).sum()),
+            "ee_to_cube_at_onset_cm": {
+                "twin": float(100 * a[:, 2].mean()),
+                "imagined": float(100 * a[:, 3].mean()),
+            },
+            "cube_travel_cm": {"twin": float(100 * a[:, 4].mean()), "imagined": float(100 * a[:, 5].mean())},
+        }
+        o = out[key]
+        print(
+            f"onset at {key}: twin step {o['twin_onset_step']:.1f}, imagined {o['imagined_onset_step']:.1f} "
+            f"(earlier in {o['imagined_earlier']}/{o['episodes']}, later in {o['imagined_later']}); ee-to-cube "
+            f"{o['ee_to_cube_at_onset_cm']['twin']:.2f} vs {o['ee_to_cube_at_onset_cm']['imagined']:.2f} cm; "
+            f"cube travel {o['cube_travel_cm']['twin']:.2f} vs {o['cube_travel_cm']['imagined']:.2f} cm",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "assets/worldmodels/push_cube_tiny"))
     ap.add_argument("--data", default=str(ROOT / "data/push_cube_small"))
-    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+    ap.add_argument("--no-onset", action="store_true", help="skip the onset analysis")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/judge_diagnosis.json"))
     args = ap.parse_args()
 
@@ -45,7 +109,7 @@ def main() -> None:
     from scenes.config import atomic_write_text
     from scenes.spec import SceneSpec
     from worldmodels.evaluation import judge_episodes
-    from worldmodels.video_world import VideoWorld
+    from worldmodels.video_world import Context, VideoWorld
 
     class EEOverride(VideoWorld):
         """A VideoWorld whose imagined ee position is replaced after each pass (see the module docstring)."""
@@ -118,12 +182,20 @@ def main() -> None:
             f"{100 * r['final_object_error_m']:.2f} cm at the end",
             flush=True,
         )
-    atomic_write_text(
-        Path(args.out),
-        json.dumps(
-            {"model": args.model, "data": args.data, "held_out_episodes": held, "modes": rows}, indent=2
-        ),
-    )
+    onset = None if args.no_onset else push_onset(world, episodes, np, Context)
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if out.exists() else {}
+    if old.get("model") == args.model and old.get("held_out_episodes") == held:
+        rows = {**old.get("modes", {}), **rows}  # keep modes measured by an earlier call
+        onset = onset if onset is not None else old.get("onset")
+    result = {
+        "model": args.model,
+        "data": args.data,
+        "held_out_episodes": held,
+        "modes": rows,
+        "onset": onset,
+    }
+    atomic_write_text(out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 
