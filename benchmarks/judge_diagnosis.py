@@ -31,9 +31,13 @@ sys.path.insert(0, str(ROOT))
 MODES = ("model", "recorded", "controller", "workspace")
 
 
-def push_onset(world, episodes, np, Context) -> dict:  # type: ignore[no-untyped-def]
+def push_onset(world, episodes) -> dict:  # type: ignore[no-untyped-def]
     """With the recorded ee and no early stop: when does the imagined cube start to move, compared with the
     twin's? Onset = the first step the cube is more than a threshold from its start (xy)."""
+    import numpy as np
+
+    from worldmodels.video_world import Context
+
     world.mode, stop = "recorded", world.stop_on_success
     world.stop_on_success = False
     try:
@@ -109,7 +113,7 @@ def main() -> None:
     from scenes.config import atomic_write_text
     from scenes.spec import SceneSpec
     from worldmodels.evaluation import judge_episodes
-    from worldmodels.video_world import Context, VideoWorld
+    from worldmodels.video_world import VideoWorld
 
     class EEOverride(VideoWorld):
         """A VideoWorld whose imagined ee position is replaced after each pass (see the module docstring)."""
@@ -182,7 +186,7 @@ def main() -> None:
             f"{100 * r['final_object_error_m']:.2f} cm at the end",
             flush=True,
         )
-    onset = None if args.no_onset else push_onset(world, episodes, np, Context)
+    onset = None if args.no_onset else push_onset(world, episodes)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {}
     if old.get("model") == args.model and old.get("held_out_episodes") == held:

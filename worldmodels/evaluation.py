@@ -102,9 +102,8 @@ def open_loop(
                         acc["ssim"][h].append(ssim(o.images[c], tv))
                         acc["baseline_psnr"][h].append(psnr(lv, tv))
                         acc["baseline_ssim"][h].append(ssim(lv, tv))
-                    acc["object_error_m"][h].append(
-                        object_error(o.environment_state, e["env_state"][t0 + h + 1])
-                    )  # type: ignore[arg-type]
+                    err = object_error(o.environment_state, e["env_state"][t0 + h + 1])  # type: ignore[arg-type]
+                    acc["object_error_m"][h].append(err)
     finally:
         world.stop_on_success = stop
     out: dict[str, Any] = {k: [float(np.mean(x)) for x in v] for k, v in acc.items()}

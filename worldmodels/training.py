@@ -343,9 +343,8 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
     lo[model.cfg.value_index], hi[model.cfg.value_index] = 0.0, 1.0
     acts = torch.cat([store.actions[k] for k in train_eps]).abs().amax(0)
     d_lo = d_hi = None
-    if (
-        model.cfg.state_frame.residual
-    ):  # range of vec[t + f] - vec[t] over f = 1..F (the value stays absolute)
+    # range of vec[t + f] - vec[t] over f = 1..F (the value stays absolute)
+    if model.cfg.state_frame.residual:
         vi = model.cfg.value_index
         deltas = []
         for k in train_eps:

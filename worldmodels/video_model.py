@@ -329,9 +329,8 @@ class VideoWorldModel(nn.Module):
         e_state = draw(torch.randn, x0_state.shape)
         drop = draw(torch.rand, (B,)) < self.cfg.train.cond_drop
         ctx_sigma = None
-        if (
-            self.cfg.train.context_noise > 0
-        ):  # drawn after the other noise: context_noise = 0 keeps the old stream
+        # drawn after the other noise: context_noise = 0 keeps the old stream
+        if self.cfg.train.context_noise > 0:
             ctx_sigma = draw(torch.rand, (B,)) * self.cfg.train.context_noise
             win = self.noise_context(win, ctx_sigma, draw(torch.randn, win.ctx_img.shape))
         s_i = sigma.view(B, 1, 1, 1, 1, 1)

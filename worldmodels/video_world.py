@@ -266,9 +266,8 @@ class VideoWorld:
             g = torch.Generator().manual_seed(
                 int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0])
             )
-            if (
-                self.context_noise > 0
-            ):  # drawn first, so that a shorter pass still sees a prefix of the frame noise
+            # drawn first, so that a shorter pass still sees a prefix of the frame noise
+            if self.context_noise > 0:
                 nc.append(torch.randn(S, *win.ctx_img.shape[1:], generator=g))
             per_frame = [
                 (torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g))
@@ -327,9 +326,8 @@ class VideoWorld:
                 ep = self.episodes[i]
                 n = min(n_pass, len(acts[i]) - pos[i])
                 for k in range(n):
-                    v = vec[j, :, k].mean(
-                        0
-                    )  # the samples' mean state: a better point estimate than any one sample
+                    # the samples' mean state: a better point estimate than any one sample
+                    v = vec[j, :, k].mean(0)
                     z = lat[j, :, k].mean(0) if self.frames == "mean" else lat[j, 0, k]
                     ep.latents = torch.cat([ep.latents, z[None]])
                     ep.vectors = torch.cat([ep.vectors, v[None]])
