@@ -8,12 +8,19 @@ noise level) and through `FrameCrossAttention` masked to its frame (Ctrl-World's
 conditioning). Context frames enter clean (noise level 0); the model predicts the flow-matching
 velocity of the future frames.
 
+With `state_stream="separate"` (MM-DiT style) state tokens have their own weights in every block and
+attend to state tokens only, while image tokens attend to image and state tokens: the future poses
+are predicted from past poses and actions, and the frames are drawn to match them. The state stream
+then computes the same thing with or without image tokens, so it can be trained on state-only
+windows at a small fraction of a full window's cost.
+
 Built from diffusers blocks (`Attention`, `FeedForward`, `Timesteps`, `TimestepEmbedding`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -54,6 +61,81 @@ class DiTBlock(nn.Module):
         return x + g2 * self.mlp(_modulate(self.norm2(x), b2, s2))
 
 
+class _Stream(nn.Module):
+    """One token type's weights in a `TwoStreamBlock`: adaLN-Zero, attention projections, action
+    cross-attention, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        from diffusers.models.attention import FeedForward
+
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.action = FrameCrossAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+
+class TwoStreamBlock(nn.Module):
+    """Image and state tokens with their own weights, meeting in one frame-causal attention in which image
+    tokens see image and state tokens and state tokens see state tokens only."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.img = _Stream(dim, heads, mlp_ratio)
+        self.state = _Stream(dim, heads, mlp_ratio)
+
+    def _open(
+        self, s: _Stream, x: torch.Tensor, c: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
+        mods = s.ada(c).chunk(6, dim=-1)  # shift/scale/gate of attention, then of the MLP
+        h = _modulate(s.norm1(x), mods[2], mods[0])
+        q, k, v = rearrange(s.qkv(h), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        return mods, q, k, v
+
+    @staticmethod
+    def _close(
+        s: _Stream,
+        x: torch.Tensor,
+        a: torch.Tensor,
+        mods: tuple[torch.Tensor, ...],
+        tokens: torch.Tensor,
+        per_frame: int,
+    ) -> torch.Tensor:
+        s1, g1, b1, s2, g2, b2 = mods
+        x = x + g1 * s.proj(rearrange(a, "b h n d -> b n (h d)"))
+        x = s.action(x, tokens, per_frame)
+        return x + g2 * s.mlp(_modulate(s.norm2(x), b2, s2))
+
+    def forward(
+        self,
+        xs: torch.Tensor,
+        cs: torch.Tensor,
+        fs: torch.Tensor,
+        xi: torch.Tensor | None,
+        ci: torch.Tensor | None,
+        fi: torch.Tensor | None,
+        tokens: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """xs [B, Ns, D] state tokens, cs [B, Ns, D] their conditioning, fs [Ns] their frame index; xi, ci, fi the
+        same for image tokens (None: a state-only pass); tokens [B, Fr, D] per-frame action tokens."""
+        n_frames = tokens.shape[1]
+        ms, qs, ks, vs = self._open(self.state, xs, cs)
+        a = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=fs[:, None] >= fs[None, :])
+        out_s = self._close(self.state, xs, a, ms, tokens, len(fs) // n_frames)
+        if xi is None or ci is None or fi is None:
+            return out_s, None
+        mi, qi, ki, vi = self._open(self.img, xi, ci)
+        mask = fi[:, None] >= torch.cat([fi, fs])[None, :]
+        a = F.scaled_dot_product_attention(qi, torch.cat([ki, ks], 2), torch.cat([vi, vs], 2), attn_mask=mask)
+        return out_s, self._close(self.img, xi, a, mi, tokens, len(fi) // n_frames)
+
+
 class VideoDiT(nn.Module):
     def __init__(
         self,
@@ -70,10 +152,14 @@ class VideoDiT(nn.Module):
         state_shape: tuple[int, int, int],
         cond_dim: int,
         max_offset: int,
+        state_stream: str = "shared",
     ) -> None:
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
+        if state_stream not in ("shared", "separate"):
+            raise ValueError(f"state_stream must be 'shared' or 'separate', got {state_stream!r}")
+        self.separate = state_stream == "separate"
         c, (h, w) = latent_channels, latent_size
         cs, hs, ws = state_shape
         self.p, self.ps, self.views = patch, state_patch, views
@@ -90,57 +176,36 @@ class VideoDiT(nn.Module):
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(256, dim)
         self.cond = nn.Sequential(nn.Linear(cond_dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
-        self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        block = TwoStreamBlock if self.separate else DiTBlock
+        self.blocks = nn.ModuleList(block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.img_out = nn.Linear(dim, c * patch * patch)
         self.state_out = nn.Linear(dim, cs * state_patch * state_patch)
-        for m in (self.ada_out[1], self.img_out, self.state_out):
+        zero = [self.ada_out[1], self.img_out, self.state_out]
+        if self.separate:
+            self.ada_out_state = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+            zero.append(self.ada_out_state[1])
+        for m in zero:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def _tokens(self, img: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """img [B, Fr, V, c, h, w], state [B, Fr, cs, hs, ws] -> [B, Fr * tokens_per_frame, D]."""
-        ti = self.img_in(rearrange(img, "b f v c (hh p) (ww q) -> b f (v hh ww) (c p q)", p=self.p, q=self.p))
-        ts = self.state_in(
+    def _img_tokens(self, img: torch.Tensor) -> torch.Tensor:
+        """img [B, Fr, V, c, h, w] -> [B, Fr, n_img, D] (with their position embedding)."""
+        t = self.img_in(rearrange(img, "b f v c (hh p) (ww q) -> b f (v hh ww) (c p q)", p=self.p, q=self.p))
+        return t + self.pos[: self.n_img]
+
+    def _state_tokens(self, state: torch.Tensor) -> torch.Tensor:
+        """state [B, Fr, cs, hs, ws] -> [B, Fr, n_state, D] (with their position embedding)."""
+        t = self.state_in(
             rearrange(state, "b f c (hh p) (ww q) -> b f (hh ww) (c p q)", p=self.ps, q=self.ps)
         )
-        t = torch.cat([ti, ts], dim=2) + self.pos
-        return t
+        return t + self.pos[self.n_img :]
 
-    def forward(
-        self,
-        img: torch.Tensor,
-        state: torch.Tensor,
-        sigma: torch.Tensor,
-        cond: torch.Tensor,
-        offsets: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Velocity of every frame (callers use the future frames').
-
-        img [B, Fr, V, c, h, w] and state [B, Fr, cs, hs, ws]: clean context frames then noisy future frames;
-        sigma [B, Fr] noise level per frame (0 for context); cond [B, Fr, cond_dim] per-frame action/pose
-        features; offsets [B, Fr] long, frame time relative to the last context frame.
-        Returns (v_img [B, Fr, V, c, h, w], v_state [B, Fr, cs, hs, ws]).
-        """
-        B, Fr = img.shape[:2]
-        T = self.tokens_per_frame
-        x = (
-            self._tokens(img, state)
-            + self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)[:, :, None]
-        )
-        x = x.reshape(B, Fr * T, -1)
-        tokens = self.cond(cond)  # [B, Fr, D]
-        temb = self.time_embed(self.time_proj(sigma.reshape(-1) * 1000).to(x.dtype)).reshape(B, Fr, -1)
-        c = (temb + tokens).repeat_interleave(T, dim=1)  # [B, N, D]
-        frame = torch.arange(Fr, device=x.device).repeat_interleave(T)
-        mask = (frame[None, :] <= frame[:, None]).expand(B, -1, -1)  # query row attends to key column
-        for blk in self.blocks:
-            x = blk(x, c, tokens, mask, T)
-        s, b = self.ada_out(c).chunk(2, dim=-1)
-        x = _modulate(self.norm_out(x), b, s).reshape(B, Fr, T, -1)
-        vi = rearrange(
-            self.img_out(x[:, :, : self.n_img]),
+    def _img_out(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, Fr, n_img, D] -> v_img [B, Fr, V, c, h, w]."""
+        return rearrange(
+            self.img_out(x),
             "b f (v hh ww) (c p q) -> b f v c (hh p) (ww q)",
             v=self.views,
             hh=self.hp,
@@ -148,13 +213,87 @@ class VideoDiT(nn.Module):
             p=self.p,
             q=self.p,
         )
+
+    def _state_out(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, Fr, n_state, D] -> v_state [B, Fr, cs, hs, ws]."""
         cs, hs, ws = self.state_shape
-        vs = rearrange(
-            self.state_out(x[:, :, self.n_img :]),
+        return rearrange(
+            self.state_out(x),
             "b f (hh ww) (c p q) -> b f c (hh p) (ww q)",
             hh=hs // self.ps,
             ww=ws // self.ps,
             p=self.ps,
             q=self.ps,
         )
-        return vi, vs
+
+    def forward(
+        self,
+        img: torch.Tensor | None,
+        state: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: torch.Tensor,
+        offsets: torch.Tensor,
+        state_sigma: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Velocity of every frame (callers use the future frames').
+
+        img [B, Fr, V, c, h, w] and state [B, Fr, cs, hs, ws]: clean context frames then noisy future frames;
+        sigma [B, Fr] noise level per frame (0 for context); cond [B, Fr, cond_dim] per-frame action/pose
+        features; offsets [B, Fr] long, frame time relative to the last context frame.
+        Returns (v_img [B, Fr, V, c, h, w], v_state [B, Fr, cs, hs, ws]). With a separate state stream `img` may
+        be None (a state-only pass, v_img None): v_state is then what the full pass would give, and `state_sigma`
+        [B, Fr] is the state frames' own noise level (default `sigma`; context state frames are clean even
+        where the context latents are noised).
+        """
+        B, Fr = state.shape[:2]
+        off = self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)[:, :, None]
+        tokens = self.cond(cond)  # [B, Fr, D]
+
+        def embed(s: torch.Tensor) -> torch.Tensor:
+            return self.time_embed(self.time_proj(s.reshape(-1) * 1000).to(tokens.dtype)).reshape(B, Fr, -1)
+
+        c = embed(sigma) + tokens  # [B, Fr, D]
+        if self.separate:
+            c_state = c if state_sigma is None else embed(state_sigma) + tokens
+            return self._forward_two_stream(img, state, c, c_state, off, tokens)
+        if img is None:
+            raise ValueError(
+                "a shared-stream VideoDiT needs the image latents (state_stream: separate does not)"
+            )
+        T = self.tokens_per_frame
+        x = torch.cat([self._img_tokens(img), self._state_tokens(state)], dim=2) + off
+        x = x.reshape(B, Fr * T, -1)
+        cc = c.repeat_interleave(T, dim=1)  # [B, N, D]
+        frame = torch.arange(Fr, device=x.device).repeat_interleave(T)
+        mask = (frame[None, :] <= frame[:, None]).expand(B, -1, -1)  # query row attends to key column
+        for blk in self.blocks:
+            x = blk(x, cc, tokens, mask, T)
+        s, b = self.ada_out(cc).chunk(2, dim=-1)
+        x = _modulate(self.norm_out(x), b, s).reshape(B, Fr, T, -1)
+        return self._img_out(x[:, :, : self.n_img]), self._state_out(x[:, :, self.n_img :])
+
+    def _forward_two_stream(
+        self,
+        img: torch.Tensor | None,
+        state: torch.Tensor,
+        c: torch.Tensor,
+        c_state: torch.Tensor,
+        off: torch.Tensor,
+        tokens: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        B, Fr = state.shape[:2]
+        frames = torch.arange(Fr, device=state.device)
+        xs = (self._state_tokens(state) + off).reshape(B, Fr * self.n_state, -1)
+        cs, fs = c_state.repeat_interleave(self.n_state, dim=1), frames.repeat_interleave(self.n_state)
+        xi = ci = fi = None
+        if img is not None:
+            xi = (self._img_tokens(img) + off).reshape(B, Fr * self.n_img, -1)
+            ci, fi = c.repeat_interleave(self.n_img, dim=1), frames.repeat_interleave(self.n_img)
+        for blk in self.blocks:
+            xs, xi = blk(xs, cs, fs, xi, ci, fi, tokens)
+        s, b = self.ada_out_state(cs).chunk(2, dim=-1)
+        vs = self._state_out(_modulate(self.norm_out(xs), b, s).reshape(B, Fr, self.n_state, -1))
+        if xi is None or ci is None:
+            return None, vs
+        s, b = self.ada_out(ci).chunk(2, dim=-1)
+        return self._img_out(_modulate(self.norm_out(xi), b, s).reshape(B, Fr, self.n_img, -1)), vs

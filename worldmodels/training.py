@@ -101,18 +101,23 @@ class EpisodeStore:
                 out.append((k, t))
         return out
 
-    def window(self, items: list[tuple[int, int]]) -> Window:
-        """A training window per (episode, t): memory context ending at t, future t+1..t+F."""
-        assert self.latents is not None
+    def window(self, items: list[tuple[int, int]], images: bool = True) -> Window:
+        """A training window per (episode, t): memory context ending at t, future t+1..t+F. `images=False`:
+        the latents are left out (empty [B, K, 0] / [B, F, 0] tensors), for state-only passes."""
+        assert self.latents is not None or not images
         m, F = self.cfg.memory, self.cfg.future
         ctx_img, ctx_vec, fut_img, fut_vec, acts, has, poses, offs = [], [], [], [], [], [], [], []
         for k, t in items:
             idx = context_indices(self.state[k][: t + 1], m.recent, m.retrieved, m.pose_dims)
             fut = torch.arange(t + 1, t + 1 + F)
             steps = torch.cat([idx, fut])
-            ctx_img.append(self.latents[k][idx])
+            if self.latents is not None and images:
+                ctx_img.append(self.latents[k][idx])
+                fut_img.append(self.latents[k][fut])
+            else:
+                ctx_img.append(torch.zeros(len(idx), 0))
+                fut_img.append(torch.zeros(len(fut), 0))
             ctx_vec.append(self.vectors[k][idx])
-            fut_img.append(self.latents[k][fut])
             fut_vec.append(self.vectors[k][fut])
             prev = (steps - 1).clamp_min(0)
             acts.append(torch.where((steps > 0)[:, None], self.actions[k][prev], 0.0))
@@ -221,12 +226,16 @@ def _lightning_module_class() -> type:
                     f = self.store.frames[k][int(rng.integers(0, self.sizes[int(j)]))]
                     frames.append(f[int(rng.integers(0, f.shape[0]))])
                 return torch.stack(frames).float().div(127.5).sub(1)
-            B = self.cfg.train.batch_size
+            win = self.store.window(self._items(rng, self.cfg.train.batch_size))
+            n = self.cfg.train.state_batch_size  # drawn after the full batch: 0 keeps the old stream
+            return win, (self.store.window(self._items(rng, n), images=False) if n else None)
+
+        def _items(self, rng: np.random.Generator, B: int) -> list[tuple[int, int]]:
             n_move = int(round(B * self.cfg.train.motion_fraction)) if self.moving else 0
             items = [self.windows[int(i)] for i in rng.integers(0, len(self.windows), B - n_move)]
             if n_move:  # contact windows, so that pushes are not drowned by still frames
                 items += [self.moving[int(i)] for i in rng.integers(0, len(self.moving), n_move)]
-            return self.store.window(items)
+            return items
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             s = self.step_no
@@ -239,7 +248,10 @@ def _lightning_module_class() -> type:
             if self.stage == "vae":
                 out = vae_loss(self.model, data, gen)
             else:
-                out = self.model.loss(_to(data, self.device), gen)
+                win, state_win = data
+                out = self.model.loss(
+                    _to(win, self.device), gen, None if state_win is None else _to(state_win, self.device)
+                )
             self._losses = {k: float(v.detach()) for k, v in out.items()}
             self.log("loss", out["loss"].detach(), prog_bar=True)
             return out["loss"]

@@ -55,6 +55,16 @@ class DiTConfig(Strict):
     mlp_ratio: float = Field(4.0, gt=0)
     patch: int = Field(2, ge=1, description="image latent patch size")
     state_patch: int = Field(2, ge=1, description="state-frame patch size")
+    state_stream: Literal["shared", "separate"] = Field(
+        "shared",
+        description=(
+            "shared: image and state tokens go through the same weights and attend to each other. separate "
+            "(MM-DiT style): state tokens have their own weights and attend to state tokens only, while image "
+            "tokens attend to both, so the poses are predicted from poses and actions and the frames are drawn "
+            "to match them; the state stream can then also be trained alone on cheap state-only batches "
+            "(train.state_batch_size)"
+        ),
+    )
 
 
 class SVDConfig(Strict):
@@ -191,6 +201,14 @@ class TrainConfig(Strict):
             "an object moves in a window when its position changes by more than this (metres) over the future steps"
         ),
     )
+    state_batch_size: int = Field(
+        0,
+        ge=0,
+        description=(
+            "extra windows per step that train the state stream alone (no image tokens: ~1/15 of a full window's "
+            "cost); needs backbone.state_stream: separate. The state loss is the mean over both batches"
+        ),
+    )
     holdout_episodes: int = Field(30, ge=0, description="the last N episodes are held out for validation")
     val_every: int = Field(250, ge=1)
     checkpoint_every: int = Field(250, ge=1)
@@ -254,10 +272,19 @@ class VideoWorldModelConfig(Strict):
                 raise ValueError(
                     f"state_frame {self.state_frame.height}x{self.state_frame.width} is not divisible by backbone.state_patch {sp}"
                 )
+            if self.train.state_batch_size and self.backbone.state_stream != "separate":
+                raise ValueError(
+                    "train.state_batch_size needs backbone.state_stream: separate (a shared stream's state "
+                    "tokens attend to image tokens, so they cannot be trained without them)"
+                )
             if self.backbone.dim % self.backbone.heads:
                 raise ValueError(
                     f"backbone.dim {self.backbone.dim} is not divisible by backbone.heads {self.backbone.heads}"
                 )
+        elif self.train.state_batch_size:
+            raise ValueError(
+                "train.state_batch_size needs the video_dit backbone with state_stream: separate"
+            )
         elif self.train.context_noise or self.sampler.context_noise:
             # the SVD UNet takes one noise level per clip, so it cannot be told how noisy the context is
             raise ValueError(

@@ -58,6 +58,19 @@ def build_vae(cfg: VideoWorldModelConfig, weights: bool = True) -> nn.Module:
     )
 
 
+def _drawer(
+    generator: torch.Generator | None, device: torch.device
+) -> Callable[[Callable[..., torch.Tensor], Sequence[int]], torch.Tensor]:
+    """Random draws on the generator's own device (a seeded CPU generator in training), moved to `device`: the
+    same stream on CPU and CUDA, which is what makes a step's noise a pure function of (seed, step) everywhere."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+
+    def draw(fn: Callable[..., torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+        return fn(tuple(shape), generator=generator, device=gdev).to(device)
+
+    return draw
+
+
 @dataclass
 class Window:
     """A training / generation window, all tensors batched.
@@ -135,6 +148,7 @@ class VideoWorldModel(nn.Module):
                 state_shape=state_shape,
                 cond_dim=cond_dim,
                 max_offset=cfg.max_steps + cfg.future,
+                state_stream=b.state_stream,
             )
         else:
             from worldmodels.svd import SVDDenoiser
@@ -216,7 +230,7 @@ class VideoWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ denoising
     def _cond(self, win: Window, drop: torch.Tensor | None) -> torch.Tensor:
-        B, K = win.ctx_img.shape[:2]
+        B, K = win.ctx_vec.shape[:2]
         n = win.actions.shape[1]
         a, has = win.actions / self.action_scale, win.has_action.float()
         if drop is not None:  # classifier-free guidance: forget the actions of dropped samples
@@ -240,7 +254,7 @@ class VideoWorldModel(nn.Module):
         the first future step up to it, in units of `future` times the largest |action|; zero on context steps.
         Depends on a step's own and earlier actions only, so it keeps generation causal."""
         ai = self.cfg.action_integration
-        K = win.ctx_img.shape[1]
+        K = win.ctx_vec.shape[1]
         d = win.actions[:, K:, ai.dims]
         if ai.max_norm is not None:
             d = d * (ai.max_norm / d.norm(dim=-1, keepdim=True).clamp_min(ai.max_norm))
@@ -308,22 +322,35 @@ class VideoWorldModel(nn.Module):
         state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
         ctx = sigma.new_zeros(B, K) if ctx_sigma is None else ctx_sigma[:, None].to(sigma.dtype).expand(B, K)
         sig = torch.cat([ctx, sigma[:, None].expand(B, F)], dim=1)
-        vi, vs = self.denoiser(img, state, sig, self._cond(win, drop), win.offsets)
+        extra = {}
+        if getattr(self.denoiser, "separate", False):
+            # context noise is given to the latents only: a separate state stream is told its context is clean
+            extra["state_sigma"] = torch.cat([sigma.new_zeros(B, K), sigma[:, None].expand(B, F)], dim=1)
+        vi, vs = self.denoiser(img, state, sig, self._cond(win, drop), win.offsets, **extra)
         return vi[:, K:], vs[:, K:]
 
-    def loss(self, win: Window, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Flow-matching loss on the future steps: x_s = (1 - s) x0 + s eps, target eps - x0."""
+    def state_velocity(
+        self, win: Window, x_state: torch.Tensor, sigma: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Velocity of the future state frames alone (a state-only pass; needs a separate state stream):
+        equal to `velocity(...)[1]` on the same window and noise."""
+        K = win.ctx_vec.shape[1]
+        state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
+        sig = torch.cat([sigma.new_zeros(len(sigma), K), sigma[:, None].expand(-1, x_state.shape[1])], dim=1)
+        _, vs = self.denoiser(None, state, sig, self._cond(win, drop), win.offsets)
+        return vs[:, K:]
+
+    def loss(
+        self, win: Window, generator: torch.Generator | None = None, state_win: Window | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Flow-matching loss on the future steps: x_s = (1 - s) x0 + s eps, target eps - x0.
+        `state_win`: extra windows whose state frames train the state stream alone (their images are unused);
+        the state loss is then the mean over both batches' windows."""
         assert win.fut_img is not None and win.fut_vec is not None
         B = win.fut_img.shape[0]
         dev = win.fut_img.device
         x0_img, x0_state = self.encode_future_latents(win, win.fut_img), self.encode_future(win, win.fut_vec)
-        # drawn on the generator's own device (a seeded CPU generator in training), then moved: the same stream
-        # on CPU and CUDA, which is what makes a step's noise a pure function of (seed, step) everywhere
-        gdev = generator.device if generator is not None else torch.device("cpu")
-
-        def draw(fn: Callable[..., torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
-            return fn(tuple(shape), generator=generator, device=gdev).to(dev)
-
+        draw = _drawer(generator, dev)
         sigma = torch.sigmoid(draw(torch.randn, (B,)))  # logit-normal noise levels
         e_img = draw(torch.randn, x0_img.shape)
         e_state = draw(torch.randn, x0_state.shape)
@@ -345,11 +372,29 @@ class VideoWorldModel(nn.Module):
         )
         l_img = ((vi - (e_img - x0_img)) ** 2).mean()
         l_state = ((vs - (e_state - x0_state)) ** 2).mean()
-        return {
-            "loss": l_img + self.cfg.state_frame.loss_weight * l_state,
-            "image": l_img.detach(),
-            "state": l_state.detach(),
-        }
+        out = {"image": l_img.detach(), "state": l_state.detach()}
+        if state_win is not None:  # drawn after everything else: without it the stream is unchanged
+            assert state_win.fut_vec is not None
+            n = state_win.fut_vec.shape[0]
+            l_only = self.state_only_loss(state_win, generator)
+            out["state_only"] = l_only.detach()
+            l_state = (B * l_state + n * l_only) / (B + n)
+        out["loss"] = l_img + self.cfg.state_frame.loss_weight * l_state
+        return out
+
+    def state_only_loss(self, win: Window, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flow-matching loss of the future state frames alone, from a state-only pass (a separate state
+        stream; `win` needs no latents)."""
+        assert win.fut_vec is not None
+        n = win.fut_vec.shape[0]
+        draw = _drawer(generator, win.fut_vec.device)
+        x0 = self.encode_future(win, win.fut_vec)
+        sig = torch.sigmoid(draw(torch.randn, (n,)))
+        eps = draw(torch.randn, x0.shape)
+        drop = draw(torch.rand, (n,)) < self.cfg.train.cond_drop
+        s = sig.view(n, 1, 1, 1, 1)
+        v = self.state_velocity(win, (1 - s) * x0 + s * eps, sig, drop)
+        return ((v - (eps - x0)) ** 2).mean()
 
     def state_shape(self) -> tuple[int, int, int]:
         return self.codec.shape

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -42,6 +43,16 @@ def _with_statistics(cfg, episodes):
     store = _store(model, episodes)
     _statistics(model, store, list(range(len(episodes))))
     return model, store
+
+
+def _separate(cfg, state_batch_size=0):
+    """`cfg` with a separate (MM-DiT style) state stream, and state-only batches of that size."""
+    return cfg.model_copy(
+        update={
+            "backbone": cfg.backbone.model_copy(update={"state_stream": "separate"}),
+            "train": cfg.train.model_copy(update={"state_batch_size": state_batch_size}),
+        }
+    )
 
 
 def _fixed_loss(model, store, seed=7):
@@ -85,9 +96,14 @@ def test_save_load_round_trip_is_exact(tmp_path, episodes):
     assert torch.equal(x1, x2) and torch.equal(v1, v2)
 
 
-@pytest.mark.parametrize(("context_noise", "integrate"), [(0.0, False), (0.2, False), (0.0, True)])
-def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise, integrate):
+@pytest.mark.parametrize(
+    ("context_noise", "integrate", "stream"),
+    [(0.0, False, "shared"), (0.2, False, "shared"), (0.0, True, "shared"), (0.2, False, "separate")],
+)
+def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise, integrate, stream):
     cfg = _resolved(toy_config(), episodes).model_copy(update={"future": 4})
+    if stream == "separate":
+        cfg = _separate(cfg)
     if integrate:  # the commanded displacement is a running sum: it must still look backwards only
         cfg = cfg.model_copy(
             update={"action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)}
@@ -108,10 +124,13 @@ def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise,
     assert (x1[:, 2:] - x2[:, 2:]).abs().max() > 1e-3  # the changed step and later ones do move
 
 
-def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes):
+@pytest.mark.parametrize("state_only", [0, 4])
+def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes, state_only):
     cfg = toy_config(steps=5, checkpoint_every=2).model_copy(
         update={"vae": toy_config().vae.model_copy(update={"train_steps": 4})}
     )
+    if state_only:
+        cfg = _separate(cfg, state_only)
     straight = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "a", progress=False)
     # a time limit of zero stops (resumably) after every step; resume until done
     assert train_worldmodel(cfg, episodes, TOY_META, tmp_path / "b", max_minutes=0, progress=False) is None
@@ -490,13 +509,14 @@ def test_motion_windows_fill_their_share_of_each_batch(episodes):
     module = _lightning_module_class()(model, store, "dynamics", list(range(len(eps))), 10, 0)
     assert module.moving == moving
     rng, _ = step_generator(0, "dynamics", 3)
-    win = module._batch(rng)
+    win, state_only = module._batch(rng)
+    assert state_only is None  # train.state_batch_size = 0
     first = win.fut_vec[:, :, cfg.state_dim : cfg.state_dim + 2]
     last_ctx = win.ctx_vec[:, -1:, cfg.state_dim : cfg.state_dim + 2]
     moved = (first - last_ctx).norm(dim=-1).amax(1) > 0.005
     assert moved[4:].all()  # the second half of the batch: contact windows
     rng2, _ = step_generator(0, "dynamics", 3)
-    assert torch.equal(module._batch(rng2).fut_img, win.fut_img)
+    assert torch.equal(module._batch(rng2)[0].fut_img, win.fut_img)
 
 
 def test_commanded_displacement_sums_the_clipped_deltas_of_the_future(episodes):
@@ -584,3 +604,83 @@ def test_cuda_training_and_rollout_match_cpu(tmp_path, episodes):
     for o1, o2 in zip(rolled[0].observations, rolled[1].observations, strict=True):
         assert np.abs(o1.images["top"].astype(int) - o2.images["top"].astype(int)).mean() < 2
         np.testing.assert_allclose(o1.environment_state, o2.environment_state, atol=5e-3)
+
+
+@pytest.mark.parametrize("stream", ["shared", "separate"])
+def test_a_separate_state_stream_never_sees_the_images(episodes, stream):
+    """With `state_stream: separate` the state velocity is a function of poses, actions and noise alone (a
+    state-only pass gives exactly the full pass's), while the image velocity still depends on the state."""
+    cfg = _resolved(toy_config(), episodes)
+    if stream == "separate":
+        cfg = _separate(cfg)
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg).eval()
+    randomise(model, scale=0.2)
+    store = _store(model, episodes)
+    win = store.window([(0, 3), (1, 5), (2, 0)])
+    g = torch.Generator().manual_seed(0)
+    x_img = torch.randn(3, cfg.future, *win.ctx_img.shape[2:], generator=g)
+    x_state = torch.randn(3, cfg.future, *model.state_shape(), generator=g)
+    sigma = torch.tensor([0.2, 0.5, 0.9])
+    other = replace(win, ctx_img=torch.randn(win.ctx_img.shape, generator=g))
+    with torch.no_grad():
+        vi, vs = model.velocity(win, x_img, x_state, sigma)
+        vi2, vs2 = model.velocity(other, torch.randn(x_img.shape, generator=g), x_state, sigma)
+        vi3, _ = model.velocity(win, x_img, torch.randn(x_state.shape, generator=g), sigma)
+        assert (vi3 - vi).abs().max() > 1e-4  # the frames follow the state either way
+        if stream == "shared":
+            assert (vs2 - vs).abs().max() > 1e-4  # a shared stream's state reads the images
+            with pytest.raises(ValueError, match="needs the image latents"):
+                model.state_velocity(win, x_state, sigma)
+            return
+        assert torch.equal(vs, vs2)
+        # context noise is on the latents only: the state stream is told its context is clean either way
+        level = torch.full((3,), 0.3)
+        noisy = model.noise_context(win, level, torch.randn(win.ctx_img.shape, generator=g))
+        assert torch.equal(model.velocity(noisy, x_img, x_state, sigma, ctx_sigma=level)[1], vs)
+        alone = model.state_velocity(store.window([(0, 3), (1, 5), (2, 0)], images=False), x_state, sigma)
+    assert torch.allclose(alone, vs, atol=1e-6, rtol=0), (alone - vs).abs().max()
+
+
+def test_state_only_batches_train_the_state_stream_alone(episodes):
+    """`train.state_batch_size`: the state loss is pooled over the full and the state-only windows, and the
+    state-only windows send no gradient to the image stream; a few hundred state-only steps fit the toy
+    world's state."""
+    cfg = _separate(_resolved(toy_config(), episodes), 16)
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg)
+    randomise(model, scale=0.05)
+    store = _store(model, episodes)
+    win = store.window([(0, 3), (1, 5)])
+    state_win = store.window([(2, 4), (3, 1), (0, 6)], images=False)
+    out = model.loss(win, torch.Generator().manual_seed(1), state_win)
+    pooled = (2 * out["state"] + 3 * out["state_only"]) / 5
+    assert torch.allclose(out["loss"].detach(), out["image"] + cfg.state_frame.loss_weight * pooled)
+    # the stream of the full batch is unchanged by the extra windows
+    plain = model.loss(win, torch.Generator().manual_seed(1))
+    assert torch.equal(plain["image"], out["image"]) and torch.equal(plain["state"], out["state"])
+
+    model.zero_grad()
+    x0 = model.encode_future(state_win, state_win.fut_vec)
+    v = model.state_velocity(state_win, torch.zeros_like(x0), torch.ones(3))
+    v.square().mean().backward()
+    img_params = [p for n, p in model.denoiser.named_parameters() if ".img." in n or n.startswith("img_")]
+    assert img_params and all(p.grad is None or not p.grad.any() for p in img_params)
+
+    windows = store.starts(list(range(len(episodes))))
+    opt = torch.optim.AdamW(model.denoiser.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def state_loss(seed):
+        with torch.no_grad():
+            full = store.window(windows, images=False)
+            return float(model.loss(win, torch.Generator().manual_seed(seed), full)["state_only"])
+
+    before = state_loss(5)
+    for _ in range(100):
+        pick = torch.randint(len(windows), (16,), generator=g).tolist()
+        loss = model.loss(win, g, store.window([windows[i] for i in pick], images=False))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert before / state_loss(5) >= 3, (before, state_loss(5))
