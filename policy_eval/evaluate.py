@@ -296,13 +296,28 @@ def write_strip(path: Path, frames: np.ndarray, count: int = 8) -> None:
 
 # ---------------------------------------------------------------------- the job
 def _check_out(cfg: EvalConfig, spec: Any, out: Path) -> None:
-    resolved = {"job": "eval", "config": cfg.fingerprint(), "scene_hash": spec.hash()}
+    from policy_eval.worlds import parse_world, world_fingerprint
+
+    resolved = {
+        "job": "eval",
+        "config": cfg.fingerprint(),
+        "scene_hash": spec.hash(),
+        # the weights, not just the path: a checkpoint retrained in place must not resume old episodes
+        "world_hash": world_fingerprint(parse_world(cfg.world)),
+    }
     cfg_path = out / "config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
         if {k: previous.get(k) for k in resolved} != resolved:
+            names = {
+                "config": "config",
+                "scene_hash": "scene",
+                "world_hash": "world-model weights",
+                "job": "job",
+            }
+            what = ", ".join(names[k] for k in resolved if previous.get(k) != resolved[k])
             raise DreamTwinError(
-                f"{out} holds results of a different evaluation (config.json differs); use another --out"
+                f"{out} holds results of a different evaluation ({what} differ); use another --out"
             )
     else:
         atomic_write_text(cfg_path, json.dumps({**resolved, "versions": _versions()}, indent=2))

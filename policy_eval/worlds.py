@@ -17,6 +17,7 @@ every world.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,25 @@ def parse_world(text: str) -> WorldName:
     if kind == "worldmodel" and path:
         return WorldName("worldmodel", path)
     raise SpecError(f"world {text!r}: expected 'twin' or 'worldmodel:PATH'")
+
+
+def world_fingerprint(world: WorldName) -> str | None:
+    """sha256 of a world model's `config.json` and `model.safetensors`: what makes two evaluations of
+    `worldmodel:PATH` the same evaluation. None for the twin (its identity is the scene spec) and for a
+    directory without those files (loading it reports that)."""
+    if world.path is None:
+        return None
+    import hashlib
+
+    files = [Path(world.path) / name for name in ("config.json", "model.safetensors")]
+    if not all(f.is_file() for f in files):
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 class ImaginedWorld:

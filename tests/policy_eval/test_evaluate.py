@@ -126,3 +126,33 @@ def test_sigkilled_eval_resumes_to_the_uninterrupted_result(push_twin, tmp_path)
     )
     resumed = json.loads((tmp_path / "killed/results.json").read_text())
     assert resumed["policies"] == reference["policies"]
+
+
+def test_a_world_model_retrained_in_place_is_a_different_evaluation(tmp_path):
+    """Resuming into a directory is keyed on the world model's weights, not just its path: episodes imagined
+    by an old checkpoint are never mixed with a new one's."""
+    from policy_eval.evaluate import _check_out
+    from policy_eval.worlds import parse_world, world_fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    world = f"worldmodel:{model}"
+    first = world_fingerprint(parse_world(world))
+    assert first is not None and first == world_fingerprint(parse_world(world))
+    assert world_fingerprint(parse_world("twin")) is None
+
+    class Spec:
+        def hash(self):
+            return "scene"
+
+    cfg = EvalConfig(scene=str(PUSH), policies=["expert"], episodes=2, world=world, out=str(tmp_path / "out"))
+    out = tmp_path / "out"
+    out.mkdir()
+    _check_out(cfg, Spec(), out)
+    _check_out(cfg, Spec(), out)  # same weights: resumes
+    (model / "model.safetensors").write_bytes(b"weights v2")
+    assert world_fingerprint(parse_world(world)) != first
+    with pytest.raises(DreamTwinError, match="different evaluation \\(world-model weights differ\\)"):
+        _check_out(cfg, Spec(), out)
