@@ -31,6 +31,14 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return x * (1 + scale) + shift
 
 
+def _ada_zero(dim: int) -> nn.Sequential:
+    """adaLN-Zero modulation (shift, scale, gate of attention and MLP), zero at initialisation."""
+    ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+    nn.init.zeros_(ada[1].weight)
+    nn.init.zeros_(ada[1].bias)
+    return ada
+
+
 class DiTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -42,9 +50,7 @@ class DiTBlock(nn.Module):
         self.action = FrameCrossAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
+        self.ada = _ada_zero(dim)
 
     def forward(
         self,
@@ -75,9 +81,7 @@ class _Stream(nn.Module):
         self.action = FrameCrossAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
+        self.ada = _ada_zero(dim)
 
 
 class TwoStreamBlock(nn.Module):
@@ -116,24 +120,26 @@ class TwoStreamBlock(nn.Module):
         self,
         xs: torch.Tensor,
         cs: torch.Tensor,
-        fs: torch.Tensor,
+        mask_s: torch.Tensor,
         xi: torch.Tensor | None,
         ci: torch.Tensor | None,
-        fi: torch.Tensor | None,
+        mask_i: torch.Tensor | None,
         tokens: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """xs [B, Ns, D] state tokens, cs [B, Ns, D] their conditioning, fs [Ns] their frame index; xi, ci, fi the
-        same for image tokens (None: a state-only pass); tokens [B, Fr, D] per-frame action tokens."""
+        """xs [B, Ns, D] state tokens, cs [B, Ns, D] their conditioning, mask_s [Ns, Ns] bool (True = attend);
+        xi, ci [B, Ni, D] and mask_i [Ni, Ni + Ns] the same for image tokens (None: a state-only pass), whose
+        keys are the image then the state tokens; tokens [B, Fr, D] per-frame action tokens."""
         n_frames = tokens.shape[1]
         ms, qs, ks, vs = self._open(self.state, xs, cs)
-        a = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=fs[:, None] >= fs[None, :])
-        out_s = self._close(self.state, xs, a, ms, tokens, len(fs) // n_frames)
-        if xi is None or ci is None or fi is None:
+        a = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask_s)
+        out_s = self._close(self.state, xs, a, ms, tokens, xs.shape[1] // n_frames)
+        if xi is None or ci is None or mask_i is None:
             return out_s, None
         mi, qi, ki, vi = self._open(self.img, xi, ci)
-        mask = fi[:, None] >= torch.cat([fi, fs])[None, :]
-        a = F.scaled_dot_product_attention(qi, torch.cat([ki, ks], 2), torch.cat([vi, vs], 2), attn_mask=mask)
-        return out_s, self._close(self.img, xi, a, mi, tokens, len(fi) // n_frames)
+        a = F.scaled_dot_product_attention(
+            qi, torch.cat([ki, ks], 2), torch.cat([vi, vs], 2), attn_mask=mask_i
+        )
+        return out_s, self._close(self.img, xi, a, mi, tokens, xi.shape[1] // n_frames)
 
 
 class VideoDiT(nn.Module):
@@ -285,12 +291,14 @@ class VideoDiT(nn.Module):
         frames = torch.arange(Fr, device=state.device)
         xs = (self._state_tokens(state) + off).reshape(B, Fr * self.n_state, -1)
         cs, fs = c_state.repeat_interleave(self.n_state, dim=1), frames.repeat_interleave(self.n_state)
-        xi = ci = fi = None
+        mask_s = fs[:, None] >= fs[None, :]  # frame-causal: query row attends to key column
+        xi = ci = mask_i = None
         if img is not None:
             xi = (self._img_tokens(img) + off).reshape(B, Fr * self.n_img, -1)
             ci, fi = c.repeat_interleave(self.n_img, dim=1), frames.repeat_interleave(self.n_img)
+            mask_i = fi[:, None] >= torch.cat([fi, fs])[None, :]
         for blk in self.blocks:
-            xs, xi = blk(xs, cs, fs, xi, ci, fi, tokens)
+            xs, xi = blk(xs, cs, mask_s, xi, ci, mask_i, tokens)
         s, b = self.ada_out_state(cs).chunk(2, dim=-1)
         vs = self._state_out(_modulate(self.norm_out(xs), b, s).reshape(B, Fr, self.n_state, -1))
         if xi is None or ci is None:
