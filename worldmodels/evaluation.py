@@ -153,6 +153,10 @@ def judge_episodes(
         "value_auroc": auroc(v, y),
         "combined_auroc": auroc(p.astype(float) + v, y),
         "final_object_error_m": float(np.mean(drift)),
+        "per_episode": [
+            {"success": bool(a), "predicate": bool(b), "value": float(c)}
+            for a, b, c in zip(y, p, v, strict=True)
+        ],
         "generated_steps": steps,
         "generation_s": gen_s,
     }

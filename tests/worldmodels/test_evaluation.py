@@ -53,3 +53,7 @@ def test_open_loop_and_judge_on_the_toy_world(trained, episodes):
         4 * (1 - j["predicate_accuracy"])
     )
     assert j["predicate_accuracy"] >= 0.75 and j["final_object_error_m"] < 0.03, j  # 3 px after ~11 steps
+    rows = j["per_episode"]
+    assert [r["success"] for r in rows] == labels
+    assert np.mean([r["predicate"] == r["success"] for r in rows]) == j["predicate_accuracy"]
+    assert np.mean([(r["value"] >= 0.5) == r["success"] for r in rows]) == j["value_accuracy"]
