@@ -305,6 +305,16 @@ class VideoWorldModel(nn.Module):
         s = level.view(-1, 1, 1, 1, 1, 1).to(win.ctx_img.dtype)
         return replace(win, ctx_img=(1 - s) * win.ctx_img + s * eps)
 
+    @staticmethod
+    def _frame_sigma(
+        sigma: torch.Tensor, K: int, F: int, ctx_sigma: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, K + F] per-frame noise levels: `ctx_sigma` [B] on the K context frames (default 0, clean),
+        then `sigma` [B] on the F future frames."""
+        B = len(sigma)
+        ctx = sigma.new_zeros(B, K) if ctx_sigma is None else ctx_sigma[:, None].to(sigma.dtype).expand(B, K)
+        return torch.cat([ctx, sigma[:, None].expand(B, F)], dim=1)
+
     def velocity(
         self,
         win: Window,
@@ -316,16 +326,14 @@ class VideoWorldModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity of the future steps given noisy x_img [B, F, V, c, h, w], x_state [B, F, cs, hs, ws], sigma [B];
         `ctx_sigma` [B]: the noise level of the context latents (default 0, clean)."""
-        B, K = win.ctx_img.shape[:2]
-        F = x_img.shape[1]
+        K, F = win.ctx_img.shape[1], x_img.shape[1]
         img = torch.cat([win.ctx_img, x_img], dim=1)
         state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
-        ctx = sigma.new_zeros(B, K) if ctx_sigma is None else ctx_sigma[:, None].to(sigma.dtype).expand(B, K)
-        sig = torch.cat([ctx, sigma[:, None].expand(B, F)], dim=1)
+        sig = self._frame_sigma(sigma, K, F, ctx_sigma)
         extra = {}
-        if getattr(self.denoiser, "separate", False):
+        if ctx_sigma is not None and getattr(self.denoiser, "separate", False):
             # context noise is given to the latents only: a separate state stream is told its context is clean
-            extra["state_sigma"] = torch.cat([sigma.new_zeros(B, K), sigma[:, None].expand(B, F)], dim=1)
+            extra["state_sigma"] = self._frame_sigma(sigma, K, F)
         vi, vs = self.denoiser(img, state, sig, self._cond(win, drop), win.offsets, **extra)
         return vi[:, K:], vs[:, K:]
 
@@ -336,7 +344,7 @@ class VideoWorldModel(nn.Module):
         equal to `velocity(...)[1]` on the same window and noise."""
         K = win.ctx_vec.shape[1]
         state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
-        sig = torch.cat([sigma.new_zeros(len(sigma), K), sigma[:, None].expand(-1, x_state.shape[1])], dim=1)
+        sig = self._frame_sigma(sigma, K, x_state.shape[1])
         _, vs = self.denoiser(None, state, sig, self._cond(win, drop), win.offsets)
         return vs[:, K:]
 
