@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    from common.io import atomic_write_text
     from policy_eval.evaluate import agreement_table, load_eval_config, ranked_table, run_eval
-    from scenes.config import atomic_write_text
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=50)

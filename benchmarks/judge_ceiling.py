@@ -72,9 +72,9 @@ def main() -> None:
     from rich.progress import track
     from rich.table import Table
 
+    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.rollouts import ResolvedJob, RolloutJob
-    from scenes.config import atomic_write_text
     from scenes.randomization import sample_variation
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin

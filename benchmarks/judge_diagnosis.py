@@ -108,9 +108,9 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.windows import load_episodes
-    from scenes.config import atomic_write_text
     from scenes.spec import SceneSpec
     from worldmodels.evaluation import judge_episodes
     from worldmodels.video_world import VideoWorld

@@ -157,7 +157,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from scenes.config import atomic_write_text
+    from common.io import atomic_write_text
 
     table = Table(title=f"splat rasteriser on CPU ({torch.get_num_threads()} threads): frames per second")
     for col in ("size", "Gaussians", "pass", "torch fps", "autograd-path fps", "baseline fps", "speed-up"):

@@ -88,7 +88,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from scenes.config import atomic_write_text
+    from common.io import atomic_write_text
 
     results: dict = {"scene": SCENE.name, "steps": args.steps, "cpu_count": os.cpu_count()}
     if not args.no_cold:

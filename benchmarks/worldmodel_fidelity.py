@@ -88,9 +88,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.windows import load_episodes
-    from scenes.config import atomic_write_text
     from worldmodels.evaluation import judge_episodes, open_loop
     from worldmodels.video_world import Context, VideoWorld
 

@@ -49,8 +49,9 @@ def run_one(name: str, sets: list[str], args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from common.config import parse_overrides
+    from common.io import atomic_write_text
     from datagen.windows import load_episodes
-    from scenes.config import atomic_write_text, parse_overrides
     from worldmodels.evaluation import judge_episodes, open_loop
     from worldmodels.training import train_worldmodel
     from worldmodels.video_config import load_video_config
@@ -115,7 +116,7 @@ def progress_line(runs: Path, names: list[str]) -> str:
 
 
 def write_table(path: Path, runs: Path, names: list[str], args: argparse.Namespace) -> list[dict]:
-    from scenes.config import atomic_write_text
+    from common.io import atomic_write_text
 
     rows = [
         json.loads((runs / n / "result.json").read_text())

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from datagen.video import VideoError, concat_videos, decode_frames, video_info
-from scenes.config import read_json
-from scenes.errors import DreamTwinError
+from common.errors import DreamTwinError
+from common.io import read_json
+from common.video import VideoError, concat_videos, decode_frames, video_info
 
 CODEBASE_VERSION = "v3.0"
 DREAMTWIN_FORMAT_VERSION = 1

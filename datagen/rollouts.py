@@ -21,9 +21,7 @@ import fcntl
 import json
 import os
 import shutil
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +29,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from datagen.video import VideoSettings, encode_video
-from scenes.config import Strict, atomic_write_text, load_model, stable_hash
-from scenes.errors import DreamTwinError, SpecError
+from common.config import Strict, load_model
+from common.errors import DreamTwinError, SpecError
+from common.io import atomic_write_text, fsync_dir, fsync_tree, stable_hash
+from common.pool import WorkerPool
+from common.video import VideoSettings, encode_video
 
 JOB_VERSION = 1
 
@@ -159,6 +159,11 @@ class EpisodeMaker:
         self.twin = twin if twin is not None else DigitalTwin(resolved.spec, render=True)
         self.spec_hash = resolved.spec.hash()
 
+    @classmethod
+    def from_json(cls, job_json: str, staging: str) -> EpisodeMaker:
+        """The factory a worker process or Ray actor calls (plain-data arguments)."""
+        return cls(ResolvedJob.load(RolloutJob.model_validate_json(job_json)), Path(staging))
+
     def make(self, i: int) -> dict[str, Any]:
         from policy_eval.policies import POLICIES, make_policy
         from policy_eval.runner import rollout
@@ -210,14 +215,6 @@ def episode_arrays(ep: Any) -> dict[str, np.ndarray]:
     }
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def stage_episode(
     staging: Path, i: int, ep: Any, params: dict[str, float], r: ResolvedJob, policy: str, seed: int
 ) -> dict[str, Any]:
@@ -252,140 +249,13 @@ def stage_episode(
         "stats": episode_stats(arrays, frames),
     }
     (tmp / "meta.json").write_text(json.dumps(meta))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    fsync_tree(tmp)
     try:
         os.rename(tmp, final)
     except OSError:  # already staged by an earlier run that was cut off after its rename
         shutil.rmtree(tmp, ignore_errors=True)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     return meta
-
-
-# ---------------------------------------------------------------------- backends
-_WORKER: EpisodeMaker | None = None
-
-
-def _watch_parent(parent: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)  # the job was killed: stop instead of running on as an orphan
-
-
-def _init_worker(job_json: str, staging: str, parent: int) -> None:
-    global _WORKER
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    job = RolloutJob.model_validate_json(job_json)
-    _WORKER = EpisodeMaker(ResolvedJob.load(job), Path(staging))
-
-
-def _worker_make(i: int) -> dict[str, Any]:
-    assert _WORKER is not None
-    return _WORKER.make(i)
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class LocalBackend:
-    """`workers` = 1: in this process; more: that many spawned processes, each with its own twin."""
-
-    def __init__(self, resolved: ResolvedJob, staging: Path, workers: int, twin: Any = None) -> None:
-        self.resolved, self.staging, self.workers, self.twin = resolved, staging, workers, twin
-        self._maker: EpisodeMaker | None = None
-        self._pool: Any = None
-
-    def __enter__(self) -> LocalBackend:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        for k, v in getattr(self, "_env_before", {}).items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-    def run(self, indices: list[int]) -> Iterator[dict[str, Any]]:
-        if self.workers == 1:
-            if self._maker is None:
-                self._maker = EpisodeMaker(self.resolved, self.staging, self.twin)
-            for i in indices:
-                yield self._maker.make(i)
-            return
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        if self._pool is None:
-            # one BLAS/OpenMP thread pool per core, not per core per worker: oversubscribed spinning BLAS
-            # threads slowed Genesis's scene build a hundredfold with 2 workers on 2 cores
-            threads = str(max(1, (os.cpu_count() or 1) // self.workers))
-            self._env_before = {k: os.environ.get(k) for k in _THREAD_VARS}
-            os.environ.update({k: threads for k in _THREAD_VARS})
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=mp.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.resolved.job.model_dump_json(), str(self.staging), os.getpid()),
-            )
-        futures = [self._pool.submit(_worker_make, i) for i in indices]
-        for f in as_completed(futures):
-            yield f.result()
-
-
-class RayBackend:
-    """Ray actors, each with its own twin; `address` None starts a local Ray with `workers` CPUs."""
-
-    def __init__(self, resolved: ResolvedJob, staging: Path, workers: int, address: str | None) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise DatagenError(
-                "--backend ray needs Ray: install the `distributed` extra (pip install 'dreamtwin[distributed]')"
-            ) from None
-        self.ray = ray
-        self.resolved, self.staging, self.workers, self.address = resolved, staging, workers, address
-        self._actors: list[Any] = []
-        self._started = False
-
-    def __enter__(self) -> RayBackend:
-        ray = self.ray
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": self.address} if self.address else {"num_cpus": self.workers}
-            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
-            self._started = True
-        actor = ray.remote(num_cpus=1)(_RayEpisodeActor)
-        job_json = self.resolved.job.model_dump_json()
-        self._actors = [actor.remote(job_json, str(self.staging)) for _ in range(self.workers)]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for a in self._actors:
-            self.ray.kill(a)
-        if self._started:
-            self.ray.shutdown()
-
-    def run(self, indices: list[int]) -> Iterator[dict[str, Any]]:
-        from ray.util import ActorPool
-
-        pool = ActorPool(self._actors)
-        yield from pool.map_unordered(lambda a, i: a.make.remote(i), indices)
-
-
-class _RayEpisodeActor:
-    def __init__(self, job_json: str, staging: str) -> None:
-        job = RolloutJob.model_validate_json(job_json)
-        self.maker = EpisodeMaker(ResolvedJob.load(job), Path(staging))
-
-    def make(self, i: int) -> dict[str, Any]:
-        return self.maker.make(i)
 
 
 # ---------------------------------------------------------------------- the job
@@ -508,14 +378,17 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dic
             return summary
         done = staged(staging)
         attempts_before = len(done)
-        backend: Any = (
-            RayBackend(resolved, staging, job.workers, job.ray_address)
-            if job.backend == "ray"
-            else LocalBackend(resolved, staging, job.workers, twin)
+        pool = WorkerPool(
+            "datagen.rollouts:EpisodeMaker.from_json",
+            (job.model_dump_json(), str(staging)),
+            workers=job.workers,
+            backend=job.backend,
+            address=job.ray_address,
+            local=EpisodeMaker(resolved, staging, twin) if twin is not None and job.workers == 1 else None,
         )
         limit = resolved.max_attempts()
         arrivals: list[float] = []
-        with _progress(progress, job.episodes) as bar, backend:
+        with _progress(progress, job.episodes) as bar, pool:
             bar.update(_n_kept(job, done))
             while (kept := select(job, done)) is None:
                 todo = wanted(job, done, limit)
@@ -525,7 +398,7 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dic
                         f"only {n_ok} successful episodes in {len(done)} attempts (limit {limit}); "
                         "raise max_attempts_factor or use better policies"
                     )
-                for meta in backend.run(todo):
+                for meta in pool.map_unordered("make", todo):
                     arrivals.append(time.perf_counter() - t0)
                     done[meta["attempt"]] = meta
                     bar.update(_n_kept(job, done), success=meta["success"])

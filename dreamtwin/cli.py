@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from scenes.errors import DreamTwinError
+from common.errors import DreamTwinError
 
 console = Console()
 app = typer.Typer(
@@ -290,6 +290,7 @@ def eval_run(
     """Evaluate policies in a world and print a ranked table."""
     if ctx.invoked_subcommand is not None:
         return
+    from common.config import validate_model
     from policy_eval.evaluate import (
         EvalConfig,
         agreement_table,
@@ -298,7 +299,6 @@ def eval_run(
         ranked_table,
         run_eval,
     )
-    from scenes.config import validate_model
 
     flags = {
         "scene": scene,
@@ -314,7 +314,7 @@ def eval_run(
         "backend": backend,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
-    from scenes.config import parse_overrides, set_dotted
+    from common.config import parse_overrides, set_dotted
 
     try:
         flags.update(parse_overrides(set_) if set_ else {})
@@ -379,8 +379,8 @@ def datagen_rollouts(
     Example: dreamtwin datagen rollouts --scene configs/scenes/push_cube.yaml --policy expert --episodes 20
     --seed 0 --out data/push_small --randomize configs/randomization/push_cube.yaml --workers 2
     """
+    from common.config import parse_overrides, validate_model
     from datagen.rollouts import RolloutJob, generate, load_job, parse_policy_mix
-    from scenes.config import parse_overrides, validate_model
 
     try:
         flags = {
@@ -459,8 +459,8 @@ def train_worldmodel_cmd(
     Example: dreamtwin train worldmodel --config configs/worldmodels/video_tiny.yaml --data data/push_cube_small
     --out runs/wm_tiny --max-minutes 60
     """
+    from common.config import parse_overrides
     from datagen.windows import load_episodes
-    from scenes.config import parse_overrides
     from worldmodels.training import train_worldmodel
     from worldmodels.video_config import load_video_config
 
@@ -491,9 +491,9 @@ def train_policy_cmd(
 
     Example: dreamtwin train policy --config configs/policies/bc_cnn.yaml --data data/push_cube_small --out runs/bc_push
     """
+    from common.config import parse_overrides
     from datagen.windows import load_episodes
     from policy_eval.policies.bc import load_bc_config, train_policy
-    from scenes.config import parse_overrides
 
     try:
         cfg = load_bc_config(config, parse_overrides(set_) if set_ else None)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +34,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from common.config import Strict, load_model
+from common.errors import DreamTwinError, SpecError
+from common.io import append_jsonl, atomic_write_text, read_json
+from common.machine import machine_fingerprint
 from policy_eval.metrics import wilson_interval
-from scenes.config import Strict, atomic_write_text, load_model, read_json
-from scenes.errors import DreamTwinError, SpecError
 
 RESULTS_VERSION = 2
 # settings that decide where and how fast a job runs, not what it computes (left out of the fingerprint)
@@ -139,10 +140,7 @@ class EpisodeLog:
             atomic_write_text(self.path, "".join(g + "\n" for g in good))
 
     def append(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, row)
 
 
 def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,18 +177,6 @@ def summarise(rows: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]
         per_policy[p] = entry
     ranking = sorted(policies, key=lambda p: (-per_policy[p]["success_rate"], -per_policy[p]["ci_low"], p))
     return {"version": RESULTS_VERSION, "policies": per_policy, "ranking": ranking}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("dreamtwin", "genesis-world", "torch", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def slug(policy: str) -> str:
@@ -268,15 +254,18 @@ class Evaluator:
         return rows
 
     def _media(self, policy: str, seed: int, ep: Any) -> None:
-        from policy_eval.video import write_mp4
+        from common.video import VideoSettings, encode_video
 
         if not (self.cfg.render and self.spec.cameras):
             return
         cam = self.spec.cameras[0].name
         index = seed - self.cfg.seed
         if self.cfg.videos and index == 0:
-            write_mp4(
-                self.out / "videos" / f"{slug(policy)}.mp4", ep.frames(cam), fps=self.spec.control.rate_hz
+            encode_video(
+                ep.frames(cam),
+                self.out / "videos" / f"{slug(policy)}.mp4",
+                self.spec.control.rate_hz,
+                VideoSettings(codec="libx264", crf=18),
             )
         if index < self.cfg.strips:
             write_strip(self.out / "strips" / slug(policy) / f"seed-{seed}.png", ep.frames(cam))
@@ -320,7 +309,7 @@ def _check_out(cfg: EvalConfig, spec: Any, out: Path) -> None:
                 f"{out} holds results of a different evaluation ({what} differ); use another --out"
             )
     else:
-        atomic_write_text(cfg_path, json.dumps({**resolved, "versions": _versions()}, indent=2))
+        atomic_write_text(cfg_path, json.dumps({**resolved, "machine": machine_fingerprint()}, indent=2))
 
 
 def stopped_policies(cfg: EvalConfig, rows: list[dict[str, Any]], upto_seed: int) -> set[str]:
@@ -352,7 +341,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from policy_eval.parallel import WorkerPool
+    from common.pool import WorkerPool
 
     spec = cfg.load_scene()
     out = Path(cfg.out)
@@ -403,6 +392,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> di
         world=cfg.world,
         wall_seconds_this_run=time.perf_counter() - started,
         episode_seconds=float(sum(r.get("seconds", 0.0) for r in rows)),
+        # the twin's outcomes can depend on the CPU (docs/results.md): say which machine this was
+        machine=machine_fingerprint(),
     )
     if cfg.ground_truth:
         results["metrics"] = agreement_with(rows, cfg.policies, Path(cfg.ground_truth))

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from common.io import atomic_write_text
 from policy_eval.evaluate import fmt_metric
-from scenes.config import atomic_write_text
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import ActionError
+from common.types import Episode, EpisodeStep, Policy, World, as_action_chunk
 from policy_eval.policies.base import reset_policy
-from scenes.errors import ActionError
-from scenes.types import Episode, EpisodeStep, Policy, World, as_action_chunk
 
 
 def rollout(

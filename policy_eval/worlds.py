@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from scenes.errors import SpecError
+from common.errors import SpecError, UsageError
+from common.io import files_sha256
+from common.types import Observation, StepResult
 from scenes.spec import SceneSpec
-from scenes.types import Observation, StepResult
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,10 @@ def world_fingerprint(world: WorldName) -> str | None:
     directory without those files (loading it reports that)."""
     if world.path is None:
         return None
-    import hashlib
-
     files = [Path(world.path) / name for name in ("config.json", "model.safetensors")]
     if not all(f.is_file() for f in files):
         return None
-    h = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return files_sha256(files)
 
 
 class ImaginedWorld:
@@ -87,7 +81,7 @@ class ImaginedWorld:
     def step(self, action_chunk: np.ndarray) -> StepResult:
         r = self.step_batch([action_chunk])[0]
         if r is None:
-            raise SpecError("step after the episode ended; call reset")
+            raise UsageError("step after the episode ended; call reset")
         return r
 
     def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]:

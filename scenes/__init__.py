@@ -1,36 +1,25 @@
-"""What a world is: SceneSpec, the digital twin, and the vocabulary every package speaks.
+"""What a world is: `SceneSpec` (strict YAML), the Genesis digital twin, its splat renderer,
+randomisation of a spec and the authoring verbs.
 
-Importing this package is cheap. `DigitalTwin` (Genesis) loads on first attribute access.
+Importing this package is cheap. `DigitalTwin` (Genesis) and `WorldEnv` (gymnasium) load on first
+attribute access. The vocabulary every package speaks (observations, the World and Policy
+protocols, episodes, errors) lives one floor down, in `common`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from scenes.errors import ActionError, DreamTwinError, SpecError, WorldStateError
 from scenes.spec import SceneSpec, load_scene_spec
-from scenes.types import Episode, EpisodeStep, Observation, Policy, StepResult, World, as_action_chunk
 
-__all__ = [
-    "ActionError",
-    "DigitalTwin",
-    "DreamTwinError",
-    "Episode",
-    "EpisodeStep",
-    "Observation",
-    "Policy",
-    "SceneSpec",
-    "SpecError",
-    "StepResult",
-    "World",
-    "WorldEnv",
-    "WorldStateError",
-    "as_action_chunk",
-    "load_scene_spec",
-]
+if TYPE_CHECKING:
+    from scenes.gym_env import WorldEnv
+    from scenes.twin import DigitalTwin
+
+__all__ = ["DigitalTwin", "SceneSpec", "WorldEnv", "load_scene_spec"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "DigitalTwin":
         from scenes.twin import DigitalTwin
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from scenes.config import atomic_write_text, validate_model
-from scenes.errors import SpecError
+from common.config import validate_model
+from common.errors import SpecError
+from common.io import atomic_write_text
 from scenes.spec import SceneSpec
 
 

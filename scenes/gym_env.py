@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from scenes.types import Observation, World
+from common.types import Observation, World
 
 
 class WorldEnv(gym.Env):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from scenes.config import Strict
-from scenes.registry import Registry
+from common.config import Strict
+from common.registry import Registry
 
 
 @dataclass(frozen=True)

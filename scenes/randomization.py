@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from scenes.config import Strict, load_model
+from common.config import Strict, load_model
 from scenes.spec import Color, PoseRandomization, Range, SceneSpec
 
 RANDOMIZATION_VERSION = 1

@@ -15,8 +15,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from scenes.config import Strict, format_validation_error, load_model, stable_hash
-from scenes.errors import SpecError
+from common.config import Strict, format_validation_error, load_model
+from common.errors import SpecError
+from common.io import stable_hash
 from scenes.predicates import PREDICATES
 
 SPEC_VERSION = 1

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from scenes.errors import SpecError, WorldStateError
+from common.errors import SpecError, UsageError
+from common.types import Observation, StepResult, as_action_chunk
 from scenes.spec import ObjectSpec, SceneSpec, sample_initial_poses
-from scenes.types import Observation, StepResult, as_action_chunk
 
 ACTION_DIM = 4
 TCP_OFFSET = 0.1034  # hand origin -> point between the fingertips, along the hand's z axis (m)
@@ -52,7 +52,7 @@ def genesis(backend: str = "auto") -> Any:
     """Import and initialise Genesis once per process; returns the `genesis` module."""
     if "gs" in _GENESIS:
         if backend not in ("auto", _GENESIS["backend"]):
-            raise WorldStateError(
+            raise UsageError(
                 f"Genesis is already initialised with backend {_GENESIS['backend']!r} in this process; "
                 f"cannot switch to {backend!r}"
             )
@@ -308,7 +308,7 @@ class DigitalTwin:
                     and abs(n.light.intensity - li.intensity) < 1e-6
                 ]
                 if not match:
-                    raise WorldStateError(f"no renderer light matches lights entry {li.model_dump()}")
+                    raise UsageError(f"no renderer light matches lights entry {li.model_dump()}")
                 self._light_nodes.append(match[0])
         for li, node in zip(spec.lights, self._light_nodes, strict=True):
             node.light.intensity = li.intensity
@@ -324,7 +324,7 @@ class DigitalTwin:
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
         """Put the scene in the initial state drawn from `seed` alone."""
         if options:
-            raise SpecError(f"DigitalTwin.reset: unknown options {sorted(options)}")
+            raise UsageError(f"DigitalTwin.reset: unknown options {sorted(options)}")
         self.scene.reset()
         self.robot.set_qpos(self._home_qpos, zero_velocity=True)
         self.robot.control_dofs_position(self._home_qpos)
@@ -341,7 +341,7 @@ class DigitalTwin:
 
     def step(self, action_chunk: np.ndarray) -> StepResult:
         if self._step_count is None:
-            raise WorldStateError("DigitalTwin.step called before reset(seed)")
+            raise UsageError("DigitalTwin.step called before reset(seed)")
         chunk = as_action_chunk(action_chunk, ACTION_DIM)
         ctrl = self.spec.control
         observations, success, done = [], False, False

@@ -17,7 +17,7 @@ def _heavy_modules_after(imports: str, heavy: tuple[str, ...]) -> list[str]:
 def test_light_imports():
     imports = (
         "worldmodels, policy_eval, datagen, scenes, dreamtwin.cli, datagen.rollouts, datagen.lerobot, "
-        "datagen.video, scenes.randomization"
+        "common, common.video, common.pool, common.config, common.io, common.types, scenes.randomization"
     )
     assert _heavy_modules_after(imports, ("genesis", "open3d", "gsplat", "torch")) == []
 

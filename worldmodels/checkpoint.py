@@ -21,8 +21,9 @@ from typing import TypeVar
 import torch
 from pydantic import BaseModel, ValidationError
 
-from scenes.config import format_validation_error, read_json
-from scenes.errors import DreamTwinError
+from common.config import format_validation_error
+from common.errors import DreamTwinError
+from common.io import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -16,13 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.video import psnr
 from worldmodels.video_world import Context, VideoWorld
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images."""
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

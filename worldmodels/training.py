@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from scenes.config import atomic_write_text
-from scenes.errors import DreamTwinError
+from common.errors import DreamTwinError
+from common.io import atomic_write_text
 from worldmodels.checkpoint import check_state, load_pretrained
 from worldmodels.video_config import VideoWorldModelConfig
 from worldmodels.video_model import VideoWorldModel, Window, context_indices

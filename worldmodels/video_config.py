@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from scenes.config import Strict, load_model
+from common.config import Strict, load_model
 
 VIDEO_CONFIG_VERSION = 1
 

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenes.errors import DreamTwinError
-from scenes.types import Observation, StepResult, as_action_chunk
+from common.errors import DreamTwinError
+from common.types import Observation, StepResult, as_action_chunk
 from worldmodels.video_model import VideoWorldModel, Window, context_indices
 
 

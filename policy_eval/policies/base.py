@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scenes.errors import SpecError
-from scenes.registry import Registry
+from common.errors import SpecError
+from common.registry import Registry
+from common.types import Policy
 from scenes.spec import SceneSpec
-from scenes.types import Policy
 
 
 @dataclass(frozen=True)

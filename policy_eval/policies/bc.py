@@ -25,9 +25,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from scenes.config import Strict, atomic_write_text, load_model
-from scenes.errors import DreamTwinError, SpecError
-from scenes.types import Observation
+from common.config import Strict, load_model
+from common.errors import DreamTwinError, UsageError
+from common.io import atomic_write_text
+from common.types import Observation
 
 PROPRIO_DIMS = 4  # ee x, y, z, gripper width: the first entries of every robot state here
 
@@ -162,7 +163,7 @@ class BCPolicy:
         for cam in self.cfg.cameras:
             img = observation.images.get(cam)
             if img is None:
-                raise SpecError(
+                raise UsageError(
                     f"BC policy needs camera {cam!r}; observation has {sorted(observation.images)}"
                 )
             x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import SpecError, UsageError
+from common.types import Observation
 from policy_eval.policies.base import register_policy
 from policy_eval.policies.perception import locate_on_table
 from scenes.camera import PinholeCamera
-from scenes.errors import SpecError
 from scenes.spec import SceneSpec
-from scenes.types import Observation
 
 SAFE_Z = 0.10  # tcp height for moving over objects (m)
 
@@ -158,7 +158,7 @@ class PrivilegedExpert:
 
     def act(self, observation: Observation) -> np.ndarray:
         if observation.environment_state is None:
-            raise SpecError("the privileged expert needs observation.environment_state (object poses)")
+            raise UsageError("the privileged expert needs observation.environment_state (object poses)")
         obj_pos = observation.environment_state[7 * self.index : 7 * self.index + 3].astype(np.float64)
         delta, grip = self.ctrl(observation.state[:3].astype(np.float64), obj_pos)
         return np.array([[*delta, grip]], dtype=np.float32)
@@ -212,7 +212,7 @@ class ImageBasedPolicy:
     def perceive(self, observation: Observation) -> np.ndarray | None:
         image = observation.images.get(self.camera_name)
         if image is None:
-            raise SpecError(f"observation has no image from camera {self.camera_name!r}")
+            raise UsageError(f"observation has no image from camera {self.camera_name!r}")
         found = locate_on_table(image, self.camera, self.color, self.centre_z)
         if found is not None:
             noise = np.zeros(3)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 
 SH_C0 = 0.28209479177387814
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 ALPHA_MAX = 0.999

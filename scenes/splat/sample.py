@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 from scenes.splat.gaussians import Gaussians
 
 

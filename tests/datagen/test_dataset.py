@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.video import psnr
 from datagen.lerobot import LeRobotDataset, aggregate_stats, feature_stats, read_tasks, verify_dataset
-from datagen.video import psnr
 from tests.datagen.conftest import RANDOMIZE, job_dict
 
 
@@ -61,8 +61,8 @@ def test_dataset_verifies_and_frames_states_actions_match_the_twin(small_dataset
 
 @pytest.mark.sim
 def test_lossless_option_stores_frames_exactly(tmp_path, push_twin, push_spec):
+    from common.video import VideoSettings
     from datagen.rollouts import RolloutJob, generate
-    from datagen.video import VideoSettings
 
     job = RolloutJob.model_validate(
         job_dict(tmp_path / "ll", episodes=2, video=VideoSettings.lossless().model_dump())

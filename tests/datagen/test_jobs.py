@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
+from common.errors import SpecError
 from datagen.lerobot import LeRobotDataset, verify_dataset
 from datagen.rollouts import DatagenError, RolloutJob, generate, select, wanted
-from scenes.errors import SpecError
 from tests.conftest import PUSH, ROOT
 from tests.datagen.conftest import RANDOMIZE, job_dict
 
@@ -111,23 +111,6 @@ def test_ray_backend_gives_the_same_content(tmp_path, small_dataset, genesis_ker
     )
     assert summary["episodes"] == 3
     assert_same_episodes(out, small_dataset[0], 3)
-
-
-def test_ray_missing_names_the_extra(tmp_path, monkeypatch):
-    import builtins
-
-    from datagen.rollouts import RayBackend
-
-    real = builtins.__import__
-
-    def no_ray(name, *a, **kw):
-        if name == "ray":
-            raise ImportError("no ray")
-        return real(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
-    with pytest.raises(DatagenError, match=r"distributed"):
-        RayBackend(None, tmp_path, 2, None)
 
 
 @pytest.mark.sim

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.types import Observation, StepResult
 from policy_eval.policies.base import POLICIES, register_policy
-from scenes.types import Observation, StepResult
 
 
 class CoinWorld:

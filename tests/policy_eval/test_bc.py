@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import SpecError, UsageError
+from common.types import Observation
 from policy_eval.policies import make_policy, policy_info
 from policy_eval.policies.bc import BCConfig, BCNet, BCPolicy, is_bc_checkpoint, train_policy
 from policy_eval.policies.zoo import BC_CHECKPOINTS, checkpoint_path
-from scenes.errors import SpecError
-from scenes.types import Observation
 
 
 def _toy_episodes(n: int = 6, T: int = 12, size: int = 32, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -84,7 +84,7 @@ def test_policy_acts_on_observations_of_another_size(tmp_path):
     )
     chunk = policy.act(obs)
     assert chunk.shape == (1, 4) and chunk.dtype == np.float32 and 0 <= chunk[0, 3] <= 1
-    with pytest.raises(SpecError, match="needs camera 'side'"):
+    with pytest.raises(UsageError, match="needs camera 'side'"):
         policy.act(Observation(images={"top": np.zeros((32, 32, 3), np.uint8)}, state=np.zeros(11), task=""))
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import policy_eval.runner as runner
+from common.errors import DreamTwinError, SpecError
 from policy_eval.evaluate import EpisodeLog, EvalConfig, run_eval, summarise
-from scenes.errors import DreamTwinError, SpecError
 
 from ..conftest import PUSH
 
@@ -25,7 +25,7 @@ def test_summarise_ranks_by_success_and_reports_wilson():
 
 def test_config_rejects_unknown_policies_and_keys():
     with pytest.raises(SpecError, match=r"policies: .*unknown policy 'nope'"):
-        from scenes.config import validate_model
+        from common.config import validate_model
 
         validate_model(EvalConfig, {"scene": str(PUSH), "policies": ["nope"]}, "cfg")
     with pytest.raises(SpecError, match="episdes: unknown key"):

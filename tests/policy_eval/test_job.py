@@ -10,9 +10,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from common.pool import WorkerPool
 from policy_eval.evaluate import EpisodeLog, EvalConfig, run_eval, stopped_policies
 from policy_eval.metrics import kendall, mmrv, pearson, spearman
-from policy_eval.parallel import WorkerPool
 from policy_eval.runner import rollout, rollout_batch
 from tests.conftest import PUSH
 from tests.policy_eval.fakes import SKILLS, BatchedCoinWorld, CoinWorld, SkillPolicy

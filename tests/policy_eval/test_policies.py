@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from common.types import Observation
 from policy_eval.policies import POLICIES, make_policy
 from policy_eval.policies.perception import locate_on_table
 from policy_eval.runner import rollout
 from scenes.camera import PinholeCamera
-from scenes.types import Observation
 
 SEEDS = range(20)
 

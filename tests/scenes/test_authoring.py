@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.errors import SpecError
 from scenes.authoring import add_object, import_scan, new_scene, set_camera
-from scenes.errors import SpecError
 from scenes.spec import load_scene_spec
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 from scenes.spec import euler_deg_to_quat, load_scene_spec, sample_initial_poses
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 from scenes.splat.gaussians import Gaussians, load_splat_ply, read_ply_vertices, save_splat_ply
 from scenes.splat.sample import gaussians_from_mesh, gaussians_from_point_cloud, load_mesh, primitive_mesh
 

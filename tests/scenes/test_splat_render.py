@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 from scenes.splat.render import rasterize
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scenes.errors import ActionError, SpecError
+from common.errors import ActionError, UsageError
 from scenes.spec import sample_initial_poses
 from scenes.twin import ACTION_DIM, STATE_NAMES
 
@@ -109,7 +109,7 @@ def test_episode_ends_at_max_steps_and_reports_poses(push_twin, push_spec):
 
 
 def test_reset_rejects_unknown_options(push_twin):
-    with pytest.raises(SpecError, match="unknown options"):
+    with pytest.raises(UsageError, match="unknown options"):
         push_twin.reset(0, {"lighting": 2})
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from scenes.config import Strict
+from common.config import Strict
 from worldmodels.checkpoint import CheckpointError, check_state, load_pretrained, save_pretrained
 
 

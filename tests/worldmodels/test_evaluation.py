@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldmodels.evaluation import auroc, judge_episodes, open_loop, psnr, ssim
+from common.video import psnr
+from worldmodels.evaluation import auroc, judge_episodes, open_loop, ssim
 from worldmodels.video_world import VideoWorld
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 from tests.worldmodels.toy import TOY_META, randomise, toy_config, toy_positions
 from worldmodels.checkpoint import CheckpointError
 from worldmodels.training import EpisodeStore, train_worldmodel

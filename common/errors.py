@@ -15,5 +15,6 @@ class ActionError(DreamTwinError, ValueError):
     """An action chunk has the wrong shape, dtype or contains NaN/inf."""
 
 
-class WorldStateError(DreamTwinError, RuntimeError):
-    """A world was used out of order (e.g. `step` before `reset`)."""
+class UsageError(DreamTwinError, RuntimeError):
+    """An API was called out of order or with arguments that contradict each other (e.g. stepping a
+    world after its episode ended); bad spec/config files raise `SpecError` instead."""

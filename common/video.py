@@ -1,5 +1,5 @@
-"""Video files of a dataset, through PyAV: encode an episode, join episodes into one file without
-re-encoding, decode a time range by seeking.
+"""Video files through PyAV: encode frames (dataset episodes, evaluation videos), join episodes into
+one file without re-encoding, decode a time range by seeking; `psnr` of two frames.
 
 Frames of an episode carry presentation times i / fps. Joining appends each episode's packets with
 its times shifted by the duration of the episodes before it, so episode k occupies
@@ -17,8 +17,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from scenes.config import Strict
-from scenes.errors import DreamTwinError
+from common.config import Strict
+from common.errors import DreamTwinError
 
 
 class VideoError(DreamTwinError):
@@ -50,7 +50,9 @@ class VideoSettings(Strict):
 def encode_video(
     frames: np.ndarray, path: str | Path, fps: float, settings: VideoSettings | None = None
 ) -> None:
-    """Write uint8 [T, H, W, 3] frames as an MP4 (written to a temporary name, then renamed)."""
+    """Write uint8 [T, H, W, 3] frames as an MP4 (written to a temporary name, then renamed).
+
+    With a yuv420p pixel format, odd heights / widths are padded by one edge pixel."""
     import av
 
     s = settings or VideoSettings()
@@ -60,7 +62,13 @@ def encode_video(
         raise VideoError(
             f"{path}: frames must be uint8 [T>0, H, W, 3], got {frames.dtype} {list(frames.shape)}"
         )
+    if s.pix_fmt == "yuv420p" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+        # chroma subsampling needs even sizes: repeat the last row / column
+        frames = np.pad(
+            frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge"
+        )
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.mp4")
     h, w = frames.shape[1:3]
     rate = Fraction(fps).limit_denominator(1000)
@@ -175,6 +183,7 @@ def video_info(path: str | Path) -> dict[str, object]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of uint8 images (dB; inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    """Peak signal-to-noise ratio (dB) of two uint8 images. The MSE is floored at 1e-10, so equal
+    images give a finite 148.1 dB and means over frames stay finite."""
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))

@@ -1,4 +1,4 @@
-"""Strict config loading shared by every package: YAML -> pydantic model, one-line errors.
+"""Strict config loading: YAML -> pydantic model, one-line errors.
 
 Errors name the file, the dotted key path, and for unknown keys the allowed ones, e.g.
 `configs/scenes/x.yaml: objects.0.colr: unknown key; allowed: name, shape, size, ...`.
@@ -6,17 +6,13 @@ Errors name the file, the dotted key path, and for unknown keys the allowed ones
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -135,37 +131,3 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         k, v = item.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
-
-
-def stable_hash(data: Any) -> str:
-    """sha256 over canonical JSON, first 16 hex digits."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def read_json(path: str | Path, error: type[Exception] = SpecError, missing: str = "not found") -> Any:
-    """The JSON in `path`, or `error` with one line naming the file (missing / not valid JSON)."""
-    path = Path(path)
-    if not path.exists():
-        raise error(f"{path}: {missing}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from scenes.errors import ActionError
+from common.errors import ActionError
 
 
 @dataclass

@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from scenes.errors import SpecError
+from common.errors import SpecError
 
 T = TypeVar("T")
 
