@@ -45,7 +45,7 @@ test-fast: setup
 	$(PY) -m pytest -x -q -m "not sim and not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/twin_speed.py

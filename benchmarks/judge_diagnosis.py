@@ -133,19 +133,16 @@ def main() -> None:
             if self.mode == "model":
                 return lat, vec, unc
             ctrl = SPEC.control
-            lo, hi, md = np.asarray(ctrl.workspace_low), np.asarray(ctrl.workspace_high), ctrl.max_delta
+            lo, hi = np.asarray(ctrl.workspace_low), np.asarray(ctrl.workspace_high)
             for j, ep in enumerate(eps):
                 for k in range(vec.shape[2]):
                     if self.mode == "recorded":
                         rec = self.recorded[ep.batch_index]
                         ee = rec[min(ep.step + k + 1, len(rec) - 1)]
                     elif self.mode == "controller":
-                        d = chunks[j][k, :3].cpu().numpy().astype(np.float64)
-                        n = np.linalg.norm(d)
-                        d = d * (md / n) if n > md else d
-                        tcp = ep.target
-                        tgt = np.clip(ep.target + d, lo, hi)
-                        ep.target = ee = tcp + np.clip(tgt - tcp, -2 * md, 2 * md)
+                        # a kinematic robot: the hand is where the controller's target is
+                        d = chunks[j][k, :3].cpu().numpy()
+                        ep.target = ee = ctrl.next_target(ep.target, ep.target, d)
                     else:
                         ee = np.clip(vec[j, :, k, :3].mean(0).cpu().numpy(), lo, hi)
                     vec[j, :, k, :3] = torch.as_tensor(ee, dtype=vec.dtype)

@@ -186,6 +186,17 @@ class ControlSpec(Strict):
     ee_quat: tuple[float, float, float, float] = Field((0.0, 1.0, 0.0, 0.0), description="hand wxyz")
     gripper_max_width: float = Field(0.04, gt=0, description="per finger, metres")
 
+    def next_target(self, target: np.ndarray, tcp: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """The controller's new ee target (float64 [3]) for an ee delta action: the delta scaled down
+        to `max_delta`, the target kept in the workspace and never more than 2 x `max_delta` ahead
+        of the hand at `tcp` (no wind-up when the hand is blocked)."""
+        delta = np.asarray(delta, np.float64)
+        norm = np.linalg.norm(delta)
+        if norm > self.max_delta:
+            delta = delta * (self.max_delta / norm)
+        new = np.clip(np.asarray(target, np.float64) + delta, self.workspace_low, self.workspace_high)
+        return tcp + np.clip(new - tcp, -2 * self.max_delta, 2 * self.max_delta)
+
 
 class PhysicsSpec(Strict):
     dt: float = Field(0.01, gt=0, le=0.05)

@@ -346,14 +346,7 @@ class DigitalTwin:
         ctrl = self.spec.control
         observations, success, done = [], False, False
         for action in chunk:
-            delta = action[:3].astype(np.float64)
-            norm = np.linalg.norm(delta)
-            if norm > ctrl.max_delta:
-                delta *= ctrl.max_delta / norm
-            tcp = self._tcp_pos()
-            target = np.clip(self._target + delta, ctrl.workspace_low, ctrl.workspace_high)
-            # the commanded target never runs far ahead of the hand (no wind-up when blocked)
-            target = tcp + np.clip(target - tcp, -2 * ctrl.max_delta, 2 * ctrl.max_delta)
+            target = ctrl.next_target(self._target, self._tcp_pos(), action[:3])
             self._target = target
             self._gripper_cmd = float(np.clip(action[3], 0.0, 1.0))
             q = self._ik(target, init_qpos=_np(self.robot.get_qpos()).astype(np.float64))
