@@ -16,7 +16,7 @@ PACKAGES = ("dreamtwin", "torch", "numpy", "genesis-world", "quadrants", "gsplat
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
+    model, flags = platform.processor() or platform.machine(), list[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from common.errors import SpecError
@@ -39,7 +38,7 @@ class Registry(Generic[T]):
             module, _, attr = entry.partition(":")
             entry = getattr(importlib.import_module(module), attr)
             self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+        return entry
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -51,5 +50,5 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
-    def items(self) -> list[tuple[str, Callable[..., Any]]]:
+    def items(self) -> list[tuple[str, T]]:
         return [(n, self.get(n)) for n in self.names()]

@@ -74,6 +74,7 @@ class World(Protocol):
     """A place to roll a policy out: the twin, a learned world model, or a real robot."""
 
     action_dim: int
+    world_id: str
 
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation: ...
 
@@ -81,10 +82,28 @@ class World(Protocol):
 
 
 @runtime_checkable
-class Policy(Protocol):
-    """Anything that maps observations to action chunks float32 [K, A]."""
+class BatchedWorld(Protocol):
+    """A world that advances many episodes in one call (a learned world model: one forward pass).
 
-    def reset(self) -> None: ...
+    `step_batch` takes one chunk per episode (None, or anything, for an episode that has ended, whose
+    result is None). An episode's outcome must not depend on which others share the batch."""
+
+    action_dim: int
+    world_id: str
+
+    def reset_batch(self, seeds: list[int]) -> list[Observation]: ...
+
+    def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that maps observations to action chunks float32 [K, A].
+
+    `reset(seed)` starts an episode; a stochastic policy draws its noise from the seed, so that an
+    episode is a function of (policy, seed)."""
+
+    def reset(self, seed: int | None = None) -> None: ...
 
     def act(self, observation: Observation) -> np.ndarray: ...
 

@@ -38,6 +38,7 @@ from common.config import Strict, load_model
 from common.errors import DreamTwinError, SpecError
 from common.io import append_jsonl, atomic_write_text, read_json
 from common.machine import machine_fingerprint
+from common.types import BatchedWorld, Episode, World
 from policy_eval.metrics import wilson_interval
 
 RESULTS_VERSION = 2
@@ -188,7 +189,7 @@ def slug(policy: str) -> str:
 class Evaluator:
     """Runs batches of (policy, seed) episodes in one world and writes their media; one per worker."""
 
-    def __init__(self, cfg: EvalConfig, world: Any = None) -> None:
+    def __init__(self, cfg: EvalConfig, world: World | BatchedWorld | None = None) -> None:
         from policy_eval.policies import policy_info
         from policy_eval.worlds import make_world
 
@@ -196,7 +197,7 @@ class Evaluator:
         self.spec = cfg.load_scene()
         self.out = Path(cfg.out)
         self.infos = {p: policy_info(p) for p in cfg.policies}
-        if world is not None and cfg.world != "twin" and not getattr(world, "batched", False):
+        if world is not None and cfg.world != "twin" and not isinstance(world, BatchedWorld):
             world = make_world(
                 cfg.world, self.spec, twin=world, samples=cfg.samples, sampler_steps=cfg.sampler_steps
             )
@@ -207,7 +208,6 @@ class Evaluator:
                 cfg.world, self.spec, render=cfg.render, samples=cfg.samples, sampler_steps=cfg.sampler_steps
             )
         )
-        self.batched = bool(getattr(self.world, "batched", False))
 
     @classmethod
     def from_json(cls, cfg_json: str) -> Evaluator:
@@ -218,7 +218,7 @@ class Evaluator:
         from policy_eval.policies import make_policy
 
         t0 = time.perf_counter()
-        if self.batched:
+        if isinstance(self.world, BatchedWorld):
             episodes = runner.rollout_batch(
                 self.world,
                 [make_policy(p, self.spec, seed=self.cfg.seed) for p, _ in pairs],
@@ -253,7 +253,7 @@ class Evaluator:
             rows.append(row)
         return rows
 
-    def _media(self, policy: str, seed: int, ep: Any) -> None:
+    def _media(self, policy: str, seed: int, ep: Episode) -> None:
         from common.video import VideoSettings, encode_video
 
         if not (self.cfg.render and self.spec.cameras):
@@ -333,7 +333,9 @@ def _rounds(cfg: EvalConfig) -> Iterator[list[int]]:
         yield seeds[i : i + size]
 
 
-def run_eval(cfg: EvalConfig, *, progress: bool = True, world: Any = None) -> dict[str, Any]:
+def run_eval(
+    cfg: EvalConfig, *, progress: bool = True, world: World | BatchedWorld | None = None
+) -> dict[str, Any]:
     """Run (or resume) the evaluation described by `cfg`; returns the results dict.
 
     `world` may be a prebuilt World for the same scene (tests reuse one twin; for an imagined world a
@@ -495,9 +497,10 @@ def designed_order_note(ranking: list[str]) -> str | None:
     from policy_eval.policies import POLICIES
 
     ranks = {p: POLICIES.get(p).skill_rank for p in ranking}
-    if len(ranking) < 2 or any(r is None for r in ranks.values()):
+    known = {p: r for p, r in ranks.items() if r is not None}
+    if len(ranking) < 2 or len(known) < len(ranking):
         return None
-    designed = sorted(ranking, key=lambda p: ranks[p])
+    designed = sorted(ranking, key=lambda p: known[p])
     verdict = "matches" if designed == ranking else "differs from"
     return f"this ranking {verdict} the designed skill order: {' > '.join(designed)}"
 

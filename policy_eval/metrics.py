@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -50,7 +51,7 @@ def _erfinv(y: float) -> float:
     return x
 
 
-def _pair(predicted: Sequence[float], real: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _pair(predicted: ArrayLike, real: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(predicted, dtype=np.float64)
     r = np.asarray(real, dtype=np.float64)
     if p.ndim != 1 or r.ndim != 1:
@@ -66,7 +67,7 @@ def _pair(predicted: Sequence[float], real: Sequence[float]) -> tuple[np.ndarray
     return p, r
 
 
-def pearson(predicted: Sequence[float], real: Sequence[float]) -> float:
+def pearson(predicted: ArrayLike, real: ArrayLike) -> float:
     """Pearson correlation coefficient."""
     p, r = _pair(predicted, real)
     dp, dr = p - p.mean(), r - r.mean()
@@ -89,13 +90,13 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman(predicted: Sequence[float], real: Sequence[float]) -> float:
+def spearman(predicted: ArrayLike, real: ArrayLike) -> float:
     """Spearman rank correlation (Pearson of average ranks, so ties are handled)."""
     p, r = _pair(predicted, real)
     return pearson(_ranks(p), _ranks(r))
 
 
-def kendall(predicted: Sequence[float], real: Sequence[float]) -> float:
+def kendall(predicted: ArrayLike, real: ArrayLike) -> float:
     """Kendall's tau-b (accounts for ties in either sequence)."""
     p, r = _pair(predicted, real)
     i, j = np.triu_indices(len(p), k=1)
@@ -106,7 +107,7 @@ def kendall(predicted: Sequence[float], real: Sequence[float]) -> float:
     return concordant_minus_discordant / den if den > 0 else float("nan")
 
 
-def mmrv(predicted: Sequence[float], real: Sequence[float]) -> float:
+def mmrv(predicted: ArrayLike, real: ArrayLike) -> float:
     """Mean maximum rank violation (SIMPLER): lower is better, 0 = no pair ordered differently."""
     p, r = _pair(predicted, real)
     n = len(p)

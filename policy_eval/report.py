@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.io import atomic_write_text
-from policy_eval.evaluate import fmt_metric
+from policy_eval.evaluate import EvalConfig, fmt_metric
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -164,7 +164,7 @@ def _strips(out: Path, gt_dir: Path | None, results: dict[str, Any], world: str,
     return "".join(parts) or "<p class=caption>no frame strips (run with render and strips > 0)</p>"
 
 
-def write_report(out: Path, results: dict[str, Any], cfg: Any) -> Path:
+def write_report(out: Path, results: dict[str, Any], cfg: EvalConfig) -> Path:
     metrics = results.get("metrics")
     gt_dir = Path(metrics["ground_truth"]) if metrics else None
     gt = json.loads((gt_dir / "results.json").read_text()) if gt_dir else None
@@ -172,7 +172,7 @@ def write_report(out: Path, results: dict[str, Any], cfg: Any) -> Path:
     body = [
         f"<h1>Policy evaluation: {html.escape(results.get('scene', ''))} in {html.escape(world)}</h1>",
         f"<p class=caption>{len(results['ranking'])} policies, seeds {results['seeds'][0]}–{results['seeds'][-1]}"
-        f"{' (adaptive stopping)' if getattr(cfg, 'adaptive', None) else ''}.</p>",
+        f"{' (adaptive stopping)' if cfg.adaptive else ''}.</p>",
         '<h2>Success rates</h2><figure id="success-bars">',
         _bars(results, gt, world),
         "</figure>",

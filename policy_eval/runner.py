@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import ActionError
-from common.types import Episode, EpisodeStep, Policy, World, as_action_chunk
-from policy_eval.policies.base import reset_policy
+from common.types import BatchedWorld, Episode, EpisodeStep, Policy, World, as_action_chunk
 
 
 def rollout(
@@ -27,7 +26,7 @@ def rollout(
 
     Non-privileged policies receive observations stripped of simulator state.
     """
-    reset_policy(policy, seed)
+    policy.reset(seed)
     obs = world.reset(seed)
     first = obs
     steps: list[EpisodeStep] = []
@@ -49,14 +48,14 @@ def rollout(
         initial_observation=first,
         steps=steps,
         policy_id=policy_id,
-        world_id=world_id or getattr(world, "world_id", type(world).__name__),
+        world_id=world_id or world.world_id,
         seed=seed,
         scene_hash=scene_hash,
     )
 
 
 def rollout_batch(
-    world: Any,
+    world: BatchedWorld,
     policies: list[Policy],
     seeds: list[int],
     *,
@@ -71,7 +70,7 @@ def rollout_batch(
     if not n == len(seeds) == len(policy_ids) == len(privileged):
         raise ValueError("policies, seeds, policy_ids and privileged must have one entry per episode")
     for p, s in zip(policies, seeds, strict=True):
-        reset_policy(p, s)
+        p.reset(s)
     obs = world.reset_batch(list(seeds))
     first = list(obs)
     steps: list[list[EpisodeStep]] = [[] for _ in range(n)]
@@ -92,20 +91,23 @@ def rollout_batch(
             if not live[i] or r is None:
                 continue
             m = len(r.observations)
-            for k, (action, o) in enumerate(zip(chunks[i][:m], r.observations, strict=False)):  # type: ignore[index]
-                info = {key: r.info[key] for key in ("success_prob", "uncertainty") if key in r.info}
+            chunk = chunks[i]
+            assert chunk is not None  # the episode was live, so its policy acted
+            for k, (action, o) in enumerate(zip(chunk[:m], r.observations, strict=False)):
+                info: dict[str, Any] = {
+                    key: r.info[key] for key in ("success_prob", "uncertainty") if key in r.info
+                }
                 steps[i].append(
                     EpisodeStep(np.asarray(action), o, success=r.success and k == m - 1, info=info)
                 )
             obs[i] = r.last
             live[i] = not r.done
-    wid = getattr(world, "world_id", type(world).__name__)
     return [
         Episode(
             initial_observation=first[i],
             steps=steps[i],
             policy_id=policy_ids[i],
-            world_id=wid,
+            world_id=world.world_id,
             seed=seeds[i],
             scene_hash=scene_hash,
         )

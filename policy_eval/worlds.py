@@ -5,8 +5,8 @@
     results = world.step_batch([chunk0, chunk1, chunk2])    # initial observation for that seed
 
 `twin` is the `DigitalTwin` itself (a `World`; the runner steps its episodes one after another).
-An imagined world has a batched API beside the `World` protocol (`batched = True`;
-`reset_batch(seeds)`, `step_batch(chunks)`: a chunk of an episode that has ended is ignored and its
+An imagined world is a `BatchedWorld` as well as a `World` (`reset_batch(seeds)`,
+`step_batch(chunks)`: a chunk of an episode that has ended is ignored and its
 result is None) and advances all its episodes in one forward pass.
 
 An imagined world starts each episode from the observation the twin shows at reset for the same
@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.errors import SpecError, UsageError
 from common.io import files_sha256
-from common.types import Observation, StepResult
+from common.types import Observation, StepResult, World
 from scenes.spec import SceneSpec
+
+if TYPE_CHECKING:
+    from worldmodels.video_world import VideoWorld
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,7 @@ def world_fingerprint(world: WorldName) -> str | None:
 class ImaginedWorld:
     """A video world model started, for each seed, from the twin's initial observation."""
 
-    batched = True
-
-    def __init__(self, video_world: Any, twin: Any) -> None:
+    def __init__(self, video_world: VideoWorld, twin: World) -> None:
         self.video, self.twin = video_world, twin
         self.action_dim = video_world.action_dim
         self.world_id = "worldmodel"
@@ -109,11 +110,11 @@ def make_world(
     spec: SceneSpec,
     *,
     render: bool = True,
-    twin: Any = None,
+    twin: World | None = None,
     device: str = "cpu",
     samples: int | None = None,
     sampler_steps: int | None = None,
-) -> Any:
+) -> World:
     """Build the named world for `spec`; `twin` may be a prebuilt DigitalTwin of the same scene."""
     w = parse_world(name) if isinstance(name, str) else name
     if twin is None:

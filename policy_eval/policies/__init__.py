@@ -8,6 +8,6 @@ policy.reset(seed=3); chunk = policy.act(obs)  # float32 [K, 4]
 # the built-in families register themselves on import (pure numpy, cheap)
 from policy_eval.policies import scripted as _scripted  # noqa: E402,F401
 from policy_eval.policies import zoo as _zoo  # noqa: E402,F401
-from policy_eval.policies.base import POLICIES, PolicyInfo, make_policy, policy_info, reset_policy
+from policy_eval.policies.base import POLICIES, PolicyInfo, make_policy, policy_info
 
-__all__ = ["POLICIES", "PolicyInfo", "make_policy", "policy_info", "reset_policy"]
+__all__ = ["POLICIES", "PolicyInfo", "make_policy", "policy_info"]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from common.errors import SpecError
 from common.registry import Registry
@@ -63,17 +61,3 @@ def _load_bc(path: str) -> Policy:
 def make_policy(name: str, spec: SceneSpec, seed: int = 0) -> Policy:
     """Build a policy by registered name or checkpoint path."""
     return policy_info(name).factory(spec, seed)
-
-
-def reset_policy(policy: Policy, seed: int | None) -> None:
-    """Call `policy.reset`, passing the episode seed where the policy accepts one."""
-    params = inspect.signature(policy.reset).parameters
-    if "seed" in params:
-        policy.reset(seed=seed)  # type: ignore[call-arg]
-    else:
-        policy.reset()
-
-
-def describe(name: str) -> dict[str, Any]:
-    info = POLICIES.get(name)
-    return {"name": name, "privileged": info.privileged, "description": info.description}

@@ -12,15 +12,18 @@ opening in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from common.errors import SpecError, UsageError
-from common.types import Observation
+from common.types import Observation, Policy
 from policy_eval.policies.base import register_policy
 from policy_eval.policies.perception import locate_on_table
 from scenes.camera import PinholeCamera
+from scenes.predicates import ObjectInRegionParams, ObjectLiftedParams
 from scenes.spec import SceneSpec
 
 SAFE_Z = 0.10  # tcp height for moving over objects (m)
@@ -37,6 +40,17 @@ def _task_kind(spec: SceneSpec) -> str:
     return kinds[spec.task.success.name]
 
 
+P = TypeVar("P", ObjectInRegionParams, ObjectLiftedParams)
+
+
+def _task_params(spec: SceneSpec, kind: type[P]) -> P:
+    """The scene's success-predicate parameters, which must be of `kind` (push: region, lift: height)."""
+    params = spec.task.success.typed_params() if spec.task.success is not None else None
+    if not isinstance(params, kind):
+        raise SpecError(f"scene {spec.name!r}: this controller needs a task.success with {kind.__name__}")
+    return params
+
+
 def _step_towards(tcp: np.ndarray, target: np.ndarray, max_step: float) -> np.ndarray:
     d = target - tcp
     n = np.linalg.norm(d)
@@ -48,8 +62,7 @@ class PushController:
 
     def __init__(self, spec: SceneSpec, obj: str) -> None:
         o = spec.object(obj)
-        p = spec.task.success.typed_params()
-        self.goal = np.asarray(p.center, dtype=np.float64)  # type: ignore[attr-defined]
+        self.goal = np.asarray(_task_params(spec, ObjectInRegionParams).center, dtype=np.float64)
         self.half = max(o.size[:2]) / 2 if o.shape == "box" else o.size[0]
         self.push_z = min(0.015, o.half_height())
         self.max_step = spec.control.max_delta
@@ -99,7 +112,7 @@ class LiftController:
     def __init__(self, spec: SceneSpec, obj: str, close_steps: int = 4, close_height: float = 0.0) -> None:
         o = spec.object(obj)
         self.grasp_z = max(o.half_height() - 0.01, 0.01) + close_height
-        self.lift_z = o.half_height() + spec.task.success.typed_params().height + 0.06  # type: ignore[attr-defined]
+        self.lift_z = o.half_height() + _task_params(spec, ObjectLiftedParams).height + 0.06
         self.close_steps = close_steps
         self.max_step = spec.control.max_delta
         self.reset()
@@ -287,10 +300,16 @@ register_policy(
     privileged=True,
     description="privileged scripted expert reading object poses from the simulator (push or lift)",
 )
+
+
+def _image_policy_factory(knobs: ImageKnobs) -> Callable[[SceneSpec, int], Policy]:
+    return lambda spec, seed: ImageBasedPolicy(spec, seed, knobs=knobs)
+
+
 for _rank, (_name, (_knobs, _desc)) in enumerate(IMAGE_VARIANTS.items()):
     register_policy(
         _name,
-        lambda spec, seed, k=_knobs: ImageBasedPolicy(spec, seed, knobs=k),
+        _image_policy_factory(_knobs),
         privileged=False,
         description=_desc,
         skill_rank=_rank,

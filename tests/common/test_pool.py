@@ -45,6 +45,14 @@ def test_process_pool_spreads_tasks_and_restores_thread_settings():
     assert os.environ.get("OMP_NUM_THREADS") == before
 
 
+@pytest.mark.slow
+def test_ray_actors_give_the_same_results():
+    pytest.importorskip("ray")
+    with WorkerPool("tests.common.test_pool:Worker", (1,), workers=2, backend="ray") as pool:
+        out = sorted(o[0] for o in pool.map_unordered("run", range(5)))
+    assert out == [t + 1 for t in range(5)]
+
+
 def test_bad_worker_count_and_missing_ray_are_one_line_errors(monkeypatch):
     import builtins
 

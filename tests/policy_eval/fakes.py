@@ -46,7 +46,6 @@ class CoinWorld:
 class BatchedCoinWorld:
     """CoinWorld's episodes advanced together through the batched API."""
 
-    batched = True
     action_dim = 4
     world_id = "coin-batched"
 
@@ -99,15 +98,3 @@ for _name, _skill in SKILLS.items():
             privileged=False,
             description=f"test policy with per-step success chance {_skill}",
         )
-
-
-class Square:
-    """For the worker-pool tests: an object built once per worker."""
-
-    def __init__(self, offset: int) -> None:
-        import os
-
-        self.offset, self.pid = offset, os.getpid()
-
-    def run(self, x: int) -> tuple[int, int]:
-        return x * x + self.offset, self.pid

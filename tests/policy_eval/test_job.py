@@ -10,7 +10,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from common.pool import WorkerPool
 from policy_eval.evaluate import EpisodeLog, EvalConfig, run_eval, stopped_policies
 from policy_eval.metrics import kendall, mmrv, pearson, spearman
 from policy_eval.runner import rollout, rollout_batch
@@ -119,27 +118,6 @@ def test_agreement_against_ground_truth(tmp_path):
     other = _cfg(tmp_path, "other", policies=["coin_good"], ground_truth=str(tmp_path / "gt"))
     with pytest.raises(Exception, match="fewer than 2 policies"):
         run_eval(other, progress=False, world=CoinWorld())
-
-
-def test_worker_pool_processes_match_in_process_and_use_other_processes():
-    import os
-
-    tasks = list(range(7))
-    with WorkerPool("tests.policy_eval.fakes:Square", (3,), workers=1) as pool:
-        local = sorted(pool.map_unordered("run", tasks))
-    with WorkerPool("tests.policy_eval.fakes:Square", (3,), workers=2) as pool:
-        procs = sorted(pool.map_unordered("run", tasks))
-    assert [r for r, _ in local] == [r for r, _ in procs] == [t * t + 3 for t in tasks]
-    assert all(pid == os.getpid() for _, pid in local)
-    assert all(pid != os.getpid() for _, pid in procs)
-
-
-@pytest.mark.slow
-def test_worker_pool_ray_backend():
-    pytest.importorskip("ray")
-    with WorkerPool("tests.policy_eval.fakes:Square", (1,), workers=2, backend="ray") as pool:
-        out = sorted(r for r, _ in pool.map_unordered("run", range(5)))
-    assert out == [t * t + 1 for t in range(5)]
 
 
 def _chromium() -> str:
