@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.errors import SpecError
+from common.io import read_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -83,11 +84,11 @@ def validate_model(model: type[M], data: Any, source: str, context: dict[str, An
 
 
 def load_yaml(path: str | Path) -> Any:
+    """The YAML in file `path`; SpecError naming the file (and line) when missing or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
+    text = read_text(path, SpecError, "file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

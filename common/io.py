@@ -1,7 +1,7 @@
 """Files that are never half-written, and stable content hashes.
 
 `atomic_write_text` (temp file + fsync + rename), `append_jsonl` (one fsynced line per record),
-`fsync_dir`, `stable_hash` (canonical JSON), `file_sha256`, `read_json` (one-line errors).
+`fsync_dir`, `stable_hash` (canonical JSON), `files_sha256`, `read_text` / `read_json` (one-line errors).
 """
 
 from __future__ import annotations
@@ -22,13 +22,20 @@ def stable_hash(data: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def read_text(path: str | Path, error: type[Exception] = SpecError, missing: str = "not found") -> str:
+    """The text of file `path`, or `error` with one line naming it when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    return path.read_text()
+
+
 def read_json(path: str | Path, error: type[Exception] = SpecError, missing: str = "not found") -> Any:
     """The JSON in `path`, or `error` with one line naming the file (missing / not valid JSON)."""
     path = Path(path)
-    if not path.exists():
-        raise error(f"{path}: {missing}")
+    text = read_text(path, error, missing)
     try:
-        return json.loads(path.read_text())
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise error(f"{path}: not valid JSON ({e})") from None
 

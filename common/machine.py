@@ -15,7 +15,8 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile
 PACKAGES = ("dreamtwin", "torch", "numpy", "genesis-world", "quadrants", "gsplat", "diffusers", "lightning")
 
 
-def _cpuinfo() -> tuple[str, list[str]]:
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and feature flags, read from /proc/cpuinfo (no probe process)."""
     model, flags = platform.processor() or platform.machine(), list[str]()
     try:
         with open("/proc/cpuinfo") as f:
@@ -46,7 +47,7 @@ def machine_fingerprint() -> dict[str, object]:
     filled only when torch is already imported."""
     import sys
 
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     gpu = None
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():

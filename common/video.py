@@ -27,9 +27,8 @@ class VideoError(DreamTwinError):
 
 class VideoSettings(Strict):
     """Encoder settings: LeRobot's codec (AV1 via SVT-AV1, yuv420p, a key frame every 2 frames so
-    that seeking decodes little) at a higher quality than LeRobot's crf 30, which at our 64-128 px
-    frames leaves the worst frame at 33.8 dB PSNR (crf 10: 37.2 dB, files about 2x larger);
-    `lossless` stores RGB exactly (H.264 RGB, qp 0)."""
+    that seeking decodes little) at crf 10, a higher quality than LeRobot's crf 30, for our small
+    (64-128 px) frames; `lossless` stores RGB exactly (H.264 RGB, qp 0)."""
 
     codec: Literal["libsvtav1", "libx264", "libx264rgb"] = "libsvtav1"
     pix_fmt: Literal["yuv420p", "yuv444p", "rgb24"] = "yuv420p"
@@ -42,9 +41,6 @@ class VideoSettings(Strict):
     @classmethod
     def lossless(cls) -> VideoSettings:
         return cls(codec="libx264rgb", pix_fmt="rgb24", crf=0, g=2)
-
-    def codec_name(self) -> str:
-        return {"libsvtav1": "av1", "libx264": "h264", "libx264rgb": "h264"}[self.codec]
 
 
 def encode_video(
@@ -118,12 +114,14 @@ def concat_videos(inputs: list[Path], output: Path) -> list[tuple[float, float]]
                     ostream.codec_context.height,
                 ):
                     raise VideoError(f"{path}: frame size differs from the first video of {output.name}")
-                tb = istream.time_base
-                frame_dur = int(round(1 / (float(tb) * float(istream.average_rate))))
+                tb, rate = istream.time_base, istream.average_rate
+                if tb is None or rate is None:
+                    raise VideoError(f"{path}: the video stream has no time base or frame rate")
+                frame_dur = int(round(1 / (float(tb) * float(rate))))
                 last = 0
                 for packet in src.demux(istream):
-                    if packet.dts is None and packet.pts is None:
-                        continue  # the demuxer's end-of-stream flush packet
+                    if packet.pts is None:
+                        continue  # the demuxer's end-of-stream flush packet (no timestamps)
                     last = max(last, packet.pts + frame_dur)
                     packet.pts += offset
                     packet.dts = packet.dts + offset if packet.dts is not None else None
@@ -146,9 +144,13 @@ def decode_frames(path: str | Path, from_timestamp: float, n_frames: int, fps: f
         with av.open(str(path)) as src:
             stream = src.streams.video[0]
             stream.thread_type = "AUTO"
+            if stream.time_base is None:
+                raise VideoError(f"{path}: the video stream has no time base")
             tb = float(stream.time_base)
             src.seek(int(from_timestamp / tb), stream=stream, backward=True, any_frame=False)
             for frame in src.decode(stream):
+                if frame.pts is None:
+                    continue  # a frame without a timestamp cannot be placed
                 t = frame.pts * tb
                 if t < from_timestamp - tol:
                     continue

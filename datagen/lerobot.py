@@ -20,13 +20,17 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.errors import DreamTwinError
 from common.io import read_json
-from common.video import VideoError, concat_videos, decode_frames, video_info
+from common.video import VideoError, VideoSettings, concat_videos, decode_frames, video_info
+
+if TYPE_CHECKING:
+    from datagen.rollouts import ResolvedJob
+    from scenes.spec import SceneSpec
 
 CODEBASE_VERSION = "v3.0"
 DREAMTWIN_FORMAT_VERSION = 1
@@ -120,7 +124,9 @@ def aggregate_stats(per_episode: list[dict[str, dict[str, list]]]) -> dict[str, 
 
 
 # ---------------------------------------------------------------------- schema
-def dataset_features(spec: Any, randomization_names: list[str], fps: float) -> dict[str, dict[str, Any]]:
+def dataset_features(
+    spec: SceneSpec, randomization_names: list[str], fps: float
+) -> dict[str, dict[str, Any]]:
     """The info.json `features` of a rollout dataset of scene `spec` (video `info` filled later)."""
     from scenes.twin import ACTION_NAMES, STATE_NAMES
 
@@ -191,29 +197,53 @@ def _next(chunk: int, file: int) -> tuple[int, int]:
     return (chunk + 1, 0) if file == CHUNKS_SIZE - 1 else (chunk, file + 1)
 
 
-def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], resolved: Any) -> dict[str, Any]:
+def assemble_dataset(
+    out: Path, private: Path, metas: list[dict[str, Any]], resolved: ResolvedJob
+) -> dict[str, Any]:
     """Write the LeRobot files for the staged episodes `metas` (in dataset order) and move them into
     `out` (`meta/` last, so `meta/info.json` appears only with a complete dataset)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    spec, fps = resolved.spec, resolved.spec.control.rate_hz
+    spec = resolved.spec
     staging = private / "staging"
     build = private / "assembly"
     shutil.rmtree(build, ignore_errors=True)
     (build / "meta").mkdir(parents=True)
-    features = dataset_features(spec, metas[0]["randomization_names"], fps)
-    schema = data_schema(features)
+    features = dataset_features(spec, metas[0]["randomization_names"], spec.control.rate_hz)
     tasks = list(dict.fromkeys(m["task"] for m in metas))
-    cams = [c.name for c in spec.cameras]
+    rows, params = _write_data_files(
+        build, staging, metas, data_schema(features), tasks, spec.control.rate_hz
+    )
+    for cam in (c.name for c in spec.cameras):
+        key = f"observation.images.{cam}"
+        _write_camera_videos(
+            build, [staging / f"ep-{m['attempt']:06d}" / f"{cam}.mp4" for m in metas], key, rows
+        )
+        features[key]["info"] = _video_feature_info(
+            build / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), resolved.job.video
+        )
+    ep_stats = _add_episode_stats(rows, metas, features, tasks)
+    _write_meta(build, rows, tasks, features, aggregate_stats(ep_stats), spec)
+    job = json.loads((private / "job.json").read_text())
+    _write_dreamtwin_meta(build / "meta" / "dreamtwin.json", job, spec, metas, params)
+    _swap_in(build, out)
+    return {
+        "data_files": len(list((out / "data").rglob("*.parquet"))),
+        "video_files": len(list((out / "videos").rglob("*.mp4"))) if spec.cameras else 0,
+    }
 
-    # data files: episodes appended until the next would pass the size limit
+
+def _write_data_files(
+    build: Path, staging: Path, metas: list[dict[str, Any]], schema: Any, tasks: list[str], fps: float
+) -> tuple[list[dict[str, Any]], list[list[float]]]:
+    """The data parquet files: episodes appended to a file until the next would pass the size limit.
+    Returns each episode's metadata row (lengths, data location) and its randomisation parameters."""
+    import pyarrow.parquet as pq
+
     rows: list[dict[str, Any]] = []
+    params: list[list[float]] = []  # per episode, read once here for meta/dreamtwin.json
     chunk = file = 0
     writer: Any = None
     frames_in_file = 0
     index = 0
-    params: list[list[float]] = []  # per episode, read once here for meta/dreamtwin.json
     for k, m in enumerate(metas):
         with np.load(staging / f"ep-{m['attempt']:06d}" / "arrays.npz", allow_pickle=False) as z:
             arr = {n: z[n] for n in z.files}
@@ -229,32 +259,7 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
         if writer is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(path, schema=schema, compression="snappy", use_dictionary=True)
-        cols = {
-            "observation.state": arr["observation.state"],
-            "observation.environment_state": arr["observation.environment_state"],
-            "action": arr["action"],
-            "next.success": arr["next.success"],
-            "next.done": arr["next.done"],
-            "randomization": arr["randomization"],
-            "seed": np.full(T, m["seed"], np.int64),
-            "policy": [m["policy"]] * T,
-            "scene_hash": [m["scene_hash"]] * T,
-            "timestamp": (np.arange(T) / fps).astype(np.float32),
-            "frame_index": np.arange(T, dtype=np.int64),
-            "episode_index": np.full(T, k, np.int64),
-            "index": np.arange(index, index + T, dtype=np.int64),
-            "task_index": np.full(T, tasks.index(m["task"]), np.int64),
-        }
-        arrays = []
-        for name, f in zip(schema.names, schema, strict=True):
-            v = cols[name]
-            if pa.types.is_fixed_size_list(f.type):
-                arrays.append(
-                    pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(v).reshape(-1)), f.type.list_size)
-                )
-            else:
-                arrays.append(pa.array(v, type=f.type))
-        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        writer.write_table(_episode_table(arr, m, k, index, tasks.index(m["task"]), schema, fps))
         frames_in_file += T
         rows.append(
             {
@@ -270,46 +275,100 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
         index += T
     if writer is not None:
         writer.close()
+    return rows, params
 
-    # videos: per camera, episode files joined by stream copy until the size limit
-    for cam in cams:
-        key = f"observation.images.{cam}"
-        groups: list[list[int]] = [[]]
-        size = 0.0
-        for k, m in enumerate(metas):
-            s = _mb(staging / f"ep-{m['attempt']:06d}" / f"{cam}.mp4")
-            if groups[-1] and size + s >= VIDEO_FILES_SIZE_IN_MB:
-                groups.append([])
-                size = 0.0
-            groups[-1].append(k)
-            size += s
-        chunk = file = 0
-        for g in groups:
-            path = build / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            spans = concat_videos([staging / f"ep-{metas[k]['attempt']:06d}" / f"{cam}.mp4" for k in g], path)
-            for k, (t0, t1) in zip(g, spans, strict=True):
-                rows[k].update(
-                    {
-                        f"videos/{key}/chunk_index": chunk,
-                        f"videos/{key}/file_index": file,
-                        f"videos/{key}/from_timestamp": t0,
-                        f"videos/{key}/to_timestamp": t1,
-                    }
-                )
-            chunk, file = _next(chunk, file)
-        features[key]["info"] = {
-            **video_info(build / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)),
-            "video.g": resolved.job.video.g,
-            "video.crf": resolved.job.video.crf,
-            "video.preset": resolved.job.video.preset,
-            "video.fast_decode": 0,
-            "video.video_backend": "pyav",
-            "video.extra_options": {},
-            "is_depth_map": False,
-        }
 
-    # per-episode stats columns, episodes metadata, aggregate stats
+def _episode_table(
+    arr: dict[str, np.ndarray],
+    m: dict[str, Any],
+    k: int,
+    index: int,
+    task_index: int,
+    schema: Any,
+    fps: float,
+) -> Any:
+    """Episode k's frames as an Arrow table of `schema`; its first frame has global index `index`."""
+    import pyarrow as pa
+
+    T = len(arr["action"])
+    cols = {
+        "observation.state": arr["observation.state"],
+        "observation.environment_state": arr["observation.environment_state"],
+        "action": arr["action"],
+        "next.success": arr["next.success"],
+        "next.done": arr["next.done"],
+        "randomization": arr["randomization"],
+        "seed": np.full(T, m["seed"], np.int64),
+        "policy": [m["policy"]] * T,
+        "scene_hash": [m["scene_hash"]] * T,
+        "timestamp": (np.arange(T) / fps).astype(np.float32),
+        "frame_index": np.arange(T, dtype=np.int64),
+        "episode_index": np.full(T, k, np.int64),
+        "index": np.arange(index, index + T, dtype=np.int64),
+        "task_index": np.full(T, task_index, np.int64),
+    }
+    arrays = []
+    for name, f in zip(schema.names, schema, strict=True):
+        v = cols[name]
+        if pa.types.is_fixed_size_list(f.type):
+            arrays.append(
+                pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(v).reshape(-1)), f.type.list_size)
+            )
+        else:
+            arrays.append(pa.array(v, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_camera_videos(
+    build: Path, episode_videos: list[Path], key: str, rows: list[dict[str, Any]]
+) -> None:
+    """One camera's video files: the episodes' MP4s joined by stream copy until the size limit;
+    each episode's row gets its file and time span."""
+    groups: list[list[int]] = [[]]
+    size = 0.0
+    for k, video in enumerate(episode_videos):
+        s = _mb(video)
+        if groups[-1] and size + s >= VIDEO_FILES_SIZE_IN_MB:
+            groups.append([])
+            size = 0.0
+        groups[-1].append(k)
+        size += s
+    chunk = file = 0
+    for g in groups:
+        path = build / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spans = concat_videos([episode_videos[k] for k in g], path)
+        for k, (t0, t1) in zip(g, spans, strict=True):
+            rows[k].update(
+                {
+                    f"videos/{key}/chunk_index": chunk,
+                    f"videos/{key}/file_index": file,
+                    f"videos/{key}/from_timestamp": t0,
+                    f"videos/{key}/to_timestamp": t1,
+                }
+            )
+        chunk, file = _next(chunk, file)
+
+
+def _video_feature_info(first_file: Path, video: VideoSettings) -> dict[str, Any]:
+    """The info.json `info` of a video feature: stream properties and the encoder settings."""
+    return {
+        **video_info(first_file),
+        "video.g": video.g,
+        "video.crf": video.crf,
+        "video.preset": video.preset,
+        "video.fast_decode": 0,
+        "video.video_backend": "pyav",
+        "video.extra_options": {},
+        "is_depth_map": False,
+    }
+
+
+def _add_episode_stats(
+    rows: list[dict[str, Any]], metas: list[dict[str, Any]], features: dict[str, Any], tasks: list[str]
+) -> list[dict[str, dict[str, list]]]:
+    """Each episode's stats (staged ones + the index columns) as `stats/<feature>/<stat>` columns of
+    its row; returns the stats for aggregation."""
     ep_stats = []
     for k, m in enumerate(metas):
         s = dict(m["stats"])
@@ -325,20 +384,32 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
                 rows[k][f"stats/{f}/{stat}"] = fs[stat]
         rows[k]["meta/episodes/chunk_index"] = 0
         rows[k]["meta/episodes/file_index"] = 0
+    return ep_stats
+
+
+def _write_meta(
+    build: Path,
+    rows: list[dict[str, Any]],
+    tasks: list[str],
+    features: dict[str, Any],
+    stats: dict[str, dict[str, list]],
+    spec: SceneSpec,
+) -> None:
+    """meta/: the episodes parquet, tasks.parquet, stats.json and info.json."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     ep_path = build / EPISODES_PATH.format(chunk_index=0, file_index=0)
     ep_path.parent.mkdir(parents=True)
-    table = pa.Table.from_pylist(rows)
-    pq.write_table(table, ep_path, compression="snappy", use_dictionary=True)
+    pq.write_table(pa.Table.from_pylist(rows), ep_path, compression="snappy", use_dictionary=True)
     _write_tasks(build / "meta" / "tasks.parquet", tasks)
-    stats = aggregate_stats(ep_stats)
     (build / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
-    total_frames = index
     info = {
         "codebase_version": CODEBASE_VERSION,
-        "fps": int(round(fps)),
+        "fps": int(round(spec.control.rate_hz)),
         "features": features,
-        "total_episodes": len(metas),
-        "total_frames": total_frames,
+        "total_episodes": len(rows),
+        "total_frames": rows[-1]["dataset_to_index"],
         "total_tasks": len(tasks),
         "chunks_size": CHUNKS_SIZE,
         "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
@@ -346,38 +417,35 @@ def assemble_dataset(out: Path, private: Path, metas: list[dict[str, Any]], reso
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH,
         "robot_type": spec.robot.type,
-        "splits": {"train": f"0:{len(metas)}"},
+        "splits": {"train": f"0:{len(rows)}"},
     }
     (build / "meta" / "info.json").write_text(json.dumps(info, indent=4, ensure_ascii=False))
-    job = json.loads((private / "job.json").read_text())
-    (build / "meta" / "dreamtwin.json").write_text(
-        json.dumps(
-            {
-                "format_version": DREAMTWIN_FORMAT_VERSION,
-                "lerobot_reference": LEROBOT_REFERENCE,
-                "fingerprint": job["fingerprint"],
-                "job": job["job"],
-                "scene": spec.model_dump(mode="json"),
-                "episodes": [
-                    {
-                        "episode_index": k,
-                        "attempt": m["attempt"],
-                        "seed": m["seed"],
-                        "policy": m["policy"],
-                        "success": m["success"],
-                        "randomization": dict(zip(m["randomization_names"], params[k], strict=True)),
-                    }
-                    for k, m in enumerate(metas)
-                ],
-            },
-            indent=2,
-        )
-    )
-    _swap_in(build, out)
-    return {
-        "data_files": len(list((out / "data").rglob("*.parquet"))),
-        "video_files": len(list((out / "videos").rglob("*.mp4"))) if cams else 0,
+
+
+def _write_dreamtwin_meta(
+    path: Path, job: dict[str, Any], spec: SceneSpec, metas: list[dict[str, Any]], params: list[list[float]]
+) -> None:
+    """meta/dreamtwin.json: our format version, the job that made the dataset, each episode's origin."""
+    episodes = [
+        {
+            "episode_index": k,
+            "attempt": m["attempt"],
+            "seed": m["seed"],
+            "policy": m["policy"],
+            "success": m["success"],
+            "randomization": dict(zip(m["randomization_names"], params[k], strict=True)),
+        }
+        for k, m in enumerate(metas)
+    ]
+    doc = {
+        "format_version": DREAMTWIN_FORMAT_VERSION,
+        "lerobot_reference": LEROBOT_REFERENCE,
+        "fingerprint": job["fingerprint"],
+        "job": job["job"],
+        "scene": spec.model_dump(mode="json"),
+        "episodes": episodes,
     }
+    path.write_text(json.dumps(doc, indent=2))
 
 
 def _write_tasks(path: Path, tasks: list[str]) -> None:
@@ -522,6 +590,24 @@ def verify_dataset(root: str | Path, *, check_frames: bool = True) -> dict[str, 
         raise DatasetError(
             f"{root / 'meta/episodes'}: {ds.num_episodes} episodes, info.json says {info['total_episodes']}"
         )
+    data_files = _verify_data_files(root, info)
+    frames_total, video_files = 0, set()
+    for k in range(ds.num_episodes):
+        _verify_episode_rows(ds, k)
+        if check_frames:
+            video_files |= _verify_episode_frames(ds, k)
+        frames_total += ds.episodes[k]["length"]
+    _verify_aggregate_stats(ds)
+    return {
+        "episodes": ds.num_episodes,
+        "frames": frames_total,
+        "videos": len(video_files),
+        "data_files": len(data_files),
+    }
+
+
+def _verify_data_files(root: Path, info: dict[str, Any]) -> list[Path]:
+    """The data files hold info.json's frame count and feature columns; returns their paths."""
     data_files = sorted((root / "data").glob("chunk-*/file-*.parquet"))
     tables = {p: _read_parquet(p) for p in data_files}
     n_rows = sum(t.num_rows for t in tables.values())
@@ -535,74 +621,76 @@ def verify_dataset(root: str | Path, *, check_frames: bool = True) -> dict[str, 
             raise DatasetError(
                 f"{p}: columns {t.column_names} differ from info.json features {expected_cols}"
             )
-    frames_total, video_files = 0, set()
-    for k, ep in enumerate(ds.episodes):
-        if ep["episode_index"] != k:
-            raise DatasetError(f"{root / 'meta/episodes'}: episode indices are not 0..{ds.num_episodes - 1}")
-        cols = ds.episode(k)
-        T = ep["length"]
-        where = root / info["data_path"].format(
-            chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"]
-        )
-        if (
-            len(cols["index"]) != T
-            or not np.array_equal(cols["frame_index"], np.arange(T))
-            or np.any(cols["episode_index"] != k)
-        ):
-            raise DatasetError(f"{where}: rows of episode {k} do not match its metadata (length {T})")
-        for f, spec in info["features"].items():
-            if spec["dtype"] in ("float32", "float64") and f in cols:
-                got = cols[f].reshape(T, -1).astype(np.float64)
-                for stat, fn in (("min", np.min), ("max", np.max), ("mean", np.mean)):
-                    ref = np.asarray(ep[f"stats/{f}/{stat}"], np.float64)
-                    if not np.allclose(fn(got, axis=0), ref, rtol=1e-5, atol=1e-6):
-                        raise DatasetError(
-                            f"{root / 'meta/episodes'}: stats/{f}/{stat} of episode {k} disagree with {where}"
-                        )
-        if check_frames:
-            for key in ds.camera_keys:
-                path = ds.video_path(k, key)
-                video_files.add(path)
-                if not path.exists():
-                    raise DatasetError(f"{path}: missing")
-                try:
-                    fr = ds.frames(k, key)
-                except VideoError as e:
-                    raise DatasetError(str(e)) from None
-                h, w, _ = info["features"][key]["shape"]
-                if fr.shape != (T, h, w, 3):
+    return data_files
+
+
+def _verify_episode_rows(ds: LeRobotDataset, k: int) -> None:
+    """Episode k's rows match its metadata: indices, length, and the min/max/mean of float features."""
+    root, info, ep = ds.root, ds.info, ds.episodes[k]
+    if ep["episode_index"] != k:
+        raise DatasetError(f"{root / 'meta/episodes'}: episode indices are not 0..{ds.num_episodes - 1}")
+    cols = ds.episode(k)
+    T = ep["length"]
+    where = root / info["data_path"].format(
+        chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"]
+    )
+    if (
+        len(cols["index"]) != T
+        or not np.array_equal(cols["frame_index"], np.arange(T))
+        or np.any(cols["episode_index"] != k)
+    ):
+        raise DatasetError(f"{where}: rows of episode {k} do not match its metadata (length {T})")
+    for f, spec in info["features"].items():
+        if spec["dtype"] in ("float32", "float64") and f in cols:
+            got = cols[f].reshape(T, -1).astype(np.float64)
+            for stat, fn in (("min", np.min), ("max", np.max), ("mean", np.mean)):
+                ref = np.asarray(ep[f"stats/{f}/{stat}"], np.float64)
+                if not np.allclose(fn(got, axis=0), ref, rtol=1e-5, atol=1e-6):
                     raise DatasetError(
-                        f"{path}: episode {k} decodes to {list(fr.shape)}, expected {[T, h, w, 3]}"
+                        f"{root / 'meta/episodes'}: stats/{f}/{stat} of episode {k} disagree with {where}"
                     )
-        frames_total += T
-    # the aggregate stats must follow from the per-episode ones
-    per_ep = []
-    for ep in ds.episodes:
-        per_ep.append(
-            {
-                f: {s: ep[f"stats/{f}/{s}"] for s in STAT_KEYS}
-                for f in info["features"]
-                if f"stats/{f}/mean" in ep
-            }
-        )
-    stats_path = root / "meta" / "stats.json"
+
+
+def _verify_episode_frames(ds: LeRobotDataset, k: int) -> set[Path]:
+    """Every camera of episode k decodes to its length and the feature's shape; returns the files read."""
+    info, T = ds.info, ds.episodes[k]["length"]
+    paths = set()
+    for key in ds.camera_keys:
+        path = ds.video_path(k, key)
+        paths.add(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: missing")
+        try:
+            fr = ds.frames(k, key)
+        except VideoError as e:
+            raise DatasetError(str(e)) from None
+        h, w, _ = info["features"][key]["shape"]
+        if fr.shape != (T, h, w, 3):
+            raise DatasetError(f"{path}: episode {k} decodes to {list(fr.shape)}, expected {[T, h, w, 3]}")
+    return paths
+
+
+def _verify_aggregate_stats(ds: LeRobotDataset) -> None:
+    """meta/stats.json follows from the per-episode stats."""
+    per_ep = [
+        {
+            f: {s: ep[f"stats/{f}/{s}"] for s in STAT_KEYS}
+            for f in ds.info["features"]
+            if f"stats/{f}/mean" in ep
+        }
+        for ep in ds.episodes
+    ]
+    stats_path = ds.root / "meta" / "stats.json"
     try:
         stats = json.loads(stats_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DatasetError(f"{stats_path}: unreadable ({e})") from None
-    agg = aggregate_stats(per_ep)
-    for f, s in agg.items():
+    for f, s in aggregate_stats(per_ep).items():
         for stat in ("min", "max", "mean", "std"):
             if f not in stats or not np.allclose(
                 np.asarray(stats[f][stat], np.float64), np.asarray(s[stat]), rtol=1e-6, atol=1e-9
             ):
                 raise DatasetError(f"{stats_path}: {f}.{stat} is inconsistent with the episodes' stats")
-    return {
-        "episodes": ds.num_episodes,
-        "frames": frames_total,
-        "videos": len(video_files),
-        "data_files": len(data_files),
-    }
 
 
 def dataset_bytes(root: Path) -> int:

@@ -154,7 +154,7 @@ class EpisodeMaker:
 
         self.r = resolved
         self.staging = staging
-        if twin is not None and variable_fields(twin._built_spec) != variable_fields(resolved.spec):
+        if twin is not None and variable_fields(twin.built_spec) != variable_fields(resolved.spec):
             raise DatagenError(f"the twin given was built from another scene than {resolved.job.scene}")
         self.twin = twin if twin is not None else DigitalTwin(resolved.spec, render=True)
         self.spec_hash = resolved.spec.hash()
@@ -236,7 +236,7 @@ def stage_episode(
     }
     for cam, fr in frames.items():
         encode_video(fr, tmp / f"{cam}.mp4", fps, r.job.video)
-    np.savez(tmp / "arrays.npz", **arrays)
+    np.savez(tmp / "arrays.npz", **arrays)  # type: ignore[arg-type]  # numpy types **kwds as allow_pickle
     meta = {
         "attempt": i,
         "seed": seed,
@@ -273,7 +273,7 @@ def select(job: RolloutJob, done: dict[int, dict[str, Any]]) -> list[int] | None
     if not job.only_success:
         need = list(range(job.episodes))
         return need if all(i in done for i in need) else None
-    kept = []
+    kept: list[int] = []
     i = 0
     while i in done and len(kept) < job.episodes:
         if done[i]["success"]:

@@ -9,9 +9,11 @@ Every DreamTwin error is printed as one line on stderr with exit code 2 — no t
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn, overload
 
 import typer
 from rich.console import Console
@@ -61,9 +63,18 @@ app.add_typer(datagen_app, name="datagen")
 app.add_typer(train_app, name="train")
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception) -> NoReturn:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Report a DreamTwinError raised inside as one line on stderr, exit code 2."""
+    try:
+        yield
+    except DreamTwinError as e:
+        _fail(e)
 
 
 # ------------------------------------------------------------------ scenes
@@ -76,7 +87,7 @@ def scenes_validate(
     dreamtwin scenes validate configs/scenes/lift_cube.yaml"""
     from scenes.spec import load_scene_spec
 
-    try:
+    with _one_line_errors():
         spec = load_scene_spec(path)
         console.print(f"[green]spec ok[/green] {path}: scene {spec.name!r}, hash {spec.hash()}")
         if build:
@@ -90,8 +101,6 @@ def scenes_validate(
             console.print(
                 f"[green]built[/green] in {twin.build_seconds:.1f} s; success at reset: {twin.success()}"
             )
-    except DreamTwinError as e:
-        _fail(e)
 
 
 @scenes_app.command("preview")
@@ -109,7 +118,7 @@ def scenes_preview(
 
     from scenes.spec import load_scene_spec
 
-    try:
+    with _one_line_errors():
         spec = load_scene_spec(path)
         if not spec.cameras:
             raise DreamTwinError(f"{path}: cameras: the scene has no cameras to preview")
@@ -132,8 +141,6 @@ def scenes_preview(
         Image.fromarray(sheet).save(out / "sheet.png")
         label = "Genesis | splat" if splat else "Genesis"
         console.print(f"wrote {out / 'sheet.png'} (rows: cameras; columns: {label})")
-    except DreamTwinError as e:
-        _fail(e)
 
 
 @scenes_app.command("new")
@@ -146,21 +153,28 @@ def scenes_new(
     from scenes.authoring import new_scene
 
     path = out or Path("configs/scenes") / f"{name}.yaml"
-    try:
+    with _one_line_errors():
         new_scene(name, path, overwrite=overwrite)
-    except DreamTwinError as e:
-        _fail(e)
     console.print(f"wrote {path}")
 
 
+@overload
+def _floats(text: str, what: str) -> list[float]: ...
+@overload
+def _floats(text: str | None, what: str) -> list[float] | None: ...
 def _floats(text: str | None, what: str) -> list[float] | None:
+    """The numbers of a comma-separated option (`--pos 0.5,0,0.1`), None when not given."""
     if text is None:
         return None
     try:
         return [float(x) for x in text.split(",")]
     except ValueError:
         _fail(DreamTwinError(f"--{what}: expected comma-separated numbers, got {text!r}"))
-        return None
+
+
+def _vectors(**options: str | None) -> dict[str, list[float] | None]:
+    """`_floats` of each named option, keyed by its name."""
+    return {name: _floats(text, name) for name, text in options.items()}
 
 
 @scenes_app.command("add-object")
@@ -181,22 +195,22 @@ def scenes_add_object(
     dreamtwin scenes add-object configs/scenes/my_table.yaml --name cube --kind box --size 0.05,0.05,0.05"""
     from scenes.authoring import add_object
 
-    try:
+    with _one_line_errors():
+        position = _floats(pos, "pos")
+        vectors = _vectors(size=size, color=color)
+        mesh = str(file) if file else None
         add_object(
             path,
             name,
             kind,
-            size=_floats(size, "size"),
-            file=str(file) if file else None,
-            pos=_floats(pos, "pos"),
+            file=mesh,
+            pos=position,
             yaw_deg=yaw,
             mass=mass,
             friction=friction,
-            color=_floats(color, "color"),
             fixed=fixed,
+            **vectors,
         )
-    except DreamTwinError as e:
-        _fail(e)
     console.print(f"added {kind} {name!r} to {path}")
 
 
@@ -215,18 +229,9 @@ def scenes_set_camera(
     from scenes.authoring import set_camera
 
     res = _floats(resolution, "resolution")
-    try:
-        set_camera(
-            path,
-            name,
-            pos=_floats(pos, "pos"),
-            lookat=_floats(lookat, "lookat"),
-            fov=fov,
-            resolution=[int(r) for r in res] if res else None,
-            up=_floats(up, "up"),
-        )
-    except DreamTwinError as e:
-        _fail(e)
+    vectors = _vectors(pos=pos, lookat=lookat, up=up)
+    with _one_line_errors():
+        set_camera(path, name, fov=fov, resolution=[int(r) for r in res] if res else None, **vectors)
     console.print(f"set camera {name!r} in {path}")
 
 
@@ -244,13 +249,11 @@ def scenes_import_scan(
     dreamtwin scenes import-scan configs/scenes/my_table.yaml scans/table.ply --name table_scan"""
     from scenes.authoring import import_scan
 
-    try:
+    with _one_line_errors():
         spec = import_scan(path, ply, name, voxel=voxel, fixed=fixed, method=method)
-    except DreamTwinError as e:
-        _fail(e)
-        return
     obj = spec.object(name)
-    console.print(f"imported {ply} as {name!r}: mesh {obj.mesh}, appearance {obj.appearance.file}")
+    appearance = obj.appearance.file if obj.appearance else None
+    console.print(f"imported {ply} as {name!r}: mesh {obj.mesh}, appearance {appearance}")
 
 
 # ------------------------------------------------------------------ policies
@@ -316,7 +319,7 @@ def eval_run(
     flags = {k: v for k, v in flags.items() if v is not None}
     from common.config import parse_overrides, set_dotted
 
-    try:
+    with _one_line_errors():
         flags.update(parse_overrides(set_) if set_ else {})
         if config:
             cfg = load_eval_config(config, flags)
@@ -326,9 +329,6 @@ def eval_run(
                 set_dotted(data, key, value, "--set")
             cfg = validate_model(EvalConfig, data, "command line")
         results = run_eval(cfg)
-    except DreamTwinError as e:
-        _fail(e)
-        return
     console.print(ranked_table(results))
     designed = designed_order_note(results["ranking"])
     if designed:
@@ -343,12 +343,14 @@ def eval_run(
 @eval_app.command("show")
 def eval_show(out: Path = typer.Argument(..., help="an eval output directory")) -> None:
     """Print the ranked table of a finished (or partial) evaluation. Example: dreamtwin eval show runs/eval"""
+    from common.io import read_json
     from policy_eval.evaluate import ranked_table
 
-    path = out / "results.json"
-    if not path.exists():
-        _fail(DreamTwinError(f"{path}: not found (run `dreamtwin eval --out {out}` first)"))
-    console.print(ranked_table(json.loads(path.read_text())))
+    with _one_line_errors():
+        results = read_json(
+            out / "results.json", DreamTwinError, f"not found (run `dreamtwin eval --out {out}` first)"
+        )
+    console.print(ranked_table(results))
 
 
 # ------------------------------------------------------------------ datagen / train
@@ -382,7 +384,7 @@ def datagen_rollouts(
     from common.config import parse_overrides, validate_model
     from datagen.rollouts import RolloutJob, generate, load_job, parse_policy_mix
 
-    try:
+    with _one_line_errors():
         flags = {
             "scene": scene,
             "policies": parse_policy_mix(policy) if policy else None,
@@ -400,9 +402,6 @@ def datagen_rollouts(
         flags = {k: v for k, v in flags.items() if v is not None}
         job = load_job(config, flags) if config else validate_model(RolloutJob, flags, "command line")
         summary = generate(job)
-    except DreamTwinError as e:
-        _fail(e)
-        return
     _print_summary(summary)
 
 
@@ -433,11 +432,8 @@ def datagen_verify(path: Path = typer.Argument(..., help="a LeRobot v3.0 dataset
     """
     from datagen.lerobot import verify_dataset
 
-    try:
+    with _one_line_errors():
         report = verify_dataset(path)
-    except DreamTwinError as e:
-        _fail(e)
-        return
     typer.echo(
         f"ok: {report['episodes']} episodes, {report['frames']} frames, {report['videos']} video files"
     )
@@ -464,13 +460,10 @@ def train_worldmodel_cmd(
     from worldmodels.training import train_worldmodel
     from worldmodels.video_config import load_video_config
 
-    try:
+    with _one_line_errors():
         cfg = load_video_config(config, parse_overrides(set_) if set_ else None)
         episodes, meta = load_episodes(data, cfg.cameras or None, progress=True)
         done = train_worldmodel(cfg, episodes, meta, out, max_minutes=max_minutes, resume=resume)
-    except DreamTwinError as e:
-        _fail(e)
-        return
     if done is None:
         typer.echo(
             f"stopped at the time limit; continue with: dreamtwin train worldmodel --config {config} "
@@ -495,13 +488,10 @@ def train_policy_cmd(
     from datagen.windows import load_episodes
     from policy_eval.policies.bc import load_bc_config, train_policy
 
-    try:
+    with _one_line_errors():
         cfg = load_bc_config(config, parse_overrides(set_) if set_ else None)
         episodes, meta = load_episodes(data, cfg.cameras or None, progress=True)
         saved = train_policy(cfg, episodes, meta, out)
-    except DreamTwinError as e:
-        _fail(e)
-        return
     for p in saved:
         typer.echo(f"checkpoint: {p}  (evaluate with: dreamtwin eval --policies {p} ...)")
 

@@ -7,6 +7,7 @@ authored scene always loads. Used by `dreamtwin scenes new | add-object | set-ca
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def _yaml():
     return y
 
 
-def _flow(seq: list[Any]) -> Any:
+def _flow(seq: Sequence[Any]) -> Any:
     """A YAML list written inline: `[0.5, 0.0, 0.025]`."""
     from ruamel.yaml.comments import CommentedSeq
 
@@ -121,7 +122,7 @@ def add_object(
     *,
     size: list[float] | None = None,
     file: str | None = None,
-    pos: list[float] = (0.5, 0.0, 0.0),
+    pos: Sequence[float] = (0.5, 0.0, 0.0),
     yaw_deg: float = 0.0,
     mass: float = 0.1,
     friction: float = 1.0,
@@ -251,7 +252,7 @@ def import_scan(
     mesh.translate(-centre)
     mesh_file = path.parent / "meshes" / f"{name}.obj"
     mesh_file.parent.mkdir(parents=True, exist_ok=True)
-    o3d.io.write_triangle_mesh(str(mesh_file), mesh, write_vertex_colors=False)
+    o3d.io.write_triangle_mesh(mesh_file, mesh, write_vertex_colors=False)
     app_file = path.parent / "meshes" / f"{name}_appearance.ply"
     _write_centred_appearance(v, centre, ply, app_file, kind)
     doc = load_document(path)
@@ -288,4 +289,4 @@ def _write_centred_appearance(
     if {"red", "green", "blue"} <= set(v):
         rgb = np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.float64)
         pcd.colors = o3d.utility.Vector3dVector(rgb / 255.0 if rgb.max(initial=0) > 1 else rgb)
-    o3d.io.write_point_cloud(str(out), pcd, write_ascii=False)
+    o3d.io.write_point_cloud(out, pcd, write_ascii=False)

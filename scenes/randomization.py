@@ -17,7 +17,7 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from common.config import Strict, load_model
 from scenes.spec import Color, PoseRandomization, Range, SceneSpec
 
-RANDOMIZATION_VERSION = 1
+RANDOMIZATION_VERSION: Final = 1
 
 
 def _ordered(r: Range) -> Range:
@@ -117,7 +117,7 @@ def _jitter_color(
 
 def _random_offset(rng: np.random.Generator, r: Range) -> np.ndarray:
     d = rng.normal(size=3)
-    return d / max(np.linalg.norm(d), 1e-12) * rng.uniform(*r)
+    return d / max(float(np.linalg.norm(d)), 1e-12) * rng.uniform(*r)
 
 
 def _tilt(direction: np.ndarray, angle_deg: float, azimuth: float) -> np.ndarray:

@@ -10,7 +10,7 @@ line naming the file and the key path. Lengths are metres, angles degrees, colou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -20,7 +20,7 @@ from common.errors import SpecError
 from common.io import stable_hash
 from scenes.predicates import PREDICATES
 
-SPEC_VERSION = 1
+SPEC_VERSION: Final = 1
 
 Vec3 = tuple[float, float, float]
 Color = tuple[float, float, float]
@@ -275,23 +275,24 @@ class SceneSpec(Strict):
         return max(1, round(1.0 / (self.control.rate_hz * self.physics.dt)))
 
     def object(self, name: str) -> ObjectSpec:
-        for o in self.objects:
-            if o.name == name:
-                return o
-        raise SpecError(
-            f"scene {self.name!r} has no object {name!r}; objects: {[o.name for o in self.objects]}"
-        )
+        return _by_name(self.objects, name, "object", self.name)
 
     def camera(self, name: str) -> CameraSpec:
-        for c in self.cameras:
-            if c.name == name:
-                return c
-        raise SpecError(
-            f"scene {self.name!r} has no camera {name!r}; cameras: {[c.name for c in self.cameras]}"
-        )
+        return _by_name(self.cameras, name, "camera", self.name)
 
     def hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
+
+
+_Named = TypeVar("_Named", ObjectSpec, CameraSpec)
+
+
+def _by_name(items: list[_Named], name: str, kind: str, scene: str) -> _Named:
+    """The entry of a spec list called `name`; SpecError listing the names there are."""
+    for item in items:
+        if item.name == name:
+            return item
+    raise SpecError(f"scene {scene!r} has no {kind} {name!r}; {kind}s: {[i.name for i in items]}")
 
 
 def load_scene_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SceneSpec:

@@ -9,21 +9,27 @@ plus a gripper opening in [0, 1] (0 closed, 1 open), executed at the spec's cont
 Genesis inverse kinematics and joint PD control, the hand held pointing down.
 
 Genesis is imported on first construction, never at module import. One process initialises
-Genesis once (backend chosen by the first twin); any number of twins may then be built.
+Genesis once (backend chosen by the first twin); any number of twins may then be built. A build
+says on stderr what it is doing and how long it took: the first one on a machine compiles
+Genesis's physics kernels for minutes (cached afterwards). Where the twin reaches into Genesis's
+internals, it goes through `scenes.genesis_compat`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.errors import SpecError, UsageError
 from common.types import Observation, StepResult, as_action_chunk
+from scenes import genesis_compat
 from scenes.spec import ObjectSpec, SceneSpec, sample_initial_poses
 
 ACTION_DIM = 4
@@ -31,21 +37,13 @@ TCP_OFFSET = 0.1034  # hand origin -> point between the fingertips, along the ha
 ARM_DOFS = 7
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_width"] + [f"joint{i}" for i in range(1, 8)]
 ACTION_NAMES = ["d_ee_x", "d_ee_y", "d_ee_z", "gripper"]
+# Franka Panda joint gains and force limits: 7 arm joints, then the 2 fingers
+PANDA_KP = np.array([4500, 4500, 3500, 3500, 2000, 2000, 2000, 100, 100], dtype=np.float32)
+PANDA_KV = np.array([450, 450, 350, 350, 200, 200, 200, 10, 10], dtype=np.float32)
+PANDA_FORCE = np.array([87, 87, 87, 87, 12, 12, 12, 100, 100], dtype=np.float32)
+PANDA_READY = [0.0, -0.4, 0.0, -2.2, 0.0, 1.9, 0.785]  # arm joints the home pose's IK starts from
 
 _GENESIS: dict[str, Any] = {}
-
-
-def _cpu_name() -> dict[str, str]:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return {"brand_raw": line.split(":", 1)[1].strip()}
-    except OSError:
-        pass
-    return {"brand_raw": platform.processor() or platform.machine() or "cpu"}
 
 
 def genesis(backend: str = "auto") -> Any:
@@ -59,11 +57,7 @@ def genesis(backend: str = "auto") -> Any:
         return _GENESIS["gs"]
     if "PYOPENGL_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["PYOPENGL_PLATFORM"] = "egl"
-    import cpuinfo
-
-    # Genesis only reads the CPU's name from py-cpuinfo, whose full probe starts a helper process
-    # that was seen to spin forever inside spawned worker processes; the name comes from /proc.
-    cpuinfo.get_cpu_info = _cpu_name
+    genesis_compat.patch_cpuinfo()
     import genesis as gs
 
     if backend == "auto":
@@ -74,6 +68,21 @@ def genesis(backend: str = "auto") -> Any:
     gs.init(backend=gs.gpu if backend == "gpu" else gs.cpu, precision="32", logging_level=level, seed=0)
     _GENESIS.update(gs=gs, backend=backend)
     return gs
+
+
+def build_message(scene_name: str, cache_dir: Path) -> str:
+    """What a scene build is about to do: a first build compiles Genesis's kernels for minutes."""
+    where = str(cache_dir).replace(str(Path.home()), "~", 1)
+    if genesis_compat.kernel_cache_is_warm(cache_dir):
+        return f"building the Genesis scene {scene_name!r} (physics kernels cached in {where})"
+    return (
+        f"building the Genesis scene {scene_name!r} (first run compiles physics kernels: "
+        f"~3 min on 2 cores, cached in {where})"
+    )
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _quat_to_rot(q: np.ndarray) -> np.ndarray:
@@ -95,47 +104,65 @@ class DigitalTwin:
     """A `World` on Genesis. `render=False` skips cameras (observations carry no images)."""
 
     action_dim = ACTION_DIM
-    state_names = STATE_NAMES
-    action_names = ACTION_NAMES
     background_color = (0.55, 0.62, 0.70)
 
     def __init__(self, spec: SceneSpec, *, render: bool = True) -> None:
         self.spec = spec
+        self.built_spec = spec  # the spec the scene was built from; set_variant accepts its variants
         self.render_enabled = render and bool(spec.cameras)
         self.world_id = f"twin:{spec.name}"
         self._gs = genesis(spec.physics.backend)
+        _say(build_message(spec.name, genesis_compat.kernel_cache_dir()))
         t0 = time.perf_counter()
         self._build()
         self.build_seconds = time.perf_counter() - t0
+        _say(f"built the Genesis scene {spec.name!r} in {self.build_seconds:.1f} s")
         self._R_ee = _quat_to_rot(np.asarray(spec.control.ee_quat, dtype=np.float64))
         self._home_qpos = self._solve_home()
         self._step_count: int | None = None
         self.renderer = spec.renderer
         self._splat: Any = None
-        self._built_spec = spec
         self._built_inertia = self._inertial_properties()
         self._force_render = False
         self._light_nodes: list[Any] | None = None
 
     # ---------------------------------------------------------------- build
     def _build(self) -> None:
+        """Create, populate and build the Genesis scene (compiles kernels on a cold cache)."""
         gs, spec = self._gs, self.spec
-        lights = []
-        for li in spec.lights:
-            d = {"type": li.type, "color": li.color, "intensity": li.intensity}
-            d.update(dir=li.dir) if li.type == "directional" else d.update(pos=li.pos)
-            lights.append(d)
         self.scene = gs.Scene(
             sim_options=gs.options.SimOptions(dt=spec.physics.dt, substeps=spec.physics.substeps),
             rigid_options=gs.options.RigidOptions(box_box_detection=True),
-            vis_options=gs.options.VisOptions(
-                lights=lights,
-                shadow=False,
-                background_color=self.background_color,
-                ambient_light=(0.25, 0.25, 0.25),
-            ),
+            vis_options=self._vis_options(),
             show_viewer=False,
         )
+        self._add_bodies()
+        self.cameras = {
+            c.name: self.scene.add_camera(
+                res=tuple(c.resolution), pos=c.pos, lookat=c.lookat, up=c.up, fov=c.fov, GUI=False
+            )
+            for c in spec.cameras
+        }
+        self.scene.build()
+        self._configure_robot()
+
+    def _vis_options(self) -> Any:
+        """The rasteriser's lights and background (no shadows)."""
+        lights = []
+        for li in self.spec.lights:
+            d = {"type": li.type, "color": li.color, "intensity": li.intensity}
+            d.update(dir=li.dir) if li.type == "directional" else d.update(pos=li.pos)
+            lights.append(d)
+        return self._gs.options.VisOptions(
+            lights=lights,
+            shadow=False,
+            background_color=self.background_color,
+            ambient_light=(0.25, 0.25, 0.25),
+        )
+
+    def _add_bodies(self) -> None:
+        """Table, markers, objects and robot, in that order (the order fixes Genesis's indices)."""
+        gs, spec = self._gs, self.spec
         t = spec.table
         self.table = self.scene.add_entity(
             gs.morphs.Box(size=t.size, pos=(t.center_xy[0], t.center_xy[1], -t.size[2] / 2), fixed=True),
@@ -151,20 +178,13 @@ class DigitalTwin:
         ]
         self.objects = {o.name: self._add_object(o) for o in spec.objects}
         self.robot = self.scene.add_entity(gs.morphs.MJCF(file=spec.robot.mjcf, pos=spec.robot.base_pos))
-        self.cameras = {
-            c.name: self.scene.add_camera(
-                res=tuple(c.resolution), pos=c.pos, lookat=c.lookat, up=c.up, fov=c.fov, GUI=False
-            )
-            for c in spec.cameras
-        }
-        self.scene.build()
+
+    def _configure_robot(self) -> None:
+        """Joint PD gains and force limits of the built robot; its hand link and DOF groups."""
         r = self.robot
-        r.set_dofs_kp(np.array([4500, 4500, 3500, 3500, 2000, 2000, 2000, 100, 100], dtype=np.float32))
-        r.set_dofs_kv(np.array([450, 450, 350, 350, 200, 200, 200, 10, 10], dtype=np.float32))
-        r.set_dofs_force_range(
-            np.array([-87, -87, -87, -87, -12, -12, -12, -100, -100], dtype=np.float32),
-            np.array([87, 87, 87, 87, 12, 12, 12, 100, 100], dtype=np.float32),
-        )
+        r.set_dofs_kp(PANDA_KP)
+        r.set_dofs_kv(PANDA_KV)
+        r.set_dofs_force_range(-PANDA_FORCE, PANDA_FORCE)
         self.hand = r.get_link("hand")
         self._arm = np.arange(ARM_DOFS)
         self._fingers = np.arange(ARM_DOFS, ARM_DOFS + 2)
@@ -184,6 +204,7 @@ class DigitalTwin:
         else:
             from scenes.splat.sample import load_mesh
 
+            assert o.mesh is not None  # ObjectSpec requires a file for shape "mesh"
             mesh = load_mesh(o.mesh, o.size[0])
             volume = abs(float(mesh.volume)) if mesh.is_volume else float(np.prod(mesh.extents))
             morph = gs.morphs.Mesh(file=o.mesh, scale=o.size[0], pos=pos, quat=quat, fixed=o.fixed)
@@ -195,7 +216,7 @@ class DigitalTwin:
 
     def _solve_home(self) -> np.ndarray:
         q = _np(self.robot.get_dofs_position()).astype(np.float64)
-        q[:ARM_DOFS] = [0.0, -0.4, 0.0, -2.2, 0.0, 1.9, 0.785]
+        q[:ARM_DOFS] = PANDA_READY
         self.robot.set_qpos(q)
         target = np.asarray(self.spec.robot.init_ee_pos, dtype=np.float64)
         q = self._ik(target, init_qpos=q)
@@ -222,9 +243,9 @@ class DigitalTwin:
         field is set, so nothing of an earlier variant leaks into the next episode."""
         from scenes.randomization import variable_fields
 
-        if variable_fields(spec) != variable_fields(self._built_spec):
+        if variable_fields(spec) != variable_fields(self.built_spec):
             raise SpecError(
-                f"scene {spec.name!r} is not a variant of the built scene {self._built_spec.name!r}: only colours, "
+                f"scene {spec.name!r} is not a variant of the built scene {self.built_spec.name!r}: only colours, "
                 "friction, mass, pose ranges, lights and camera poses may differ"
             )
         for o in spec.objects:
@@ -241,10 +262,7 @@ class DigitalTwin:
             self._set_lights(spec)
             for c in spec.cameras:
                 self.cameras[c.name].set_pose(pos=c.pos, lookat=c.lookat, up=c.up)
-            # Genesis's renderer caches materials and lights per scene revision: make it read them again
-            pyr = self.scene.visualizer.context._scene
-            pyr._meshes_updated = True
-            pyr.bump_revision()
+            genesis_compat.refresh_renderer(self.scene)
         if self._splat is not None and spec.model_dump() != self.spec.model_dump():
             self._splat = None  # rebuilt on next use with the variant's colours and cameras
         self.spec = spec
@@ -273,52 +291,16 @@ class DigitalTwin:
         self.scene.sim.rigid_solver.set_links_mass(m0 * (mass / float(m0.sum())), idx, scale_inertia=False)
 
     def _recolor(self, entity: Any, color: tuple[float, float, float]) -> None:
-        """Set a body's colour in Genesis's rasteriser: the material's base-colour factor scales the
-        vertex colours it was built with."""
-        ctx = self.scene.visualizer.context
-        if ctx is None or not self.cameras:
-            return
-        for vg in entity.vgeoms:
-            node = ctx.rigid_nodes.get(vg.uid)
-            if node is None:
-                continue
-            for prim in node.mesh.primitives:
-                base = (
-                    np.ones(3) if prim.color_0 is None else np.asarray(prim.color_0[0][:3], dtype=np.float64)
-                )
-                factor = np.asarray(color, dtype=np.float64) / np.maximum(base, 1.0 / 255)
-                prim.material.baseColorFactor = np.array([*factor, 1.0], dtype=np.float32)
+        if self.cameras:
+            genesis_compat.recolor(self.scene, entity, color)
 
     def _set_lights(self, spec: SceneSpec) -> None:
-        from genesis.utils.geom import z_up_to_R
-
-        ctx = self.scene.visualizer.context
-        if ctx is None:
+        if self.scene.visualizer.context is None:
             return
-        if self._light_nodes is None:  # match Genesis's light nodes to the built spec's lights
-            nodes = list(ctx._scene.light_nodes)
-            self._light_nodes = []
-            for li in self._built_spec.lights:
-                kind = "DirectionalLight" if li.type == "directional" else "PointLight"
-                match = [
-                    n
-                    for n in nodes
-                    if type(n.light).__name__ == kind
-                    and n not in self._light_nodes
-                    and abs(n.light.intensity - li.intensity) < 1e-6
-                ]
-                if not match:
-                    raise UsageError(f"no renderer light matches lights entry {li.model_dump()}")
-                self._light_nodes.append(match[0])
+        if self._light_nodes is None:  # Genesis's light nodes, in the built spec's order
+            self._light_nodes = genesis_compat.light_nodes(self.scene, self.built_spec.lights)
         for li, node in zip(spec.lights, self._light_nodes, strict=True):
-            node.light.intensity = li.intensity
-            node.light.color = np.asarray(li.color, dtype=np.float32)
-            pose = np.eye(4)
-            if li.type == "directional":
-                pose[:3, :3] = z_up_to_R(-np.asarray(li.dir, dtype=np.float32))
-            else:
-                pose[:3, 3] = li.pos
-            ctx._scene.set_pose(node, pose)
+            genesis_compat.set_light(self.scene, node, li)
 
     # ---------------------------------------------------------------- World protocol
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:

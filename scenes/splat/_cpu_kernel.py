@@ -10,12 +10,15 @@ at a short list.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-_KERNELS: dict[str, object] = {}
+_KERNELS: dict[str, Any] = {}
 
 
-def _build() -> None:
+def _bin_tiles_kernel() -> Any:
+    """The compiled binning pass: a counting sort of depth-ordered Gaussians into pixel tiles."""
     import numba
 
     @numba.njit(cache=True)
@@ -43,26 +46,22 @@ def _build() -> None:
                     fill[t] += 1
         return starts, counts, gauss
 
+    return bin_tiles
+
+
+def _composite_kernel() -> Any:
+    """The compiled compositing pass: gsplat's per-pixel front-to-back loop, tiles in parallel.
+    `limits` = (alpha threshold, alpha cap, transmittance cut-off); writes `out` [H, W, F] and
+    `out_alpha` [H, W]."""
+    import numba
+
     @numba.njit(parallel=True, cache=True)
     def composite_tiles(
-        starts,
-        counts,
-        gauss,
-        means2d,
-        conics,
-        opac,
-        feats,
-        radii,
-        n_tx,
-        tile,
-        width,
-        height,
-        alpha_threshold,
-        alpha_max,
-        t_min,
-        out,
-        out_alpha,
+        starts, counts, gauss, means2d, conics, opac, feats, radii, tile, limits, out, out_alpha
     ):
+        alpha_threshold, alpha_max, t_min = limits
+        height, width = out_alpha.shape
+        n_tx = -(-width // tile)
         n_feat = feats.shape[1]
         for t in numba.prange(starts.shape[0]):
             n = counts[t]
@@ -110,8 +109,7 @@ def _build() -> None:
                         out[py, px, f] = acc[f]
                     out_alpha[py, px] = 1.0 - T
 
-    _KERNELS["bin"] = bin_tiles
-    _KERNELS["composite"] = composite_tiles
+    return composite_tiles
 
 
 def rasterize_camera(
@@ -131,28 +129,13 @@ def rasterize_camera(
     """One camera. `order`: indices of the visible Gaussians sorted front to back. Arrays float64
     except `radii` (float64 too, integral values). Returns features [H, W, F] and alpha [H, W]."""
     if not _KERNELS:
-        _build()
+        _KERNELS.update(bin=_bin_tiles_kernel(), composite=_composite_kernel())
     n_tx, n_ty = -(-width // tile), -(-height // tile)
     starts, counts, gauss = _KERNELS["bin"](order, means2d, radii, tile, n_tx, n_ty)
     out = np.zeros((height, width, feats.shape[1]), dtype=np.float64)
     out_alpha = np.zeros((height, width), dtype=np.float64)
+    limits = (alpha_threshold, alpha_max, t_min)
     _KERNELS["composite"](
-        starts,
-        counts,
-        gauss,
-        means2d,
-        conics,
-        opac,
-        feats,
-        radii,
-        n_tx,
-        tile,
-        width,
-        height,
-        alpha_threshold,
-        alpha_max,
-        t_min,
-        out,
-        out_alpha,
+        starts, counts, gauss, means2d, conics, opac, feats, radii, tile, limits, out, out_alpha
     )
     return out, out_alpha

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ def rgb_to_sh_dc(rgb: Tensor) -> Tensor:
     return (rgb - 0.5) / SH_C0
 
 
-def sh_dc_to_rgb(dc: Tensor) -> Tensor:
-    return dc * SH_C0 + 0.5
+class RenderArgs(TypedDict):
+    """The Gaussians' part of `rasterize`'s arguments."""
+
+    means: Tensor  # [N, 3]
+    quats: Tensor  # [N, 4] wxyz
+    scales: Tensor  # [N, 3] linear
+    opacities: Tensor  # [N] in [0, 1]
+    colors: Tensor  # [N, K, 3] SH coefficients
+    sh_degree: int
 
 
 @dataclass
@@ -91,7 +99,7 @@ class Gaussians:
         op = torch.as_tensor(opacity, dtype=means.dtype, device=means.device).expand(n).clamp(1e-6, 1 - 1e-6)
         return cls(means, quats, torch.log(scales.clamp_min(1e-9)), torch.logit(op), sh)
 
-    def render_args(self) -> dict[str, Tensor | int]:
+    def render_args(self) -> RenderArgs:
         """Keyword arguments for `rasterize` (linear scales, sigmoid opacities, SH colours)."""
         return {
             "means": self.means,
@@ -183,7 +191,8 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
     nl = data.find(b"\n", end)
     body = data[nl + 1 :]
     header = data[:end].decode("ascii", errors="replace").splitlines()
-    fmt, elements = None, []  # [(name, count, [(prop, dtype) | ("list", ...)])]
+    fmt: str | None = None
+    elements: list[tuple[str, int, list[Any]]] = []  # (name, count, [(prop, dtype) | ("list", ...)])
     for line in header[1:]:
         parts = line.split()
         if not parts or parts[0] in ("comment", "obj_info"):

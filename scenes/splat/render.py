@@ -19,7 +19,7 @@ with early termination, several times faster. Tests hold both to a brute-force r
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -238,42 +238,14 @@ def _composite_torch(
     ar = torch.arange(tile, device=dev, dtype=dt)
     local_xy = torch.stack(torch.meshgrid(ar, ar, indexing="xy"), -1).reshape(-1, 2) + 0.5
 
-    # chunks end on tile boundaries so each tile's segment is composited whole
-    bounds = torch.nonzero(tile_id[1:] != tile_id[:-1]).flatten() + 1
-    seg_starts = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), bounds])
-    seg_ends = torch.cat([bounds, torch.tensor([len(tile_id)], device=dev)])
-    chunk_edges = [0]
-    per_chunk = max(1, pair_budget // (tile * tile))
-    s_list, e_list = seg_starts.tolist(), seg_ends.tolist()
-    for s, e in zip(s_list, e_list, strict=True):
-        if e - chunk_edges[-1] > per_chunk and s > chunk_edges[-1]:
-            chunk_edges.append(s)
-    chunk_edges.append(len(tile_id))
-
     res_f, res_a, res_ids = [], [], []
-    for a, b in zip(chunk_edges[:-1], chunk_edges[1:], strict=True):
+    edges = _chunk_edges(tile_id, max(1, pair_budget // (tile * tile)))
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
         tid, c, g = tile_id[a:b], pc[a:b], pg[a:b]
         t_local = tid % (tx_n * ty_n)
         origin = torch.stack([(t_local % tx_n) * tile, (t_local // tx_n) * tile], -1).to(dt)
         d = means2d[c, g][:, None, :] - (origin[:, None, :] + local_xy[None])  # [P, T, 2]
-        con = conics[c, g]
-        sigma = (
-            0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2)
-            + con[:, None, 1] * d[..., 0] * d[..., 1]
-        )
-        alpha = torch.clamp_max(opacities[g][:, None] * torch.exp(-sigma), ALPHA_MAX)
-        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
-        # segmented exclusive cumulative product of (1 - alpha), in float64 for long segments
-        log1m = torch.log1p(-alpha).double()
-        cum = torch.cumsum(log1m, 0)
-        seg_first = torch.ones_like(tid, dtype=torch.bool)
-        seg_first[1:] = tid[1:] != tid[:-1]
-        first_idx = torch.cummax(torch.where(seg_first, torch.arange(len(tid), device=dev), 0), 0).values
-        base = (cum - log1m)[first_idx]
-        T_before = torch.exp(cum - log1m - base).to(dt)
-        T_after = T_before * (1 - alpha)
-        keep = T_after > T_MIN  # gsplat stops a pixel before the Gaussian that would cross 1e-4
-        w = torch.where(keep, alpha * T_before, torch.zeros_like(T_before))  # [P, T]
+        w = _pair_weights(tid, d, conics[c, g], opacities[g], dt)  # [P, T]
         uniq, inv = torch.unique_consecutive(tid, return_inverse=True)
         acc_f = torch.zeros(len(uniq), tile * tile, F, dtype=dt, device=dev)
         acc_f = acc_f.index_add(0, inv, w[..., None] * feats[c, g][:, None, :])
@@ -288,6 +260,43 @@ def _composite_torch(
         _untile(out_f, C, tx_n, ty_n, tile, width, height),
         _untile(out_a[..., None], C, tx_n, ty_n, tile, width, height),
     )
+
+
+def _chunk_edges(tile_id: Tensor, per_chunk: int) -> list[int]:
+    """Pair-index edges of chunks of about `per_chunk` pairs that end on tile boundaries, so each
+    tile's segment is composited whole. `tile_id` [P] is sorted."""
+    bounds = torch.nonzero(tile_id[1:] != tile_id[:-1]).flatten() + 1
+    seg_starts = torch.cat([torch.zeros(1, dtype=torch.long, device=tile_id.device), bounds])
+    seg_ends = torch.cat([bounds, torch.tensor([len(tile_id)], device=tile_id.device)])
+    edges = [0]
+    for s, e in zip(seg_starts.tolist(), seg_ends.tolist(), strict=True):
+        if e - edges[-1] > per_chunk and s > edges[-1]:
+            edges.append(s)
+    edges.append(len(tile_id))
+    return edges
+
+
+def _pair_weights(tid: Tensor, d: Tensor, con: Tensor, opac: Tensor, dtype: torch.dtype) -> Tensor:
+    """Front-to-back compositing weights alpha * T [P, T] (in `dtype`) of (tile, Gaussian) pairs
+    against their tile's pixels: `tid` [P] tile ids (depth-sorted within a tile), `d` [P, T, 2]
+    mean - pixel centre, `con` [P, 3] conics, `opac` [P] opacities."""
+    sigma = (
+        0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2)
+        + con[:, None, 1] * d[..., 0] * d[..., 1]
+    )
+    alpha = torch.clamp_max(opac[:, None] * torch.exp(-sigma), ALPHA_MAX)
+    alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
+    # segmented exclusive cumulative product of (1 - alpha), in float64 for long segments
+    log1m = torch.log1p(-alpha).double()
+    cum = torch.cumsum(log1m, 0)
+    seg_first = torch.ones_like(tid, dtype=torch.bool)
+    seg_first[1:] = tid[1:] != tid[:-1]
+    first_idx = torch.cummax(torch.where(seg_first, torch.arange(len(tid), device=tid.device), 0), 0).values
+    base = (cum - log1m)[first_idx]
+    T_before = torch.exp(cum - log1m - base).to(dtype)
+    T_after = T_before * (1 - alpha)
+    keep = T_after > T_MIN  # gsplat stops a pixel before the Gaussian that would cross 1e-4
+    return torch.where(keep, alpha * T_before, torch.zeros_like(T_before))
 
 
 def _composite_cpu_kernel(
@@ -412,7 +421,7 @@ def rasterize(
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
     if backend == "gsplat":
-        return _rasterize_gsplat(
+        out, alphas = _gsplat_rasterization(
             means,
             quats,
             scales,
@@ -422,85 +431,58 @@ def rasterize(
             Ks,
             width,
             height,
-            sh_degree,
-            near,
-            far,
-            eps2d,
-            backgrounds,
+            near_plane=near,
+            far_plane=far,
+            eps2d=eps2d,
+            sh_degree=sh_degree,
         )
-    if backend != "torch":
+        depth = out[..., 3:4]  # gsplat's "ED" channel is already the expected depth
+    elif backend == "torch":
+        means2d, conics, depths, radii = project(
+            means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far
+        )
+        feats = torch.cat([_colors(means, colors, viewmats, sh_degree), depths[..., None]], -1)
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (means, quats, scales, opacities, colors, viewmats, Ks)
+        )
+        if cpu_kernel is None:
+            cpu_kernel = not needs_grad and not means.is_cuda and _cpu_kernel_available()
+        if cpu_kernel:
+            out, alphas = _composite_cpu_kernel(
+                means2d, conics, depths, radii, opacities, feats, width, height, 8
+            )
+        else:
+            out, alphas = _composite_torch(
+                means2d, conics, depths, radii, opacities, feats, width, height, tile_size, pair_budget
+            )
+        depth = out[..., 3:4] / alphas.clamp_min(1e-10)
+    else:
         raise SpecError(f"rasterize: unknown backend {backend!r}; choose auto, torch or gsplat")
-    means2d, conics, depths, radii = project(
-        means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far
-    )
-    C, N = depths.shape
-    if sh_degree is not None:
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
-        dirs = means[None] - campos[:, None]  # [C, N, 3]
-        rgb = eval_sh(sh_degree, dirs, colors[None].expand(C, *colors.shape))
-        rgb = torch.clamp_min(rgb + 0.5, 0.0)
-    else:
-        rgb = colors[None].expand(C, N, 3)
-    feats = torch.cat([rgb, depths[..., None]], -1)
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (means, quats, scales, opacities, colors, viewmats, Ks)
-    )
-    if cpu_kernel is None:
-        cpu_kernel = not needs_grad and not means.is_cuda and _cpu_kernel_available()
-    if cpu_kernel:
-        out, alphas = _composite_cpu_kernel(
-            means2d, conics, depths, radii, opacities, feats, width, height, 8
-        )
-    else:
-        out, alphas = _composite_torch(
-            means2d, conics, depths, radii, opacities, feats, width, height, tile_size, pair_budget
-        )
-    renders, depth = out[..., :3], out[..., 3:4] / alphas.clamp_min(1e-10)
+    renders = out[..., :3]
     if backgrounds is not None:
         renders = renders + (1 - alphas) * backgrounds[:, None, None, :]
     return renders, alphas, depth
 
 
-def _rasterize_gsplat(
-    means,
-    quats,
-    scales,
-    opacities,
-    colors,
-    viewmats,
-    Ks,
-    width,
-    height,
-    sh_degree,
-    near,
-    far,
-    eps2d,
-    backgrounds,
-):
+def _colors(means: Tensor, colors: Tensor, viewmats: Tensor, sh_degree: int | None) -> Tensor:
+    """Per-camera RGB [C, N, 3]: the colours themselves, or their SH evaluated towards each camera."""
+    C = viewmats.shape[0]
+    if sh_degree is None:
+        return colors[None].expand(C, *colors.shape)
+    campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
+    dirs = means[None] - campos[:, None]  # [C, N, 3]
+    rgb = eval_sh(sh_degree, dirs, colors[None].expand(C, *colors.shape))
+    return torch.clamp_min(rgb + 0.5, 0.0)
+
+
+def _gsplat_rasterization(means: Tensor, *args: Tensor | int, **options: Any) -> tuple[Tensor, Tensor]:
+    """`gsplat.rasterization` (CUDA) on rasterize's arguments: RGB + expected depth [C, H, W, 4] and
+    alphas [C, H, W, 1]."""
     try:
         import gsplat
     except ImportError:  # pragma: no cover - gsplat is a core dependency
         raise SpecError("rasterize: backend 'gsplat' needs the gsplat package (pip install gsplat)") from None
     if not means.is_cuda:
         raise SpecError("rasterize: backend 'gsplat' needs CUDA tensors; use backend='torch' on CPU")
-    renders, alphas, _ = gsplat.rasterization(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors,
-        viewmats,
-        Ks,
-        width,
-        height,
-        near_plane=near,
-        far_plane=far,
-        eps2d=eps2d,
-        sh_degree=sh_degree,
-        render_mode="RGB+ED",
-        packed=False,
-    )
-    rgb = renders[..., :3]
-    if backgrounds is not None:
-        rgb = rgb + (1 - alphas) * backgrounds[:, None, None, :]
-    return rgb, alphas, renders[..., 3:4]
+    renders, alphas, _ = gsplat.rasterization(means, *args, render_mode="RGB+ED", packed=False, **options)
+    return renders, alphas

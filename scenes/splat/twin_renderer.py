@@ -7,8 +7,9 @@ as the object's appearance), and every robot link (sampled from the link's visua
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -18,12 +19,16 @@ from scenes.splat.gaussians import Gaussians, load_splat_ply, read_ply_vertices
 from scenes.splat.render import quat_to_rotmat, rasterize
 from scenes.splat.sample import gaussians_from_mesh, gaussians_from_point_cloud, load_mesh, primitive_mesh
 
+if TYPE_CHECKING:
+    from scenes.spec import ObjectSpec
+    from scenes.twin import DigitalTwin
+
 
 @dataclass
 class BodySplat:
     name: str
     gaussians: Gaussians  # in the body frame
-    pose: Any  # callable -> (pos [3], quat wxyz [4]) in world
+    pose: Callable[[], tuple[np.ndarray, np.ndarray]]  # -> (pos [3], quat wxyz [4]) in world
 
 
 def _np(x: Any) -> np.ndarray:
@@ -42,9 +47,9 @@ def _link_frame_mesh(vgeom: Any) -> Any:
     return mesh if isinstance(mesh, trimesh.Trimesh) else trimesh.util.concatenate(mesh)
 
 
-def object_appearance(obj: Any, spacing: float) -> Gaussians:
+def object_appearance(obj: ObjectSpec, spacing: float) -> Gaussians:
     """Gaussians of a SceneSpec object in its own frame."""
-    app = getattr(obj, "appearance", None)
+    app = obj.appearance
     if app is not None and app.file is not None:
         if app.kind == "splat":
             return load_splat_ply(app.file)
@@ -59,7 +64,11 @@ def object_appearance(obj: Any, spacing: float) -> Gaussians:
             1,
         )
         return gaussians_from_point_cloud(pts, rgb)
-    mesh = load_mesh(obj.mesh, obj.size[0]) if obj.shape == "mesh" else primitive_mesh(obj.shape, obj.size)
+    if obj.shape == "mesh":
+        assert obj.mesh is not None  # ObjectSpec requires a file for shape "mesh"
+        mesh = load_mesh(obj.mesh, obj.size[0])
+    else:
+        mesh = primitive_mesh(obj.shape, obj.size)
     return gaussians_from_mesh(mesh, spacing=spacing, color=obj.color, source=f"objects.{obj.name}")
 
 
@@ -68,10 +77,10 @@ class SplatTwinRenderer:
 
     def __init__(
         self,
-        twin: Any,
+        twin: DigitalTwin,
         spacing: float = 0.006,
         table_spacing: float = 0.02,
-        backend: str = "auto",
+        backend: Literal["auto", "torch", "gsplat"] = "auto",
         device: str | None = None,
         eps2d: float = 0.05,
     ) -> None:
@@ -83,21 +92,23 @@ class SplatTwinRenderer:
         self.background = torch.tensor(twin.background_color, dtype=torch.float32, device=self.device)
         bodies: list[BodySplat] = []
 
-        def entity_pose(ent: Any):
+        def entity_pose(ent: Any) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
             return lambda: (_np(ent.get_pos()), _np(ent.get_quat()))
 
-        t = spec.table
-        # large flat surfaces: only their top face shows; wider, more opaque Gaussians cover it
-        flat = {"sigma_ratio": 0.6, "opacity": 0.97}
-        bodies.append(
-            BodySplat(
-                "table",
-                gaussians_from_mesh(primitive_mesh("top_face", t.size), table_spacing, t.color, **flat),
-                entity_pose(twin.table),
+        def flat_surface(
+            size: tuple[float, ...], spacing: float, color: tuple[float, float, float]
+        ) -> Gaussians:
+            # large flat surfaces: only their top face shows; wider, more opaque Gaussians cover it
+            return gaussians_from_mesh(
+                primitive_mesh("top_face", size), spacing, color, sigma_ratio=0.6, opacity=0.97
             )
+
+        t = spec.table
+        bodies.append(
+            BodySplat("table", flat_surface(t.size, table_spacing, t.color), entity_pose(twin.table))
         )
         for m, ent in zip(spec.markers, twin.markers, strict=True):
-            g = gaussians_from_mesh(primitive_mesh("top_face", m.size), min(spacing, 0.004), m.color, **flat)
+            g = flat_surface(m.size, min(spacing, 0.004), m.color)
             bodies.append(BodySplat(f"marker:{m.name}", g, entity_pose(ent)))
         for obj in spec.objects:
             bodies.append(
@@ -113,27 +124,16 @@ class SplatTwinRenderer:
 
             mesh = trimesh.util.concatenate(meshes) if len(meshes) > 1 else meshes[0]
             g = gaussians_from_mesh(mesh, spacing, color=(0.9, 0.9, 0.9), source=f"robot link {link.name}")
-            bodies.append(
-                BodySplat(f"robot:{link.name}", g, lambda lk=link: (_np(lk.get_pos()), _np(lk.get_quat())))
-            )
+            bodies.append(BodySplat(f"robot:{link.name}", g, entity_pose(link)))
         self.bodies = [BodySplat(b.name, b.gaussians.to(self.device), b.pose) for b in bodies]
         cams = [PinholeCamera.from_spec(c) for c in spec.cameras]
         self.camera_names = [c.name for c in spec.cameras]
         self.cameras = cams
-        self.viewmats = (
-            torch.tensor(np.stack([c.viewmat for c in cams]), dtype=torch.float32, device=self.device)
-            if cams
-            else None
+        viewmats, Ks = [c.viewmat for c in cams], [c.K for c in cams]
+        self.viewmats = torch.tensor(
+            np.array(viewmats).reshape(-1, 4, 4), dtype=torch.float32, device=self.device
         )
-        self.Ks = (
-            torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=self.device)
-            if cams
-            else None
-        )
-
-    @property
-    def n_gaussians(self) -> int:
-        return sum(b.gaussians.n for b in self.bodies)
+        self.Ks = torch.tensor(np.array(Ks).reshape(-1, 3, 3), dtype=torch.float32, device=self.device)
 
     def world_gaussians(self, names: list[str] | None = None) -> Gaussians:
         """All (or the named) bodies' Gaussians posed in the world at the current physics state."""

@@ -78,7 +78,7 @@ def test_lossless_option_stores_frames_exactly(tmp_path, push_twin, push_spec):
 
 
 @pytest.mark.sim
-def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
+def test_info_json_matches_lerobot_v3(small_dataset):
     out, _ = small_dataset
     info = json.loads((out / "meta/info.json").read_text())
     # key order and values as LeRobot 0.6.1 writes them
@@ -142,6 +142,11 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
     assert feats["observation.state"]["shape"] == [11] and len(feats["observation.state"]["names"]) == 11
     assert feats["randomization"]["names"][0] == "cube.hue_deg"
 
+
+@pytest.mark.sim
+def test_data_file_schema_matches_lerobot_v3(small_dataset):
+    out, _ = small_dataset
+    feats = json.loads((out / "meta/info.json").read_text())["features"]
     data = pq.read_schema(out / "data/chunk-000/file-000.parquet")
     assert data.names == [k for k, f in feats.items() if f["dtype"] != "video"]
     assert str(data.field("observation.state").type) == "fixed_size_list<element: float>[11]"
@@ -150,6 +155,10 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
     pf = pq.ParquetFile(out / "data/chunk-000/file-000.parquet")
     assert pf.metadata.num_row_groups == 12  # one row group per episode
 
+
+@pytest.mark.sim
+def test_episodes_metadata_matches_lerobot_v3(small_dataset):
+    out, _ = small_dataset
     eps = pq.read_schema(out / "meta/episodes/chunk-000/file-000.parquet")
     k = "videos/observation.images.side"
     assert eps.names[:11] == [
@@ -179,6 +188,10 @@ def test_info_json_and_parquet_schemas_match_lerobot_v3(small_dataset):
         assert b[f"{k}/from_timestamp"] == pytest.approx(a[f"{k}/to_timestamp"], abs=1e-9)
         assert a[f"{k}/to_timestamp"] - a[f"{k}/from_timestamp"] == pytest.approx(a["length"] / 10, abs=1e-9)
 
+
+@pytest.mark.sim
+def test_tasks_and_stats_files_match_lerobot_v3(small_dataset):
+    out, _ = small_dataset
     tasks = pq.read_table(out / "meta/tasks.parquet")
     assert set(tasks.column_names) == {"task_index", "task"}
     assert read_tasks(out) == ["push the red cube into the green square"]

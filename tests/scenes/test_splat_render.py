@@ -102,26 +102,18 @@ def _camera(W, H, dtype=torch.float64, f=None):
     return view, K
 
 
+def _render(scene, view, K, W, H, **options):
+    """rasterize one camera: `scene` = (means, quats, scales, opacities, colours), view [4, 4], K [3, 3]."""
+    return rasterize(*scene, view[None], K[None], W, H, **options)
+
+
 @pytest.mark.parametrize("cpu_kernel", [False, True], ids=["autograd-path", "compiled-path"])
 @pytest.mark.parametrize("seed, n, W, H, tile", [(0, 12, 20, 14, 8), (1, 30, 33, 17, 4), (2, 25, 24, 24, 16)])
 def test_torch_backend_matches_brute_force(seed, n, W, H, tile, cpu_kernel):
-    means, quats, scales, opac, rgb = _scene(n, seed)
+    scene = _scene(n, seed)
     view, K = _camera(W, H)
-    ref_c, ref_a, ref_d = reference_render(means, quats, scales, opac, rgb, view, K, W, H)
-    c, a, d = rasterize(
-        means,
-        quats,
-        scales,
-        opac,
-        rgb,
-        view[None],
-        K[None],
-        W,
-        H,
-        backend="torch",
-        tile_size=tile,
-        cpu_kernel=cpu_kernel,
-    )
+    ref_c, ref_a, ref_d = reference_render(*scene, view, K, W, H)
+    c, a, d = _render(scene, view, K, W, H, backend="torch", tile_size=tile, cpu_kernel=cpu_kernel)
     assert ref_a.max() > 0.9 and (ref_a < 0.5).any()  # a scene with both coverage and gaps
     assert (c[0] - ref_c).abs().max() <= 1e-4
     assert (a[0] - ref_a).abs().max() <= 1e-4
@@ -218,18 +210,8 @@ def test_empty_and_offscreen_scenes_render_background():
     view, K = _camera(10, 8)
     behind = means.clone()
     behind[:, 2] = -1.0
-    c, a, _ = rasterize(
-        behind,
-        quats,
-        scales,
-        opac,
-        rgb,
-        view[None],
-        K[None],
-        10,
-        8,
-        backgrounds=torch.tensor([[0.2, 0.3, 0.4]], dtype=torch.float64),
-    )
+    background = torch.tensor([[0.2, 0.3, 0.4]], dtype=torch.float64)
+    c, a, _ = _render((behind, quats, scales, opac, rgb), view, K, 10, 8, backgrounds=background)
     assert a.abs().max() == 0
     torch.testing.assert_close(c[0, 3, 4], torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64))
 
