@@ -82,6 +82,14 @@ class World(Protocol):
 
 
 @runtime_checkable
+class BoundedWorld(World, Protocol):
+    """A world that knows its per-dimension action limits (the twin: ee deltas within `max_delta`,
+    the gripper in [0, 1]); float32 [A] each."""
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@runtime_checkable
 class BatchedWorld(Protocol):
     """A world that advances many episodes in one call (a learned world model: one forward pass).
 

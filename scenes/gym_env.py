@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from common.types import Observation, World
+from common.types import BoundedWorld, Observation, World
 
 
 class WorldEnv(gym.Env):
@@ -27,7 +27,11 @@ class WorldEnv(gym.Env):
         self.world = world
         self.chunk_size = chunk_size
         a = world.action_dim
-        low, high = getattr(world, "action_bounds", lambda: (np.full(a, -np.inf), np.full(a, np.inf)))()
+        low, high = (
+            world.action_bounds()
+            if isinstance(world, BoundedWorld)
+            else (np.full(a, -np.inf), np.full(a, np.inf))
+        )
         low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
         if chunk_size > 1:
             low, high = np.tile(low, (chunk_size, 1)), np.tile(high, (chunk_size, 1))
