@@ -2,6 +2,7 @@
 
     python benchmarks/datagen_speed.py                 # 24 episodes per setting, ~5 min on 2 cores
     python benchmarks/datagen_speed.py --episodes 10
+    python benchmarks/datagen_speed.py --episodes 2 --workers 1   # a smoke run
 
 push_cube at 64x64 with one camera, the push_cube randomisation and a mix of the expert and the
 image-based variants. Reports end to end (process start-up, twin builds and assembly included)
@@ -12,16 +13,14 @@ benchmarks/results/datagen_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common.results import add_result_arguments, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def run(workers: int, episodes: int, out: Path) -> dict:
@@ -65,12 +64,13 @@ def run(workers: int, episodes: int, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=24)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/datagen_speed.json"))
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker counts to measure")
+    add_result_arguments(ap, ROOT / "benchmarks/results", "datagen_speed")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="datagen_speed_"))
     rows = []
     try:
-        for w in (1, 2):
+        for w in args.workers:
             rows.append(run(w, args.episodes, tmp / f"w{w}"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -106,13 +106,9 @@ def main() -> None:
         "scene": "push_cube",
         "resolution": [64, 64],
         "cameras": 1,
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%d"),
         "results": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.name, result, args.results_dir)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,17 @@ Both runs are resumable (rerun the command). Targets: Pearson >= 0.9, MMRV <= 0.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from common.results import add_result_arguments, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from common.io import atomic_write_text
     from policy_eval.evaluate import agreement_table, load_eval_config, ranked_table, run_eval
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,8 +32,10 @@ def main() -> None:
     )
     ap.add_argument("--model", default=str(ROOT / "assets/worldmodels/push_cube_tiny"))
     ap.add_argument("--config", default=str(ROOT / "configs/eval/demo.yaml"))
-    ap.add_argument("--runs", default=str(ROOT / "runs/evaluator_fidelity"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/evaluator_fidelity.json"))
+    ap.add_argument(
+        "--runs", default=str(ROOT / "runs/evaluator_fidelity"), help="the two evaluations' output"
+    )
+    add_result_arguments(ap, ROOT / "benchmarks/results", "evaluator_fidelity")
     args = ap.parse_args()
     console = Console()
     common = {"episodes": args.episodes, "seed": args.seed, "videos": False, "strips": 2}
@@ -87,8 +89,7 @@ def main() -> None:
         },
         "report": f"{args.runs}/worldmodel/report.html",
     }
-    atomic_write_text(Path(args.out), json.dumps(result, indent=2))
-    console.print(f"wrote {args.out}")
+    write_result(args.name, result, args.results_dir)
 
 
 if __name__ == "__main__":

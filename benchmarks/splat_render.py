@@ -2,6 +2,7 @@
 
     python benchmarks/splat_render.py              # ~3 min on 2 cores
     python benchmarks/splat_render.py --quick      # 5k and 20k only
+    python benchmarks/splat_render.py --counts 500 --sizes 32 --repeats 1   # a smoke run
 
 Prints a table and writes benchmarks/results/splat_render.json: frames per second at 128² and
 256² for 5k, 20k and 100k Gaussians, forward and forward+backward, for
@@ -17,20 +18,18 @@ is covered about twice over, like a reconstructed surface.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common.results import add_result_arguments, write_result
+from scenes.splat.render import ALPHA_MAX, ALPHA_THRESHOLD, project, rasterize
 
-from scenes.splat.render import ALPHA_MAX, ALPHA_THRESHOLD, project, rasterize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_scene(n: int, seed: int = 0):
@@ -106,16 +105,25 @@ def time_fps(fn, backward: bool, repeats: int) -> float:
     return 1.0 / statistics.median(times)
 
 
+def find(rows: list[dict], impl: str, size: int, n: int, p: str) -> dict | None:
+    """The measurement of `impl` at (image size, Gaussian count, pass), if it was run."""
+    return next(
+        (r for r in rows if (r["impl"], r["size"], r["gaussians"], r["pass"]) == (impl, size, n, p)), None
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="5k and 20k Gaussians only")
+    ap.add_argument("--counts", type=int, nargs="+", help="Gaussian counts (default: 5k, 20k, 100k)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square image sizes")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/splat_render.json"))
+    add_result_arguments(ap, ROOT / "benchmarks/results", "splat_render")
     args = ap.parse_args()
     torch.manual_seed(0)
-    counts = [5_000, 20_000] if args.quick else [5_000, 20_000, 100_000]
+    counts = args.counts or ([5_000, 20_000] if args.quick else [5_000, 20_000, 100_000])
     rows = []
-    for size in (128, 256):
+    for size in args.sizes:
         viewmats, Ks = camera(size)
         for n in counts:
             for impl in ("torch", "torch_autograd", "baseline"):
@@ -157,41 +165,14 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from common.io import atomic_write_text
-
     table = Table(title=f"splat rasteriser on CPU ({torch.get_num_threads()} threads): frames per second")
     for col in ("size", "Gaussians", "pass", "torch fps", "autograd-path fps", "baseline fps", "speed-up"):
         table.add_column(col, justify="right")
-    for size in (128, 256):
+    for size in args.sizes:
         for n in counts:
             for p in ("fwd", "fwd+bwd"):
-                t = next(
-                    r
-                    for r in rows
-                    if r["impl"] == "torch" and r["size"] == size and r["gaussians"] == n and r["pass"] == p
-                )
-                b = next(
-                    (
-                        r
-                        for r in rows
-                        if r["impl"] == "baseline"
-                        and r["size"] == size
-                        and r["gaussians"] == n
-                        and r["pass"] == p
-                    ),
-                    None,
-                )
-                a = next(
-                    (
-                        r
-                        for r in rows
-                        if r["impl"] == "torch_autograd"
-                        and r["size"] == size
-                        and r["gaussians"] == n
-                        and r["pass"] == p
-                    ),
-                    None,
-                )
+                t, b, a = (find(rows, impl, size, n, p) for impl in ("torch", "baseline", "torch_autograd"))
+                assert t is not None
                 table.add_row(
                     f"{size}²",
                     f"{n:,}",
@@ -202,8 +183,7 @@ def main() -> None:
                     f"{t['fps'] / b['fps']:.1f}x" if b else "-",
                 )
     Console().print(table)
-    atomic_write_text(args.out, json.dumps({"threads": torch.get_num_threads(), "results": rows}, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.name, {"threads": torch.get_num_threads(), "results": rows}, args.results_dir)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python benchmarks/twin_speed.py --no-cold  # skip the cold-cache build
 
 Prints a table and writes benchmarks/results/twin_speed.json. Each build runs in a fresh process
-(Genesis initialises once per process); "cold" uses an empty kernel cache directory.
+(Genesis initialises once per process); "cold" uses an empty kernel cache directory and the last of
+`--variants` (no camera, or one camera at N x N).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.results import add_result_arguments, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SCENE = ROOT / "configs/scenes/push_cube.yaml"
 
 
@@ -79,7 +81,13 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache build")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/twin_speed.json"))
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["none", "64", "128"],
+        help="camera set-ups: none, or N for one N x N camera",
+    )
+    add_result_arguments(ap, ROOT / "benchmarks/results", "twin_speed")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.steps)))
@@ -88,16 +96,18 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from common.io import atomic_write_text
-
-    results: dict = {"scene": SCENE.name, "steps": args.steps, "cpu_count": os.cpu_count()}
+    bad = [v for v in args.variants if v != "none" and not v.isdigit()]
+    if bad:
+        ap.error(f"--variants: {bad[0]!r} is neither 'none' nor a resolution")
+    last = args.variants[-1]
+    results: dict = {"scene": SCENE.name, "steps": args.steps}
     if not args.no_cold:
         with tempfile.TemporaryDirectory() as cache:
-            results["cold_build_s"] = run_child("128", 20, cache)["build_s"]
-    runs = {v: run_child(v, args.steps, None) for v in ("none", "64", "128")}
-    results["warm_build_s"] = runs["128"]["build_s"]
+            results["cold_build_s"] = run_child(last, 20, cache)["build_s"]
+    runs = {v: run_child(v, args.steps, None) for v in args.variants}
+    results["warm_build_s"] = runs[last]["build_s"]
     results["runs"] = runs
-    atomic_write_text(args.out, json.dumps(results, indent=2))
+    write_result(args.name, results, args.results_dir)
 
     table = Table(title="digital twin speed (push_cube, CPU)")
     for col in ("measure", "value"):
@@ -105,13 +115,12 @@ def main() -> None:
     if "cold_build_s" in results:
         table.add_row("cold build (empty kernel cache), s", f"{results['cold_build_s']:.1f}")
     table.add_row("warm build, s", f"{results['warm_build_s']:.1f}")
-    for v, label in (("none", "no camera"), ("64", "one camera 64x64"), ("128", "one camera 128x128")):
-        r = runs[v]
+    for v, r in runs.items():
+        label = "no camera" if v == "none" else f"one camera {v}x{v}"
         table.add_row(
             f"control steps/s, {label}", f"{r['steps_per_s']:.1f} ({r['physics_steps_per_s']:.0f} physics/s)"
         )
     Console().print(table)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rich.table import Table
 
+from common.results import add_result_arguments, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+CEILING = ROOT / "experiments/results/judge_ceiling.json"
 DEFAULT_MODEL = ROOT / "assets/worldmodels/push_cube_tiny"
 DEFAULT_DATA = ROOT / "data/push_cube_small"
 
@@ -50,6 +51,23 @@ def twin_speed(scene: dict, steps: int = 60) -> float:
         if r.done:
             twin.reset(seed=n)
     return n / (time.perf_counter() - t)
+
+
+def open_loop_table(ol: dict, title: str, ssim: bool = True) -> Table:
+    """Per horizon step: PSNR (and SSIM) of the imagined frames and of copying the last frame, and the
+    object error."""
+    tab = Table(title=title)
+    cols = (
+        ["h", "PSNR dB", "copy-last PSNR"] + (["SSIM", "copy-last SSIM"] if ssim else []) + ["object err cm"]
+    )
+    for c in cols:
+        tab.add_column(c, justify="right")
+    for h in range(len(ol["psnr"])):
+        row = [str(h + 1), f"{ol['psnr'][h]:.2f}", f"{ol['baseline_psnr'][h]:.2f}"]
+        if ssim:
+            row += [f"{ol['ssim'][h]:.3f}", f"{ol['baseline_ssim'][h]:.3f}"]
+        tab.add_row(*row, f"{100 * ol['object_error_m'][h]:.2f}")
+    return tab
 
 
 def main() -> None:
@@ -80,32 +98,35 @@ def main() -> None:
         help="first sample's noise scale, 0..1 (default: the model's sampler.temperature)",
     )
     ap.add_argument("--skip-judge", action="store_true", help="open-loop metrics only (quick comparisons)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_fidelity.json"))
+    ap.add_argument(
+        "--twin-steps", type=int, default=60, help="control steps of the twin's speed measurement"
+    )
+    add_result_arguments(ap, ROOT / "benchmarks/results", "worldmodel_fidelity")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
     from rich.console import Console
-    from rich.table import Table
 
-    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.windows import load_episodes
     from worldmodels.evaluation import judge_episodes, open_loop
+    from worldmodels.training import split
+    from worldmodels.video_model import VideoWorldModel
     from worldmodels.video_world import Context, VideoWorld
 
     torch.manual_seed(0)
-    world = VideoWorld.from_pretrained(
-        args.model,
+    model = VideoWorldModel.from_pretrained(args.model)
+    sampler = model.cfg.sampler.updated(
         samples=args.samples,
         steps=args.steps,
         context_noise=args.context_noise,
         frames=args.frames,
         temperature=args.temperature,
     )
+    world = VideoWorld(model, sampler)
     cfg = world.cfg
     n = LeRobotDataset(args.data).num_episodes
-    held = list(range(n - cfg.train.holdout_episodes, n))[: args.episodes]
+    held = split(n, cfg.train.holdout_episodes)[1][: args.episodes]
     episodes, meta = load_episodes(args.data, world.cameras, held)
     if tuple(meta["image_size"]) != tuple(cfg.image_size):
         raise SystemExit(
@@ -116,8 +137,8 @@ def main() -> None:
     console = Console()
     console.print(
         f"{len(held)} held-out episodes, {len(starts)} open-loop windows of {H} steps, "
-        f"{world.samples} samples/step ({world.frames} frame, temperature {world.temperature}), {world.steps} sampler steps, "
-        f"context noise {world.context_noise}"
+        f"{sampler.samples} samples/step ({sampler.frames} frame, temperature {sampler.temperature}), "
+        f"{sampler.steps} sampler steps, context noise {sampler.context_noise}"
     )
 
     t = time.perf_counter()
@@ -125,17 +146,7 @@ def main() -> None:
     ol_wall = time.perf_counter() - t
     t = time.perf_counter()
     if args.skip_judge:
-        tab = Table(title=f"open loop ({len(starts)} windows)")
-        for c in ("h", "PSNR dB", "copy-last PSNR", "object err cm"):
-            tab.add_column(c, justify="right")
-        for h in range(H):
-            tab.add_row(
-                str(h + 1),
-                f"{ol['psnr'][h]:.2f}",
-                f"{ol['baseline_psnr'][h]:.2f}",
-                f"{100 * ol['object_error_m'][h]:.2f}",
-            )
-        console.print(tab)
+        console.print(open_loop_table(ol, f"open loop ({len(starts)} windows)", ssim=False))
         return
     judged = judge_episodes(world, episodes)
     judge_wall = time.perf_counter() - t
@@ -154,7 +165,7 @@ def main() -> None:
     batched_sps = (ol["generated_steps"] + judged["generated_steps"]) / (
         ol["generation_s"] + judged["generation_s"]
     )
-    twin_sps = twin_speed(cfg.scene) if cfg.scene is not None else float("nan")
+    twin_sps = twin_speed(cfg.scene, args.twin_steps) if cfg.scene is not None else float("nan")
 
     h10 = min(10, H) - 1
     gain, err = ol["psnr"][h10] - ol["baseline_psnr"][h10], 100 * ol["object_error_m"][h10]
@@ -168,26 +179,25 @@ def main() -> None:
             "success_accuracy_at_least_90pct": judged["predicate_accuracy"] >= 0.9,
         },
     }
-    # what any judge of a first frame + actions can reach on these episodes (benchmarks/judge_ceiling.py)
-    ceiling = ROOT / "benchmarks/results/judge_ceiling.json"
-    if ceiling.exists():
-        c = json.loads(ceiling.read_text())
+    # what any judge of a first frame + actions can reach on these episodes (experiments/judge_ceiling.py)
+    if CEILING.exists():
+        c = json.loads(CEILING.read_text())
         if Path(c["data"]).resolve() == Path(args.data).resolve() and c["held_out_episodes"] == held:
             targets["success_accuracy_ceiling"] = {
                 "expected": c["ceiling_accuracy"],
                 "majority_on_recorded": c["majority_accuracy_on_recorded"],
-                "source": "benchmarks/results/judge_ceiling.json",
+                "source": str(CEILING.relative_to(ROOT)),
             }
     result = {
         "model": str(args.model),
         "data": str(args.data),
         "held_out_episodes": held,
         "horizon": H,
-        "samples_per_step": world.samples,
-        "sampler_steps": world.steps,
-        "frames": world.frames,
-        "context_noise": world.context_noise,
-        "temperature": world.temperature,
+        "samples_per_step": sampler.samples,
+        "sampler_steps": sampler.steps,
+        "frames": sampler.frames,
+        "context_noise": sampler.context_noise,
+        "temperature": sampler.temperature,
         "image_size": list(cfg.image_size),
         "open_loop": {k: v for k, v in ol.items()},
         "success_judge": judged,
@@ -198,25 +208,9 @@ def main() -> None:
         },
         "targets": targets,
         "wall_s": {"open_loop": ol_wall, "success_judge": judge_wall},
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "threads": torch.get_num_threads(),
     }
-    tab = Table(title=f"video world model vs twin, open loop ({len(starts)} windows)")
-    for c in ("h", "PSNR dB", "copy-last PSNR", "SSIM", "copy-last SSIM", "object err cm"):
-        tab.add_column(c, justify="right")
-    for h in range(H):
-        tab.add_row(
-            str(h + 1),
-            f"{ol['psnr'][h]:.2f}",
-            f"{ol['baseline_psnr'][h]:.2f}",
-            f"{ol['ssim'][h]:.3f}",
-            f"{ol['baseline_ssim'][h]:.3f}",
-            f"{100 * ol['object_error_m'][h]:.2f}",
-        )
-    console.print(tab)
+    console.print(open_loop_table(ol, f"video world model vs twin, open loop ({len(starts)} windows)"))
     j = judged
     console.print(
         f"success judge on {j['episodes']} imagined episodes ({j['positives']} successful in the twin): "
@@ -230,11 +224,7 @@ def main() -> None:
         f"twin {twin_sps:.1f} steps/s"
     )
     console.print(f"targets: {json.dumps(result['targets'])}")
-    atomic_write_text(
-        Path(args.out),
-        json.dumps(result, indent=2, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else str(x)),
-    )
-    console.print(f"wrote {args.out}")
+    write_result(args.name, result, args.results_dir)
 
 
 if __name__ == "__main__":

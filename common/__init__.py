@@ -9,6 +9,8 @@
 - `common.pool`: the worker pool (spawned processes or Ray actors, one heavy object each).
 - `common.video`: MP4 encode / join / seek-decode through PyAV, and `psnr`.
 - `common.machine`: the machine fingerprint written beside every result.
+- `common.training`: the one training harness on Lightning (seeded steps, learning-rate schedules,
+  safetensors training state, exact resume, JSONL log, time limit).
 
 Imports nothing of ours and nothing heavy (no torch, Genesis, open3d, gsplat or Ray at import).
 """

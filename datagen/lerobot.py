@@ -29,6 +29,8 @@ from common.io import read_json
 from common.video import VideoError, VideoSettings, concat_videos, decode_frames, video_info
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from datagen.rollouts import ResolvedJob
     from scenes.spec import SceneSpec
 
@@ -178,7 +180,7 @@ def _hf_feature(feat: dict[str, Any]) -> dict[str, Any]:
     return value if feat["shape"] == [1] else {"feature": value, "length": feat["shape"][0], "_type": "List"}
 
 
-def data_schema(features: dict[str, dict[str, Any]]) -> Any:
+def data_schema(features: dict[str, dict[str, Any]]) -> pa.Schema:
     """Arrow schema of the data files: every non-video feature, in info.json order, with the
     `huggingface` metadata that lets `datasets` rebuild the feature types."""
     import pyarrow as pa

@@ -24,16 +24,20 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from common.config import Strict, load_model
-from common.errors import DreamTwinError, SpecError
+from common.errors import DreamTwinError, SpecError, UsageError
 from common.io import atomic_write_text, fsync_dir, fsync_tree, stable_hash
 from common.pool import WorkerPool
+from common.types import Episode
 from common.video import VideoSettings, encode_video
+
+if TYPE_CHECKING:
+    from scenes.twin import DigitalTwin
 
 JOB_VERSION = 1
 
@@ -190,7 +194,7 @@ class EpisodeMaker:
         return meta
 
 
-def episode_arrays(ep: Any) -> dict[str, np.ndarray]:
+def episode_arrays(ep: Episode) -> dict[str, np.ndarray]:
     """Frame-aligned arrays of an Episode (T actions -> T + 1 frames).
 
     Frame t < T holds observation t, the action taken from it and `next.success` after it; the
@@ -198,6 +202,11 @@ def episode_arrays(ep: Any) -> dict[str, np.ndarray]:
     the only frame with `next.done`.
     """
     obs = [ep.initial_observation] + [s.observation for s in ep.steps]
+    poses = [o.environment_state for o in obs]
+    if any(p is None for p in poses):
+        raise UsageError(
+            f"episode {ep.policy_id}/{ep.seed}: datasets need every observation's environment_state"
+        )
     actions = np.stack([np.asarray(s.action, np.float32) for s in ep.steps])
     hold = np.zeros_like(actions[-1])
     hold[3:] = actions[-1][3:]
@@ -207,7 +216,7 @@ def episode_arrays(ep: Any) -> dict[str, np.ndarray]:
     done[-1] = True
     return {
         "observation.state": np.stack([o.state for o in obs]).astype(np.float32),
-        "observation.environment_state": np.stack([o.environment_state for o in obs]).astype(np.float32),
+        "observation.environment_state": np.stack([p for p in poses if p is not None]).astype(np.float32),
         "action": np.concatenate([actions, hold[None]]).astype(np.float32),
         "timestamp": np.array([o.timestamp for o in obs], dtype=np.float32),
         "next.success": success,
@@ -216,7 +225,7 @@ def episode_arrays(ep: Any) -> dict[str, np.ndarray]:
 
 
 def stage_episode(
-    staging: Path, i: int, ep: Any, params: dict[str, float], r: ResolvedJob, policy: str, seed: int
+    staging: Path, i: int, ep: Episode, params: dict[str, float], r: ResolvedJob, policy: str, seed: int
 ) -> dict[str, Any]:
     """Write attempt i's arrays, videos and metadata; appears atomically as `staging/ep-<i>`."""
     from datagen.lerobot import episode_stats
@@ -353,7 +362,7 @@ def _claim_output(out: Path, resolved: ResolvedJob) -> Path:
     return private
 
 
-def generate(job: RolloutJob, *, progress: bool = True, twin: Any = None) -> dict[str, Any]:
+def generate(job: RolloutJob, *, progress: bool = True, twin: DigitalTwin | None = None) -> dict[str, Any]:
     """Run (or finish) the job; returns the summary. `twin`: an already built DigitalTwin of the
     job's scene to use with one local worker (saves a build)."""
     from datagen.lerobot import assemble_dataset, dataset_bytes, read_info

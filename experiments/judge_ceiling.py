@@ -3,7 +3,7 @@
 The success judge of benchmarks/worldmodel_fidelity.py imagines each held-out episode from its first
 frame with the recorded actions and asks whether the cube ends up in the target region. Part of what
 decides that is invisible in the first frame: the dataset's domain randomisation draws the cube's
-mass and the cube's and table's friction per episode. This benchmark replays each held-out episode's
+mass and the cube's and table's friction per episode. This experiment replays each held-out episode's
 recorded actions in the twin:
 
 - with the episode's own scene variant (it must reproduce the recorded outcome: a determinism check);
@@ -21,19 +21,21 @@ With `--model` the world model judges the same episodes (worldmodels.evaluation.
 benchmarks/worldmodel_fidelity.py) and is scored the same ways: on the recorded labels, against the
 majority verdict, and in expectation over the hidden physics.
 
-    python benchmarks/judge_ceiling.py [--draws 24] [--model DIR | --no-model] [--data DIR]
+    python experiments/judge_ceiling.py [--draws 24] [--model DIR | --no-model] [--data DIR]
+
+Writes experiments/results/judge_ceiling.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from common.results import add_result_arguments, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def replay(twin, seed: int, actions) -> tuple[bool, list[float]]:  # type: ignore[no-untyped-def]
@@ -64,7 +66,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "assets/worldmodels/push_cube_tiny"))
     ap.add_argument("--no-model", action="store_true", help="the twin replays only")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/judge_ceiling.json"))
+    add_result_arguments(ap, ROOT / "experiments/results", "judge_ceiling")
     args = ap.parse_args()
 
     import numpy as np
@@ -72,13 +74,13 @@ def main() -> None:
     from rich.progress import track
     from rich.table import Table
 
-    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.rollouts import ResolvedJob, RolloutJob
     from scenes.randomization import sample_variation
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
     from worldmodels.evaluation import auroc
+    from worldmodels.training import split
 
     data = Path(args.data)
     job = RolloutJob.model_validate(json.loads((data / "meta" / "dreamtwin.json").read_text())["job"])
@@ -99,7 +101,7 @@ def main() -> None:
                 f"--holdout {args.holdout}, but {args.model} held out its last {model_holdout} episodes"
             )
         args.holdout = model_holdout
-    held = list(range(n - (args.holdout or 30), n))
+    held = split(n, args.holdout or 30)[1]
     twin = DigitalTwin(resolved.spec, render=False)
     rng = np.random.default_rng([args.seed, 0x1DDE7])
     rows = []
@@ -181,7 +183,7 @@ def main() -> None:
         "wall_s": wall,
         "per_episode": rows,
     }
-    atomic_write_text(Path(args.out), json.dumps(result, indent=1))
+    out = write_result(args.name, result, args.results_dir, indent=1)
     tab = Table(title=f"success judges on {len(rows)} held-out episodes ({int(y.sum())} recorded successes)")
     for c in ("judge", "acc. recorded", "agree majority", "expected acc. (hidden physics)", "AUROC"):
         tab.add_column(c, justify="right")
@@ -199,7 +201,7 @@ def main() -> None:
         f"(end error <= {result['replay_end_error_mm_max']:.2f} mm); hidden physics flips "
         f"{100 * result['flip_rate']:.1f}% of replays, {result['episodes_with_a_flip']}/{len(rows)} episodes "
         f"flip at least once; ceiling accuracy {100 * result['ceiling_accuracy']:.1f}%, majority judge on the "
-        f"recorded labels {100 * result['majority_accuracy_on_recorded']:.1f}% ({wall:.0f} s) -> {args.out}"
+        f"recorded labels {100 * result['majority_accuracy_on_recorded']:.1f}% ({wall:.0f} s) -> {out}"
     )
 
 

@@ -15,18 +15,21 @@ dynamics of the cube, not in the drift of the imagined robot. The onset analysis
 episode out to its end with the recorded end-effector and compares when (and at what ee-to-cube
 distance) the imagined and the twin's cube start to move, and how far each travels.
 
-    python benchmarks/judge_diagnosis.py [--model DIR] [--data DIR] [--modes ...] [--no-onset]
+    python experiments/judge_diagnosis.py [--model DIR] [--data DIR] [--modes ...] [--no-onset]
+
+Writes experiments/results/judge_diagnosis.json; a call with fewer `--modes` keeps the other modes
+of an earlier result for the same model and episodes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from common.results import add_result_arguments, result_path, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MODES = ("model", "recorded", "controller", "workspace")
 
@@ -102,17 +105,17 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "data/push_cube_small"))
     ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
     ap.add_argument("--no-onset", action="store_true", help="skip the onset analysis")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/judge_diagnosis.json"))
+    add_result_arguments(ap, ROOT / "experiments/results", "judge_diagnosis")
     args = ap.parse_args()
 
     import numpy as np
     import torch
 
-    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.windows import load_episodes
     from scenes.spec import SceneSpec
     from worldmodels.evaluation import judge_episodes
+    from worldmodels.training import split
     from worldmodels.video_world import VideoWorld
 
     class EEOverride(VideoWorld):
@@ -121,8 +124,8 @@ def main() -> None:
         mode = "model"
         recorded: list[np.ndarray] = []
 
-        def reset_batch(self, contexts, seeds, steps=None):  # type: ignore[no-untyped-def]
-            out = super().reset_batch(contexts, seeds, steps)
+        def reset_batch(self, contexts, seeds):  # type: ignore[no-untyped-def]
+            out = super().reset_batch(contexts, seeds)
             for k, (ep, c) in enumerate(zip(self.episodes, contexts, strict=True)):
                 ep.target = c.state[-1, :3].astype(np.float64)  # type: ignore[attr-defined]
                 ep.batch_index = k  # type: ignore[attr-defined]
@@ -155,7 +158,7 @@ def main() -> None:
         raise SystemExit(f"{args.model}: the model carries no scene spec (needed for the controller limits)")
     SPEC = SceneSpec.model_validate(cfg.scene)
     n = LeRobotDataset(args.data).num_episodes
-    held = list(range(n - cfg.train.holdout_episodes, n))
+    held = split(n, cfg.train.holdout_episodes)[1]
     episodes, _ = load_episodes(args.data, world.cameras, held)
     EEOverride.recorded = [e["state"][:, :3].astype(np.float64) for e in episodes]
     if len(episodes) > 32:  # judge_episodes resets batches of 32: ep.batch_index must index the recordings
@@ -184,7 +187,7 @@ def main() -> None:
             flush=True,
         )
     onset = None if args.no_onset else push_onset(world, episodes)
-    out = Path(args.out)
+    out = result_path(args.name, args.results_dir)
     old = json.loads(out.read_text()) if out.exists() else {}
     if old.get("model") == args.model and old.get("held_out_episodes") == held:
         rows = {**old.get("modes", {}), **rows}  # keep modes measured by an earlier call
@@ -196,8 +199,7 @@ def main() -> None:
         "modes": rows,
         "onset": onset,
     }
-    atomic_write_text(out, json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(out, result)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A separate (MM-DiT style, `backbone.state_stream: separate`) state stream predicts the imagined
 object and robot poses from poses and actions alone, so it can be trained on state-only windows
-at ~1/15 of a full window's cost (`train.state_batch_size`). This benchmark isolates it: it takes
+at ~1/15 of a full window's cost (`train.state_batch_size`). This experiment isolates it: it takes
 the shipped checkpoint's VAE and normalisation, builds the same model with a separate state stream,
 trains that stream alone on state-only windows for `--steps` steps of `--batch` windows (the
 recipe's learning rate, warm-up, contact-window share and seed), and judges the held-out episodes
@@ -14,19 +14,20 @@ how far the cube's centre is inside the region (negative: outside). A twin episo
 step its cube enters, so the recorded actions of a success end when the cube is just across the
 edge; an imagined rollout is judged right only if its cube ends up on the same side.
 
-    python benchmarks/state_stream.py [--steps 4000] [--batch 64] [--model DIR] [--data DIR]
+    python experiments/state_stream.py [--steps 4000] [--batch 64] [--model DIR] [--data DIR]
+
+Writes experiments/results/state_stream.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
+from common.results import add_result_arguments, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def region_margin(xy, center, size):  # type: ignore[no-untyped-def]
@@ -85,9 +86,8 @@ def train_state_stream(base, store, train_eps, steps: int, batch: int, seed: int
     """The base model's VAE and statistics with a fresh separate state stream, trained on state-only windows."""
     import numpy as np
     import torch
-    from rich.progress import track
 
-    from worldmodels.training import lr_at
+    from common.training import Hardware, Run, fit, warmup_cosine
     from worldmodels.video_model import VideoWorldModel
 
     cfg = base.cfg.model_copy(
@@ -102,21 +102,28 @@ def train_state_stream(base, store, train_eps, steps: int, batch: int, seed: int
     windows = store.starts(train_eps)
     moving = store.moving(windows, t.motion_threshold)
     n_move = int(round(batch * t.motion_fraction))
-    opt = torch.optim.AdamW(model.denoiser.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    model.train()
     losses = []
-    for s in track(range(steps), description="state stream"):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(s, steps, t.lr, t.warmup)
+
+    def loss(s, device):  # type: ignore[no-untyped-def]
+        """One stream of draws over the steps in order (a run that is never resumed)."""
         items = [windows[int(i)] for i in rng.integers(0, len(windows), batch - n_move)]
         items += [moving[int(i)] for i in rng.integers(0, len(moving), n_move)]
-        loss = model.state_only_loss(store.window(items, images=False), gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), t.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
+        return {"loss": model.state_only_loss(store.window(items, images=False), gen)}
+
+    fit(
+        Run(
+            model=model,
+            params=list(model.denoiser.parameters()),
+            loss=loss,
+            lr=warmup_cosine(t.lr, steps, t.warmup),
+            steps=steps,
+            weight_decay=t.weight_decay,
+            grad_clip=t.grad_clip,
+            after_step=lambda s, out: losses.append(out["loss"]),
+            hardware=Hardware(accelerator="cpu"),
+        )
+    )
     return model.eval(), float(np.mean(losses[-200:]))
 
 
@@ -126,14 +133,13 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "data/push_cube_small"))
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/state_stream.json"))
+    add_result_arguments(ap, ROOT / "experiments/results", "state_stream")
     args = ap.parse_args()
 
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    from common.io import atomic_write_text
     from datagen.lerobot import LeRobotDataset
     from datagen.windows import load_episodes
     from worldmodels.training import EpisodeStore, split
@@ -204,10 +210,7 @@ def main() -> None:
         f"{margins['successes_within_0.5cm']}/{margins['twin_successes']} within 0.5 cm; "
         f"{margins['failures_within_1.5cm']}/{margins['failures']} failures come within 1.5 cm"
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2))
-    console.print(f"wrote {out}")
+    write_result(args.name, result, args.results_dir)
 
 
 if __name__ == "__main__":

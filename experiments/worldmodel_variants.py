@@ -10,8 +10,9 @@ Variants run as separate processes, `--parallel` at a time (on a GPU machine sev
 on 2 CPU cores run one). Each writes runs/<name>/ (resumable: a rerun continues an unfinished training,
 and skips a variant whose result is there) and the table in the JSON is rewritten as each one finishes,
 so a run cut short keeps what it finished. Progress (stage, step, seconds) is printed every 30 s.
+The table goes to experiments/results/NAME.json (`--name`, default worldmodel_variants).
 
-    python benchmarks/worldmodel_variants.py --device cuda --parallel 3 \\
+    python experiments/worldmodel_variants.py --device cuda --parallel 3 \\
         --variant base --variant "sw10 state_frame.loss_weight=10" \\
         --variant "natural train.motion_fraction=0"
 """
@@ -26,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from common.results import add_result_arguments, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 RECIPE = ROOT / "configs/worldmodels/video_tiny.yaml"
 DEFAULT_DATA = ROOT / "data/push_cube_small"
@@ -53,7 +55,7 @@ def run_one(name: str, sets: list[str], args: argparse.Namespace) -> None:
     from common.io import atomic_write_text
     from datagen.windows import load_episodes
     from worldmodels.evaluation import judge_episodes, open_loop
-    from worldmodels.training import train_worldmodel
+    from worldmodels.training import split, train_worldmodel
     from worldmodels.video_config import load_video_config
     from worldmodels.video_world import VideoWorld
 
@@ -75,7 +77,7 @@ def run_one(name: str, sets: list[str], args: argparse.Namespace) -> None:
         return
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     n = len(episodes)
-    held = [episodes[k] for k in range(n - cfg.train.holdout_episodes, n)]
+    held = [episodes[k] for k in split(n, cfg.train.holdout_episodes)[1]]
     torch.manual_seed(0)
     world = VideoWorld.from_pretrained(model, device=args.device)
     t = time.monotonic()
@@ -115,17 +117,15 @@ def progress_line(runs: Path, names: list[str]) -> str:
     return " | ".join(parts)
 
 
-def write_table(path: Path, runs: Path, names: list[str], args: argparse.Namespace) -> list[dict]:
-    from common.io import atomic_write_text
-
+def write_table(runs: Path, names: list[str], args: argparse.Namespace, quiet: bool = True) -> list[dict]:
+    """Collect the finished variants' results into the result file; returns them."""
     rows = [
         json.loads((runs / n / "result.json").read_text())
         for n in names
         if (runs / n / "result.json").exists()
     ]
-    atomic_write_text(
-        path, json.dumps({"recipe": str(args.config), "data": str(args.data), "variants": rows}, indent=2)
-    )
+    figures = {"recipe": str(args.config), "data": str(args.data), "variants": rows}
+    write_result(args.name, figures, args.results_dir, quiet=quiet)
     return rows
 
 
@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=1, help="variants at a time")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads per variant")
     ap.add_argument("--max-minutes", type=float, default=None, help="per variant; a rerun resumes")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/worldmodel_variants.json"))
+    add_result_arguments(ap, ROOT / "experiments/results", "worldmodel_variants")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this one variant in this process
     args = ap.parse_args()
 
@@ -168,12 +168,12 @@ def main() -> None:
             if p.poll() is not None:
                 del procs[n]
                 print(f"{n}: exit {p.returncode}", flush=True)
-                write_table(Path(args.out), runs, list(variants), args)
+                write_table(runs, list(variants), args)
         if time.monotonic() - last > 30:
             print(progress_line(runs, list(variants)), flush=True)
             last = time.monotonic()
         time.sleep(2)
-    rows = write_table(Path(args.out), runs, list(variants), args)
+    rows = write_table(runs, list(variants), args, quiet=False)
     print(
         f"{'variant':<14}{'judge acc':>10}{'FP':>4}{'FN':>4}{'value acc':>10}{'end err cm':>11}{'PSNR gain':>10}{'obj h10 cm':>11}{'val loss':>9}{'train s':>9}"
     )
@@ -184,7 +184,6 @@ def main() -> None:
             f"{j['value_accuracy']:>10.3f}{100 * j['final_object_error_m']:>11.2f}{r['psnr_h10_minus_copy_last_db']:>10.2f}"
             f"{r['object_error_h10_cm']:>11.2f}{r['val_loss']:>9.3f}{r['train_s']:>9.0f}"
         )
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

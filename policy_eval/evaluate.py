@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -40,6 +40,11 @@ from common.io import append_jsonl, atomic_write_text, read_json
 from common.machine import machine_fingerprint
 from common.types import BatchedWorld, Episode, World
 from policy_eval.metrics import wilson_interval
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from scenes.spec import SceneSpec
 
 RESULTS_VERSION = 2
 # settings that decide where and how fast a job runs, not what it computes (left out of the fingerprint)
@@ -105,7 +110,7 @@ class EvalConfig(Strict):
     def fingerprint(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude=set(RUN_SETTINGS))
 
-    def load_scene(self) -> Any:
+    def load_scene(self) -> SceneSpec:
         from scenes.spec import load_scene_spec
 
         return load_scene_spec(self.scene, dict(self.scene_overrides) or None)
@@ -473,7 +478,7 @@ def _finite(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def ranked_table(results: dict[str, Any]) -> Any:
+def ranked_table(results: dict[str, Any]) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{results.get('scene', '')}: success rate with Wilson 95% interval")
@@ -510,7 +515,7 @@ def fmt_metric(x: float | None, digits: int = 3) -> str:
     return "undefined" if x is None else f"{x:.{digits}f}"
 
 
-def agreement_table(metrics: dict[str, Any]) -> Any:
+def agreement_table(metrics: dict[str, Any]) -> Table:
     from rich.table import Table
 
     table = Table(

@@ -123,10 +123,12 @@ def make_world(
         twin = DigitalTwin(spec, render=render or w.kind == "worldmodel")
     if w.kind == "twin":
         return twin
+    from worldmodels.video_model import VideoWorldModel
     from worldmodels.video_world import VideoWorld
 
     assert w.path is not None
-    video = VideoWorld.from_pretrained(w.path, samples=samples, steps=sampler_steps, device=device)
+    model = VideoWorldModel.from_pretrained(w.path)
+    video = VideoWorld(model, model.cfg.sampler.updated(samples=samples, steps=sampler_steps), device=device)
     check_scene_matches(video.cfg.scene, spec, w.path)
     world = ImaginedWorld(video, twin)
     world.world_id = str(w)

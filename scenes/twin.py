@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from common.errors import SpecError, UsageError
 from common.types import Observation, StepResult, as_action_chunk
 from scenes import genesis_compat
 from scenes.spec import ObjectSpec, SceneSpec, sample_initial_poses
+
+if TYPE_CHECKING:
+    from scenes.splat.twin_renderer import SplatTwinRenderer
 
 ACTION_DIM = 4
 TCP_OFFSET = 0.1034  # hand origin -> point between the fingertips, along the hand's z axis (m)
@@ -401,7 +404,7 @@ class DigitalTwin:
             self.render_enabled = before
 
     @property
-    def splat_renderer(self) -> Any:
+    def splat_renderer(self) -> SplatTwinRenderer:
         """The Gaussian-splat renderer bound to this twin's bodies (built on first use)."""
         if self._splat is None:
             from scenes.splat.twin_renderer import SplatTwinRenderer

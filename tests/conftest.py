@@ -14,6 +14,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 ROOT = Path(__file__).resolve().parents[1]
 PUSH = ROOT / "configs/scenes/push_cube.yaml"
 LIFT = ROOT / "configs/scenes/lift_cube.yaml"
+RANDOMIZE = ROOT / "configs/randomization/push_cube.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +64,30 @@ def lift_twin(lift_spec, genesis_kernel_cache):
     from scenes.twin import DigitalTwin
 
     return DigitalTwin(lift_spec, render=True)
+
+
+def job_dict(out, **kw):
+    """The session dataset's rollout job as a dict (keywords override its fields)."""
+    d = {
+        "scene": str(PUSH),
+        "policies": {"expert": 1.0, "image_mild": 1.0},
+        "episodes": 12,
+        "seed": 0,
+        "out": str(out),
+        "randomize": str(RANDOMIZE),
+    }
+    d.update(kw)
+    return d
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory, push_twin, push_spec):
+    """12 randomised episodes of two policies (default AV1 codec), written and assembled in-process."""
+    from datagen.rollouts import RolloutJob, generate
+
+    out = tmp_path_factory.mktemp("datasets") / "push_small"
+    try:
+        summary = generate(RolloutJob.model_validate(job_dict(out)), progress=False, twin=push_twin)
+    finally:
+        push_twin.set_variant(push_spec)  # leave the shared twin nominal for other tests
+    return out, summary

@@ -16,13 +16,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from pydantic import BaseModel, ValidationError
 
 from common.config import format_validation_error
-from common.errors import DreamTwinError
+from common.errors import SpecError
 from common.io import read_json
 
 CONFIG_NAME = "config.json"
@@ -30,11 +30,12 @@ WEIGHTS_NAME = "model.safetensors"
 C = TypeVar("C", bound=BaseModel)
 
 
-class CheckpointError(DreamTwinError):
+class CheckpointError(SpecError):
     """A checkpoint directory that is missing files, malformed, or does not fit the model."""
 
 
 def save_pretrained(model: torch.nn.Module, config: BaseModel, path: str | Path) -> Path:
+    """Write `path/config.json` + `path/model.safetensors` atomically (a temporary directory renamed)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -51,6 +52,8 @@ def save_pretrained(model: torch.nn.Module, config: BaseModel, path: str | Path)
 
 
 def load_config(path: str | Path, config_cls: type[C]) -> C:
+    """The validated config of a checkpoint directory (an older format version is upgraded by the
+    config class itself, or refused in one line)."""
     f = Path(path) / CONFIG_NAME
     if not Path(path).is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
@@ -94,3 +97,27 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
             raise CheckpointError(
                 f"{source}: {k} has shape {list(state[k].shape)}, the model expects {list(v.shape)}"
             )
+
+
+class DiffusersModel(Protocol):
+    """A diffusers model class (`AutoencoderKL`, `UNetSpatioTemporalConditionModel`, ...)."""
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs: Any) -> Any: ...
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> Any: ...
+
+    @classmethod
+    def load_config(cls, path: str, **kwargs: Any) -> Any: ...
+
+
+def load_diffusers_model(cls: type[DiffusersModel], path: Path, weights: bool, what: str) -> Any:
+    """A diffusers model from a local directory (never a hub): with its weights, or only its
+    architecture (`weights=False`: the weights come from our own safetensors next). `what` names the
+    config key in the error."""
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{what} {path}: not a diffusers {cls.__name__} directory (no config.json)")
+    if weights:
+        return cls.from_pretrained(str(path), local_files_only=True)
+    return cls.from_config(cls.load_config(str(path)))

@@ -1,34 +1,19 @@
 """Frame-level action conditioning (Ctrl-World style).
 
-Each frame's actions (the chunk executed before it, plus the robot pose it is tagged with) go
-through an MLP to one token; the latent tokens of frame t cross-attend to token t alone, so a
-frame is never conditioned on another frame's actions. The output projection starts at zero: a
-backbone with this adapter inserted computes exactly what it computed without it until training
-moves the projection.
+Each frame's condition (the action executed before it, plus the robot pose it is tagged with) is
+one token, made by the backbone's condition MLP; the latent tokens of frame t cross-attend to token
+t alone, so a frame is never conditioned on another frame's actions. The output projection starts
+at zero: a backbone with this adapter inserted computes exactly what it computed without it until
+training moves the projection.
 
-    enc = ActionTokenizer(action_dim=4 * 2, pose_dim=11, dim=64)
-    tokens = enc(actions, poses)                     # [B, F, dim]
     adapter = FrameCrossAttention(dim=64, heads=4)
-    h = adapter(h, tokens, tokens_per_frame=h_w)     # h: [B, F * h_w, dim]
+    h = adapter(h, tokens, tokens_per_frame=h_w)     # h: [B, F * h_w, dim], tokens: [B, F, dim]
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-
-class ActionTokenizer(nn.Module):
-    """Per frame: concat(actions, pose) -> MLP -> one token of width `dim`."""
-
-    def __init__(self, action_dim: int, pose_dim: int, dim: int, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = hidden or 2 * dim
-        self.net = nn.Sequential(nn.Linear(action_dim + pose_dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
-
-    def forward(self, actions: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-        """actions [B, F, action_dim], poses [B, F, pose_dim] -> [B, F, dim]."""
-        return self.net(torch.cat([actions, poses], dim=-1))
 
 
 def frame_mask(n_frames: int, tokens_per_frame: int, device: torch.device | None = None) -> torch.Tensor:

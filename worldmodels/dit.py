@@ -19,11 +19,14 @@ Built from diffusers blocks (`Attention`, `FeedForward`, `Timesteps`, `TimestepE
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from common.errors import UsageError
 from worldmodels.conditioning import FrameCrossAttention
 
 
@@ -31,25 +34,35 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return x * (1 + scale) + shift
 
 
-def _ada_zero(dim: int) -> nn.Sequential:
-    """adaLN-Zero modulation (shift, scale, gate of attention and MLP), zero at initialisation."""
-    ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-    nn.init.zeros_(ada[1].weight)
-    nn.init.zeros_(ada[1].bias)
-    return ada
+def _zero_linear(dim_in: int, dim_out: int) -> nn.Linear:
+    """A linear layer that starts at zero (its output is 0 until training moves it)."""
+    lin = nn.Linear(dim_in, dim_out)
+    nn.init.zeros_(lin.weight)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+def _ada_zero(dim: int, chunks: int = 6) -> nn.Sequential:
+    """adaLN-Zero modulation (by default shift, scale, gate of attention and MLP), zero at initialisation."""
+    return nn.Sequential(nn.SiLU(), _zero_linear(dim, chunks * dim))
+
+
+def _feed_forward(dim: int, mlp_ratio: float) -> nn.Module:
+    from diffusers.models.attention import FeedForward
+
+    return FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")  # type: ignore[arg-type]
 
 
 class DiTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        from diffusers.models.attention import FeedForward
         from diffusers.models.attention_processor import Attention
 
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
         self.action = FrameCrossAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+        self.mlp = _feed_forward(dim, mlp_ratio)
         self.ada = _ada_zero(dim)
 
     def forward(
@@ -73,14 +86,12 @@ class _Stream(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        from diffusers.models.attention import FeedForward
-
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.action = FrameCrossAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+        self.mlp = _feed_forward(dim, mlp_ratio)
         self.ada = _ada_zero(dim)
 
 
@@ -158,18 +169,18 @@ class VideoDiT(nn.Module):
         state_shape: tuple[int, int, int],
         cond_dim: int,
         max_offset: int,
-        state_stream: str = "shared",
+        state_stream: Literal["shared", "separate"] = "shared",
     ) -> None:
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
         if state_stream not in ("shared", "separate"):
-            raise ValueError(f"state_stream must be 'shared' or 'separate', got {state_stream!r}")
+            raise UsageError(f"state_stream must be 'shared' or 'separate', got {state_stream!r}")
         self.separate = state_stream == "separate"
         c, (h, w) = latent_channels, latent_size
         cs, hs, ws = state_shape
         self.p, self.ps, self.views = patch, state_patch, views
-        self.latent_channels, self.state_shape = latent_channels, state_shape
+        self.state_shape = state_shape
         self.n_img = views * (h // patch) * (w // patch)
         self.n_state = (hs // state_patch) * (ws // state_patch)
         self.tokens_per_frame = self.n_img + self.n_state
@@ -185,16 +196,11 @@ class VideoDiT(nn.Module):
         block = TwoStreamBlock if self.separate else DiTBlock
         self.blocks = nn.ModuleList(block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        self.img_out = nn.Linear(dim, c * patch * patch)
-        self.state_out = nn.Linear(dim, cs * state_patch * state_patch)
-        zero = [self.ada_out[1], self.img_out, self.state_out]
+        self.ada_out = _ada_zero(dim, chunks=2)
+        self.img_out = _zero_linear(dim, c * patch * patch)
+        self.state_out = _zero_linear(dim, cs * state_patch * state_patch)
         if self.separate:
-            self.ada_out_state = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-            zero.append(self.ada_out_state[1])
-        for m in zero:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+            self.ada_out_state = _ada_zero(dim, chunks=2)
 
     def _img_tokens(self, img: torch.Tensor) -> torch.Tensor:
         """img [B, Fr, V, c, h, w] -> [B, Fr, n_img, D] (with their position embedding)."""
@@ -263,7 +269,7 @@ class VideoDiT(nn.Module):
             c_state = c if state_sigma is None else embed(state_sigma) + tokens
             return self._forward_two_stream(img, state, c, c_state, off, tokens)
         if img is None:
-            raise ValueError(
+            raise UsageError(
                 "a shared-stream VideoDiT needs the image latents (state_stream: separate does not)"
             )
         T = self.tokens_per_frame

@@ -11,13 +11,51 @@ state, env_state, success). The baseline of every image metric is "copy the last
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import torch
 
+from common.types import Observation
 from common.video import psnr
 from worldmodels.video_world import Context, VideoWorld
+
+OPEN_LOOP_METRICS = ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "object_error_m")
+
+
+class OpenLoopResult(TypedDict):
+    """Per-horizon means (index h - 1) of the open-loop metrics, and the work done."""
+
+    psnr: list[float]
+    ssim: list[float]
+    baseline_psnr: list[float]  # copying the last context frame
+    baseline_ssim: list[float]
+    object_error_m: list[float]  # mean over objects of the position error
+    windows: int
+    generated_steps: int
+    generation_s: float
+
+
+class EpisodeVerdict(TypedDict):
+    success: bool  # recorded
+    predicate: bool  # the scene predicate on the imagined object poses
+    value: float  # the imagined value's maximum over the episode
+
+
+class JudgeResult(TypedDict):
+    episodes: int
+    positives: int
+    predicate_accuracy: float
+    predicate_auroc: float
+    predicate_false_positives: int
+    predicate_false_negatives: int
+    value_accuracy: float
+    value_auroc: float
+    combined_auroc: float
+    final_object_error_m: float
+    per_episode: list[EpisodeVerdict]
+    generated_steps: int
+    generation_s: float
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -62,17 +100,11 @@ def open_loop(
     horizon: int,
     seed: int = 0,
     batch: int = 16,
-) -> dict[str, Any]:
-    """Roll every (episode, t0) out for `horizon` steps with the recorded actions from t0.
-
-    Returns per-horizon means (index h-1): psnr, ssim, baseline_psnr, baseline_ssim, object_error_m
-    (mean over objects of the position error), plus the number of windows and the time spent generating.
-    """
+) -> OpenLoopResult:
+    """Roll every (episode, t0) out for `horizon` steps with the recorded actions from t0 and compare
+    each imagined step with the recorded one (and with a copy of the frame at t0)."""
     cams = world.cameras
-    acc: dict[str, list[list[float]]] = {
-        k: [[] for _ in range(horizon)]
-        for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "object_error_m")
-    }
+    acc: dict[str, list[list[float]]] = {k: [[] for _ in range(horizon)] for k in OPEN_LOOP_METRICS}
     stop = world.stop_on_success
     world.stop_on_success = False
     gen_s, steps = 0.0, 0
@@ -97,20 +129,32 @@ def open_loop(
                         acc["ssim"][h].append(ssim(o.images[c], tv))
                         acc["baseline_psnr"][h].append(psnr(lv, tv))
                         acc["baseline_ssim"][h].append(ssim(lv, tv))
-                    err = object_error(o.environment_state, e["env_state"][t0 + h + 1])  # type: ignore[arg-type]
+                    err = object_error(_imagined_env(o), e["env_state"][t0 + h + 1])
                     acc["object_error_m"][h].append(err)
     finally:
         world.stop_on_success = stop
-    out: dict[str, Any] = {k: [float(np.mean(x)) for x in v] for k, v in acc.items()}
-    out["windows"] = len(starts)
-    out["generated_steps"] = steps
-    out["generation_s"] = gen_s
-    return out
+    means = {k: [float(np.mean(x)) for x in v] for k, v in acc.items()}
+    return OpenLoopResult(
+        psnr=means["psnr"],
+        ssim=means["ssim"],
+        baseline_psnr=means["baseline_psnr"],
+        baseline_ssim=means["baseline_ssim"],
+        object_error_m=means["object_error_m"],
+        windows=len(starts),
+        generated_steps=steps,
+        generation_s=gen_s,
+    )
+
+
+def _imagined_env(observation: Observation) -> np.ndarray:
+    """The object poses of an imagined observation (a learned world always predicts them)."""
+    assert observation.environment_state is not None
+    return observation.environment_state
 
 
 def judge_episodes(
     world: VideoWorld, episodes: list[dict[str, np.ndarray]], seed: int = 0, batch: int = 32, context: int = 1
-) -> dict[str, Any]:
+) -> JudgeResult:
     """Imagine each recorded episode from its first `context` steps with its recorded actions and judge
     success two ways: the scene predicate on the predicted object poses at any step (`predicate`), and the
     predicted value (`value`: max over steps >= 0.5). Compared with the recorded outcome. Also the mean
@@ -135,23 +179,23 @@ def judge_episodes(
             pred.append(bool(r.info["success"]))
             value.append(max(r.info["value_per_step"]))
             last = context - 1 + len(r.observations)
-            drift.append(object_error(r.observations[-1].environment_state, e["env_state"][last]))  # type: ignore[arg-type]
+            drift.append(object_error(_imagined_env(r.observations[-1]), e["env_state"][last]))
     y, p, v = np.array(labels), np.array(pred), np.array(value)
-    return {
-        "episodes": len(y),
-        "positives": int(y.sum()),
-        "predicate_accuracy": float((p == y).mean()),
-        "predicate_auroc": auroc(p.astype(float), y),
-        "predicate_false_positives": int((p & ~y).sum()),
-        "predicate_false_negatives": int((~p & y).sum()),
-        "value_accuracy": float(((v >= 0.5) == y).mean()),
-        "value_auroc": auroc(v, y),
-        "combined_auroc": auroc(p.astype(float) + v, y),
-        "final_object_error_m": float(np.mean(drift)),
-        "per_episode": [
-            {"success": bool(a), "predicate": bool(b), "value": float(c)}
+    return JudgeResult(
+        episodes=len(y),
+        positives=int(y.sum()),
+        predicate_accuracy=float((p == y).mean()),
+        predicate_auroc=auroc(p.astype(float), y),
+        predicate_false_positives=int((p & ~y).sum()),
+        predicate_false_negatives=int((~p & y).sum()),
+        value_accuracy=float(((v >= 0.5) == y).mean()),
+        value_auroc=auroc(v, y),
+        combined_auroc=auroc(p.astype(float) + v, y),
+        final_object_error_m=float(np.mean(drift)),
+        per_episode=[
+            EpisodeVerdict(success=bool(a), predicate=bool(b), value=float(c))
             for a, b, c in zip(y, p, v, strict=True)
         ],
-        "generated_steps": steps,
-        "generation_s": gen_s,
-    }
+        generated_steps=steps,
+        generation_s=gen_s,
+    )

@@ -13,19 +13,12 @@ from __future__ import annotations
 import torch
 
 
-def retrieve_memory(
-    poses: torch.Tensor,
-    recent: int,
-    retrieved: int,
-    *,
-    query: torch.Tensor | None = None,
-    weights: torch.Tensor | None = None,
-) -> torch.Tensor:
+def retrieve_memory(poses: torch.Tensor, recent: int, retrieved: int) -> torch.Tensor:
     """Indices (long, time-ordered) of the frames to condition on.
 
-    poses: [T, P] pose of every past frame (oldest first); query: [P] the current pose (default:
-    the last frame's); weights: [P] per-dimension weights of the squared distance. With fewer
-    than `recent + retrieved` frames every frame is used. Ties go to the more recent frame.
+    poses: [T, P] pose of every past frame (oldest first); the last frame's pose is the query, and
+    older frames are ranked by squared distance to it. With fewer than `recent + retrieved` frames
+    every frame is used. Ties go to the more recent frame.
     """
     if poses.ndim != 2:
         raise ValueError(f"poses must be [T, P], got {list(poses.shape)}")
@@ -34,16 +27,9 @@ def retrieve_memory(
         raise ValueError(f"recent must be >= 1 and retrieved >= 0, got {recent}, {retrieved}")
     if T <= recent + retrieved:
         return torch.arange(T)
-    q = poses[-1] if query is None else query
-    w = torch.ones(poses.shape[1], dtype=poses.dtype) if weights is None else weights
     older = poses[: T - recent]
-    d = ((older - q) ** 2 * w).sum(-1)
+    d = ((older - poses[-1]) ** 2).sum(-1)
     # prefer recent frames among equals: sort by (distance, -time)
     order = sorted(range(len(older)), key=lambda i: (float(d[i]), -i))[:retrieved]
     chosen = sorted(order) + list(range(T - recent, T))
     return torch.tensor(chosen, dtype=torch.long)
-
-
-def retrieve_memory_batch(poses: torch.Tensor, recent: int, retrieved: int) -> torch.Tensor:
-    """[B, K] indices for a batch of histories poses [B, T, P] with T > recent + retrieved."""
-    return torch.stack([retrieve_memory(p, recent, retrieved) for p in poses])

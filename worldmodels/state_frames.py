@@ -20,6 +20,11 @@ import torch
 class StateFrameCodec(torch.nn.Module):
     """Vector of size D <-> one latent frame [C, H, W]: entry i fills block i of the C*H*W values."""
 
+    low: torch.Tensor  # [D]
+    span: torch.Tensor  # [D] high - low (1 where the range is empty)
+    owner: torch.Tensor  # [C*H*W] long: the entry each cell carries
+    count: torch.Tensor  # [D] cells per entry
+
     def __init__(self, low: torch.Tensor, high: torch.Tensor, channels: int, height: int, width: int) -> None:
         super().__init__()
         low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
@@ -42,16 +47,19 @@ class StateFrameCodec(torch.nn.Module):
         self.register_buffer("count", torch.bincount(owner, minlength=self.dim).float())
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> [-1, 1] over the range."""
         return (x - self.low) / self.span * 2 - 1
 
     def denormalise(self, y: torch.Tensor) -> torch.Tensor:
         return (y + 1) / 2 * self.span + self.low
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> frames [..., C, H, W] (normalised values clamped to [-1.5, 1.5])."""
         y = self.normalise(x).clamp(-1.5, 1.5)
         return y[..., self.owner].reshape(*x.shape[:-1], *self.shape)
 
     def decode(self, frame: torch.Tensor) -> torch.Tensor:
+        """frames [..., C, H, W] -> [..., D] (block means)."""
         flat = frame.reshape(*frame.shape[:-3], -1)
         sums = torch.zeros(*flat.shape[:-1], self.dim, dtype=flat.dtype, device=flat.device)
         sums.index_add_(-1, self.owner, flat)

@@ -13,34 +13,33 @@ with the last context frame's latent (SVD's image conditioning, hence `in_channe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from worldmodels.checkpoint import CheckpointError
+from worldmodels.checkpoint import CheckpointError, load_diffusers_model
 from worldmodels.conditioning import FrameCrossAttention
 from worldmodels.video_config import SVDConfig
+
+if TYPE_CHECKING:
+    from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel
 
 SVD_ADDED_TIME_IDS = (6.0, 127.0, 0.02)  # fps - 1, motion bucket, noise augmentation (SVD-XT defaults)
 
 
-def load_svd_unet(cfg: SVDConfig, weights: bool) -> nn.Module:
-    from diffusers import UNetSpatioTemporalConditionModel as UNet
+def load_svd_unet(cfg: SVDConfig, weights: bool) -> UNetSpatioTemporalConditionModel:
+    """The UNet of `cfg`: from its local directory (weights loaded when `weights`) or from `cfg.unet` kwargs."""
+    from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel as UNet
 
     if cfg.pretrained and (weights or not cfg.unet):
         path = Path(cfg.pretrained)
         if (path / "unet" / "config.json").exists():
             path = path / "unet"
-        if not (path / "config.json").exists():
-            raise CheckpointError(
-                f"backbone.pretrained {cfg.pretrained}: no diffusers UNet config.json there (or in unet/)"
-            )
-        if weights:
-            return UNet.from_pretrained(str(path), local_files_only=True)
-        return UNet.from_config(UNet.load_config(str(path)))
+        return load_diffusers_model(UNet, path, weights, "backbone.pretrained (or its unet/)")
     return UNet.from_config(cfg.unet) if "_class_name" in cfg.unet else UNet(**cfg.unet)
 
 
@@ -58,6 +57,8 @@ class _FrameAdapter(nn.Module):
 
 
 class SVDDenoiser(nn.Module):
+    added_time_ids: torch.Tensor  # [1, 3] buffer
+
     def __init__(
         self,
         cfg: SVDConfig,
@@ -72,17 +73,18 @@ class SVDDenoiser(nn.Module):
         self.unet = load_svd_unet(cfg, weights)
         self.views, self.c = views, latent_channels
         uc = self.unet.config
-        if uc.in_channels != 2 * latent_channels or uc.out_channels != latent_channels:
+        if uc["in_channels"] != 2 * latent_channels or uc["out_channels"] != latent_channels:
             raise CheckpointError(
-                f"backbone: the UNet takes {uc.in_channels} -> {uc.out_channels} channels; a {latent_channels}-channel "
-                f"latent needs {2 * latent_channels} -> {latent_channels}"
+                f"backbone: the UNet takes {uc['in_channels']} -> {uc['out_channels']} channels; a "
+                f"{latent_channels}-channel latent needs {2 * latent_channels} -> {latent_channels}"
             )
-        dim = uc.block_out_channels[0]
+        dim: int = uc["block_out_channels"][0]
         self.token_dim = dim
         self.cond = nn.Sequential(nn.Linear(cond_dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
         self.max_offset = max_offset
         self.offset = nn.Embedding(2 * max_offset + 1, dim)
-        cad = uc.cross_attention_dim if isinstance(uc.cross_attention_dim, int) else uc.cross_attention_dim[0]
+        cad = uc["cross_attention_dim"]
+        cad = cad if isinstance(cad, int) else cad[0]
         self.context = nn.Parameter(torch.zeros(1, 1, cad))
         self.register_buffer("added_time_ids", torch.tensor([SVD_ADDED_TIME_IDS]))
         self.adapters = nn.ModuleList()
@@ -94,12 +96,17 @@ class SVDDenoiser(nn.Module):
                 and isinstance(mod, nn.ModuleList)
             ):
                 for blk in mod:
-                    adapter = _FrameAdapter(dim, blk.norm1.normalized_shape[0], cfg.adapter_heads)
+                    width = int(blk.norm1.normalized_shape[0])  # type: ignore[union-attr,index]
+                    adapter = _FrameAdapter(dim, width, cfg.adapter_heads)
                     self.adapters.append(adapter)
                     blk.register_forward_hook(self._hook(adapter))
 
-    def _hook(self, adapter: _FrameAdapter) -> Any:
-        def hook(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+    def _hook(
+        self, adapter: _FrameAdapter
+    ) -> Callable[[nn.Module, tuple[object, ...], torch.Tensor], torch.Tensor]:
+        """A forward hook that mixes the current per-frame tokens into a spatial block's output."""
+
+        def hook(module: nn.Module, args: tuple[object, ...], out: torch.Tensor) -> torch.Tensor:
             if self._tokens is None:
                 return out
             return adapter(out, self._tokens)

@@ -11,21 +11,20 @@ Output directory:
     state/               the latest training state: model/ (save_pretrained), optimizer.safetensors,
                          trainer.json (stage, step) - written atomically every `checkpoint_every` steps
     model/               the trained model (save_pretrained), written when both stages are done
-    log.jsonl            losses every 25 steps, validation loss every `val_every` steps
+    log.jsonl            losses after step 1, every 25 steps and the last; validation loss every
+                         `val_every` steps
 
-Exact resume: the batch, the noise and the condition dropout of step s are drawn from generators
-seeded by (seed, stage, s); the learning rate is a function of s; the optimizer state is restored.
-Training 2N steps, or N steps + resume + N steps, gives the same weights.
+Each stage is a `common.training.Run` (the one training harness): this module supplies the model,
+the loss of a step and its batches. Exact resume: the batch, the noise and the condition dropout of
+step s are drawn from generators seeded by (seed, stage, s); the learning rate is a function of s;
+the optimizer state is restored. Training 2N steps, or N steps + resume + N steps, gives the same
+weights.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import shutil
+import dataclasses
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,27 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from common.errors import DreamTwinError
 from common.io import atomic_write_text
+from common.training import (
+    Hardware,
+    Log,
+    Run,
+    Schedule,
+    State,
+    TrainingError,
+    fit,
+    has_optimizer,
+    read_state,
+    save_state,
+    step_generators,
+    warmup_cosine,
+)
 from worldmodels.checkpoint import check_state, load_pretrained
 from worldmodels.video_config import VideoWorldModelConfig
 from worldmodels.video_model import VideoWorldModel, Window, context_indices
 
 STAGES = ("vae", "dynamics")
 LOG_EVERY = 25
-
-
-class TrainingError(DreamTwinError):
-    """A training run that cannot start or resume (names the directory and what is wrong)."""
 
 
 # ---------------------------------------------------------------------- episodes -> tensors
@@ -132,159 +140,77 @@ class EpisodeStore:
 
 def step_generator(seed: int, stage: str, step: int) -> tuple[np.random.Generator, torch.Generator]:
     """The generators of one training step: a pure function of (seed, stage, step)."""
-    key = [seed, STAGES.index(stage), step]
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-    return np.random.default_rng(key), g
+    return step_generators(seed, STAGES.index(stage), step)
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of `base`."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+# ---------------------------------------------------------------------- one stage's steps
+class Stage:
+    """The parameters, learning rate, batches and loss of one training stage: `vae` (reconstruction + KL
+    on frames) or `dynamics` (flow matching on windows)."""
 
+    def __init__(self, model: VideoWorldModel, store: EpisodeStore, stage: str, train_eps: list[int]) -> None:
+        self.model, self.store, self.stage = model, store, stage
+        self.cfg = model.cfg
+        self.train_eps = train_eps
+        self.windows = store.starts(train_eps) if stage == "dynamics" else []
+        t = self.cfg.train
+        self.moving = (
+            store.moving(self.windows, t.motion_threshold) if self.windows and t.motion_fraction > 0 else []
+        )
+        self.sizes = [len(store.frames[k]) for k in train_eps]
 
-# ---------------------------------------------------------------------- optimizer state <-> safetensors
-def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    from safetensors.torch import save_file
+    def params(self) -> list[torch.nn.Parameter]:
+        mod = self.model.vae if self.stage == "vae" else self.model.denoiser
+        return list(mod.parameters())
 
-    sd = opt.state_dict()
-    tensors = {f"{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
-    save_file(tensors, str(path / "optimizer.safetensors"))
-    (path / "optimizer.json").write_text(json.dumps({"param_groups": sd["param_groups"]}))
+    def lr(self, total: int) -> Schedule:
+        if self.stage == "vae":
+            return warmup_cosine(self.cfg.vae.lr, total)
+        return warmup_cosine(self.cfg.train.lr, total, self.cfg.train.warmup)
 
+    @property
+    def weight_decay(self) -> float:
+        return self.cfg.train.weight_decay if self.stage == "dynamics" else 0.0
 
-def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    from safetensors.torch import load_file
+    def batch(self, rng: np.random.Generator) -> Any:
+        """`vae`: frames [B, 3, H, W] in [-1, 1]; `dynamics`: (window, state-only window or None)."""
+        if self.stage == "vae":
+            B = self.cfg.vae.batch_size
+            ks = rng.integers(0, len(self.train_eps), B)
+            frames = []
+            for j in ks:
+                k = self.train_eps[int(j)]
+                f = self.store.frames[k][int(rng.integers(0, self.sizes[int(j)]))]
+                frames.append(f[int(rng.integers(0, f.shape[0]))])
+            return torch.stack(frames).float().div(127.5).sub(1)
+        win = self.store.window(self._items(rng, self.cfg.train.batch_size))
+        n = self.cfg.train.state_batch_size  # drawn after the full batch: 0 keeps the old stream
+        return win, (self.store.window(self._items(rng, n), images=False) if n else None)
 
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    groups = json.loads((path / "optimizer.json").read_text())["param_groups"]
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    def _items(self, rng: np.random.Generator, B: int) -> list[tuple[int, int]]:
+        n_move = int(round(B * self.cfg.train.motion_fraction)) if self.moving else 0
+        items = [self.windows[int(i)] for i in rng.integers(0, len(self.windows), B - n_move)]
+        if n_move:  # contact windows, so that pushes are not drowned by still frames
+            items += [self.moving[int(i)] for i in rng.integers(0, len(self.moving), n_move)]
+        return items
 
-
-# ---------------------------------------------------------------------- Lightning modules
-def _lightning_module_class() -> type:
-    import lightning as L
-
-    class WorldModelTraining(L.LightningModule):
-        """One stage of training: `vae` (reconstruction + KL on frames) or `dynamics` (flow matching)."""
-
-        def __init__(
-            self,
-            model: VideoWorldModel,
-            store: EpisodeStore,
-            stage: str,
-            train_eps: list[int],
-            total: int,
-            start: int,
-        ) -> None:
-            super().__init__()
-            self.model, self.store, self.stage = model, store, stage
-            self.cfg = model.cfg
-            self.train_eps, self.total, self.step_no = train_eps, total, start
-            self.windows = store.starts(train_eps) if stage == "dynamics" else []
-            t = self.cfg.train
-            self.moving = (
-                store.moving(self.windows, t.motion_threshold)
-                if self.windows and t.motion_fraction > 0
-                else []
-            )
-            self.sizes = [len(store.frames[k]) for k in train_eps]
-            self.on_step: Callable[[int, dict[str, float]], None] | None = None
-            self.restore: Path | None = None
-
-        def params(self) -> list[torch.nn.Parameter]:
-            mod = self.model.vae if self.stage == "vae" else self.model.denoiser
-            return list(mod.parameters())
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            base = self.cfg.vae.lr if self.stage == "vae" else self.cfg.train.lr
-            opt = torch.optim.AdamW(
-                self.params(),
-                lr=base,
-                weight_decay=self.cfg.train.weight_decay if self.stage == "dynamics" else 0.0,
-            )
-            if self.restore is not None:
-                load_optimizer(opt, self.restore)
-            return opt
-
-        def train_dataloader(self) -> Any:
-            return torch.utils.data.DataLoader(_Steps(self.total - self.step_no), batch_size=None)
-
-        def _batch(self, rng: np.random.Generator) -> Any:
-            if self.stage == "vae":
-                B = self.cfg.vae.batch_size
-                ks = rng.integers(0, len(self.train_eps), B)
-                frames = []
-                for j in ks:
-                    k = self.train_eps[int(j)]
-                    f = self.store.frames[k][int(rng.integers(0, self.sizes[int(j)]))]
-                    frames.append(f[int(rng.integers(0, f.shape[0]))])
-                return torch.stack(frames).float().div(127.5).sub(1)
-            win = self.store.window(self._items(rng, self.cfg.train.batch_size))
-            n = self.cfg.train.state_batch_size  # drawn after the full batch: 0 keeps the old stream
-            return win, (self.store.window(self._items(rng, n), images=False) if n else None)
-
-        def _items(self, rng: np.random.Generator, B: int) -> list[tuple[int, int]]:
-            n_move = int(round(B * self.cfg.train.motion_fraction)) if self.moving else 0
-            items = [self.windows[int(i)] for i in rng.integers(0, len(self.windows), B - n_move)]
-            if n_move:  # contact windows, so that pushes are not drowned by still frames
-                items += [self.moving[int(i)] for i in rng.integers(0, len(self.moving), n_move)]
-            return items
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            s = self.step_no
-            rng, gen = step_generator(self.cfg.train.seed, self.stage, s)
-            base = self.cfg.vae.lr if self.stage == "vae" else self.cfg.train.lr
-            warm = 0 if self.stage == "vae" else self.cfg.train.warmup
-            for group in self.optimizers().optimizer.param_groups:
-                group["lr"] = lr_at(s, self.total, base, warm)
-            data = self._batch(rng)
-            if self.stage == "vae":
-                out = vae_loss(self.model, data, gen)
-            else:
-                win, state_win = data
-                out = self.model.loss(
-                    _to(win, self.device), gen, None if state_win is None else _to(state_win, self.device)
-                )
-            self._losses = {k: float(v.detach()) for k, v in out.items()}
-            self.log("loss", out["loss"].detach(), prog_bar=True)
-            return out["loss"]
-
-        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-            # after the optimizer step: a state saved here holds exactly `step_no` updates
-            self.step_no += 1
-            if self.on_step is not None:
-                self.on_step(self.step_no, self._losses)
-
-    return WorldModelTraining
-
-
-class _Steps(torch.utils.data.Dataset):
-    """A dataset of step numbers: the real batch is drawn inside the step from its seeded generator."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
+    def loss(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The losses of training step `step`, drawn from `step_generator(seed, stage, step)` alone."""
+        rng, gen = step_generator(self.cfg.train.seed, self.stage, step)
+        data = self.batch(rng)
+        if self.stage == "vae":
+            return vae_loss(self.model, data, gen)
+        win, state_win = data
+        return self.model.loss(_to(win, device), gen, None if state_win is None else _to(state_win, device))
 
 
 def _to(win: Window, device: torch.device) -> Window:
-    return Window(
-        *(
-            getattr(win, f).to(device) if getattr(win, f) is not None else None
-            for f in Window.__dataclass_fields__
-        )
-    )
+    """`win` with each of its tensors on `device` (an absent future stays absent)."""
+    moved: dict[str, Any] = {}
+    for f in dataclasses.fields(win):
+        x = getattr(win, f.name)
+        moved[f.name] = None if x is None else x.to(device)
+    return dataclasses.replace(win, **moved)
 
 
 def detail_weights(x: torch.Tensor, weight: float, kernel: int) -> torch.Tensor:
@@ -346,6 +272,7 @@ def split(n: int, holdout: int) -> tuple[list[int], list[int]]:
 
 
 def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
+    assert store.latents is not None, "the statistics are taken from the encoded latents"
     z = torch.cat([store.latents[k].flatten(0, 1) for k in train_eps])  # [N, c, h, w]  (already normalised)
     raw = z * model.latent_std[:, None, None] + model.latent_mean[:, None, None]
     vec = torch.cat([store.vectors[k] for k in train_eps])
@@ -371,40 +298,16 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
         d_lo, d_hi = d_lo - pad, d_hi + pad
         d_lo[vi], d_hi[vi] = 0.0, 1.0
     latent_std = raw.std((0, 2, 3))
-    dz_std = None
-    if model.cfg.residual_latents:  # RMS of z[t + f] - z[t] over f = 1..F, per channel, in normalised units
-        sq, n = torch.zeros_like(latent_std), 0
-        for k in train_eps:
-            zk = store.latents[k]  # [T, V, c, h, w], not yet normalised
-            for f in range(1, min(model.cfg.future, len(zk) - 1) + 1):
-                d = zk[f:] - zk[:-f]
-                sq += d.pow(2).sum((0, 1, 3, 4))
-                n += d.numel() // d.shape[2]
-        dz_std = (sq / max(n, 1)).sqrt() / latent_std.clamp_min(1e-4)
-    model.set_statistics(raw.mean((0, 2, 3)), latent_std, lo, hi, acts, d_lo, d_hi, dz_std)
+    model.set_statistics(raw.mean((0, 2, 3)), latent_std, lo, hi, acts, d_lo, d_hi)
 
 
-def _save_state(
-    model: VideoWorldModel, opt: torch.optim.Optimizer | None, out: Path, stage: str, step: int
-) -> None:
-    tmp = out / f".state.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model")
-    if opt is not None:
-        save_optimizer(opt, tmp)
-    (tmp / "trainer.json").write_text(json.dumps({"stage": stage, "step": step}))
-    old = out / ".state.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if (out / "state").exists():
-        os.rename(out / "state", old)
-    os.rename(tmp, out / "state")
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _log(out: Path, record: dict[str, Any]) -> None:
-    with open(out / "log.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+def _state(model: VideoWorldModel, out: Path, stage: str) -> State:
+    return State(
+        directory=out / "state",
+        save_model=model.save_pretrained,
+        info={"stage": stage},
+        every=model.cfg.train.checkpoint_every,
+    )
 
 
 @torch.no_grad()
@@ -452,8 +355,6 @@ def train_worldmodel(
 ) -> Path | None:
     """Train (or resume) and return the finished model's directory, or None when the time limit
     stopped the run first (rerun with `--resume` to continue)."""
-    import lightning as L
-
     t0 = time.monotonic()
     out = Path(out)
     state_dir = out / "state"
@@ -472,8 +373,8 @@ def train_worldmodel(
         cfg = resolve_config(cfg, episodes, meta)
     model = VideoWorldModel(cfg)
     stage, step = "vae", 0
-    if resume and (state_dir / "trainer.json").exists():
-        st = json.loads((state_dir / "trainer.json").read_text())
+    st = read_state(state_dir) if resume else None
+    if st is not None:
         stage, step = st["stage"], st["step"]
         weights, _ = load_pretrained(state_dir / "model", VideoWorldModelConfig)
         check_state(model, weights, state_dir / "model" / "model.safetensors")
@@ -485,80 +386,61 @@ def train_worldmodel(
         return out / "model"
     train_eps, val_eps = split(len(episodes), cfg.train.holdout_episodes)
     store = EpisodeStore(episodes, cfg)
-    Module = _lightning_module_class()
     deadline = None if max_minutes is None else t0 + 60 * max_minutes
+    t = cfg.train
+    hardware = Hardware(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy)
 
     for st_name in STAGES[STAGES.index(stage) :]:
         if st_name == "vae" and cfg.vae.pretrained:
             total = 0
         else:
-            total = cfg.vae.train_steps if st_name == "vae" else cfg.train.steps
+            total = cfg.vae.train_steps if st_name == "vae" else t.steps
         start = step if st_name == stage else 0
         if st_name == "dynamics":
-            fresh = start == 0
             store.latents = [model.encode_frames(f) for f in store.frames]
-            if fresh:  # latents were encoded with identity statistics: set them, then normalise in place
+            if start == 0:  # latents were encoded with identity statistics: set them, then normalise in place
                 _statistics(model, store, train_eps)
                 m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
                 store.latents = [(z - m) / sd for z in store.latents]
             model.vae.requires_grad_(False)
-        module = Module(model, store, st_name, train_eps, total, start)
+        steps = Stage(model, store, st_name, train_eps)
+        log = Log(path=out / "log.jsonl", every=LOG_EVERY, fields={"stage": st_name}, t0=t0)
         if st_name == "dynamics" and start == 0:
-            _log(
-                out, {"stage": st_name, "windows": len(module.windows), "moving_windows": len(module.moving)}
-            )
-        if resume and st_name == stage and start > 0 and (state_dir / "optimizer.safetensors").exists():
-            module.restore = state_dir
-        stopped = {"time": False}
+            log.write({"windows": len(steps.windows), "moving_windows": len(steps.moving)})
 
-        def on_step(
-            s: int,
-            losses: dict[str, float],
-            st_name: str = st_name,
-            module: Any = module,
-            total: int = total,
-            stopped: dict[str, bool] = stopped,
-        ) -> None:
-            if s % LOG_EVERY == 0 or s == total:
-                _log(
-                    out, {"stage": st_name, "step": s, **losses, "elapsed_s": round(time.monotonic() - t0, 1)}
-                )
-            if st_name == "dynamics" and (s % cfg.train.val_every == 0 or s == total):
+        def validate(s: int, _: dict[str, float], total: int = total, log: Log = log) -> None:
+            if s % t.val_every == 0 or s == total:
                 model.eval()
-                _log(out, {"stage": st_name, "step": s, "val_loss": validation_loss(model, store, val_eps)})
+                log.write({"step": s, "val_loss": validation_loss(model, store, val_eps)})
                 model.train()
-            if s % cfg.train.checkpoint_every == 0 and s < total:
-                _save_state(model, module.optimizers().optimizer, out, st_name, s)
-            if deadline is not None and time.monotonic() > deadline and s < total:
-                stopped["time"] = True
-                _save_state(model, module.optimizers().optimizer, out, st_name, s)
-                module.trainer.should_stop = True
 
-        module.on_step = on_step
-        if total > start:
-            trainer = L.Trainer(
-                max_steps=total - start,
-                max_epochs=1,
-                accelerator=cfg.train.accelerator,
-                devices=cfg.train.devices,
-                strategy=cfg.train.strategy,
-                gradient_clip_val=cfg.train.grad_clip,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=progress,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
+        restore = resume and st_name == stage and start > 0 and has_optimizer(state_dir)
+        finished = fit(
+            Run(
+                model=model,
+                params=steps.params(),
+                loss=steps.loss,
+                lr=steps.lr(total),
+                steps=total,
+                start=start,
+                weight_decay=steps.weight_decay,
+                grad_clip=t.grad_clip,
+                restore=state_dir if restore else None,
+                log=log,
+                state=_state(model, out, st_name),
+                deadline=deadline,
+                after_step=validate if st_name == "dynamics" else None,
+                hardware=hardware,
+                progress=progress,
             )
-            model.train()
-            trainer.fit(module)
-            model.cpu()
-        if stopped["time"]:
+        )
+        if not finished:
             return None
         if st_name == "vae":
-            _log(out, {"stage": "vae", "step": total, "val_psnr_db": vae_psnr(model, store, val_eps)})
-            _save_state(model, None, out, "dynamics", 0)
+            log.write({"step": total, "val_psnr_db": vae_psnr(model, store, val_eps)})
+            save_state(_state(model, out, "dynamics"), 0, None)
         stage, step = st_name, 0
     model.eval()
     model.save_pretrained(out / "model")
-    _save_state(model, None, out, "done", 0)
+    save_state(_state(model, out, "done"), 0, None)
     return out / "model"

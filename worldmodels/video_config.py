@@ -8,14 +8,18 @@ and saved with the checkpoint, so a checkpoint directory is self-describing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from common.config import Strict, load_model
+from common.config import Strict, format_validation_error, load_model
+from common.errors import UsageError
 
-VIDEO_CONFIG_VERSION = 1
+VIDEO_CONFIG_VERSION: Final = 2
 
 
 class VAEConfig(Strict):
@@ -46,7 +50,13 @@ class VAEConfig(Strict):
 
 class DiTConfig(Strict):
     """A small video transformer over latent patches: frame-causal attention, adaLN-Zero timestep
-    conditioning, per-frame action cross-attention. The CPU default."""
+    conditioning, per-frame action cross-attention. The CPU default.
+
+    `state_stream`: `shared` sends image and state tokens through the same weights, attending to each
+    other. `separate` (MM-DiT style) gives the state tokens their own weights; they attend to state
+    tokens only while image tokens attend to both, so the poses are predicted from poses and actions and
+    the frames are drawn to match them; that stream can then also be trained alone on cheap state-only
+    batches (`train.state_batch_size`)."""
 
     type: Literal["video_dit"] = "video_dit"
     dim: int = Field(128, ge=8)
@@ -55,16 +65,7 @@ class DiTConfig(Strict):
     mlp_ratio: float = Field(4.0, gt=0)
     patch: int = Field(2, ge=1, description="image latent patch size")
     state_patch: int = Field(2, ge=1, description="state-frame patch size")
-    state_stream: Literal["shared", "separate"] = Field(
-        "shared",
-        description=(
-            "shared: image and state tokens go through the same weights and attend to each other. separate "
-            "(MM-DiT style): state tokens have their own weights and attend to state tokens only, while image "
-            "tokens attend to both, so the poses are predicted from poses and actions and the frames are drawn "
-            "to match them; the state stream can then also be trained alone on cheap state-only batches "
-            "(train.state_batch_size)"
-        ),
-    )
+    state_stream: Literal["shared", "separate"] = Field("shared", description="see the class docstring")
 
 
 class SVDConfig(Strict):
@@ -85,10 +86,6 @@ class MemoryConfig(Strict):
     recent: int = Field(2, ge=1)
     retrieved: int = Field(2, ge=0)
     pose_dims: list[int] = Field([0, 1, 2, 3], description="proprio entries compared for retrieval")
-
-    @property
-    def frames(self) -> int:
-        return self.recent + self.retrieved
 
 
 class StateFrameConfig(Strict):
@@ -143,27 +140,14 @@ class SamplerConfig(Strict):
         ),
     )
 
-
-class ActionIntegrationConfig(Strict):
-    """Pose-style action conditioning for delta actions. Ctrl-World conditions every frame on the
-    end-effector pose the robot is commanded to; with delta actions that pose is the running sum of
-    the deltas. Each future frame is also conditioned on the sum of its chunk's deltas up to it (the
-    commanded displacement since the present), so the model reads the commanded pose directly
-    instead of having to add the actions up through attention, an addition whose small per-step
-    errors pile up over an autoregressive rollout."""
-
-    dims: list[int] = Field(
-        default_factory=list,
-        description=("action entries that are end-effector displacements (e.g. [0, 1, 2]); empty: off"),
-    )
-    max_norm: float | None = Field(
-        None,
-        gt=0,
-        description=(
-            "the controller's largest displacement per step (the scene's control.max_delta): a longer delta over "
-            "`dims` is scaled down to it before summing, as the controller does"
-        ),
-    )
+    def updated(self, **changes: float | str | None) -> SamplerConfig:
+        """This sampler with `changes` applied and validated; a None value keeps that field as it is.
+        Raises `UsageError` (one line) for a value out of range."""
+        data = {**self.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+        try:
+            return SamplerConfig.model_validate(data)
+        except ValidationError as e:
+            raise UsageError(format_validation_error(e, SamplerConfig, "sampler")) from None
 
 
 class TrainConfig(Strict):
@@ -221,19 +205,57 @@ class TrainConfig(Strict):
 Backbone = Annotated[DiTConfig | SVDConfig, Field(discriminator="type")]
 
 
+@dataclass(frozen=True)
+class RemovedOption:
+    """A top-level option of an older config version that is no longer supported: a config of that
+    version loads when the option holds its off value, and is refused (saying why) when it is on."""
+
+    key: str
+    is_off: Callable[[object], bool]
+    why: str
+
+
+def _integration_off(value: object) -> bool:
+    return isinstance(value, dict) and set(value) <= {"dims", "max_norm"} and not value.get("dims")
+
+
+REMOVED_IN_VERSION_2 = (
+    RemovedOption(
+        "residual_latents",
+        lambda value: value is False,
+        "generated as changes from the last frame, image latents piled up into ghost arms over a rollout",
+    ),
+    RemovedOption(
+        "action_integration",
+        _integration_off,
+        "with the commanded displacement as a condition, policies moved the imagined cube by command, not contact",
+    ),
+)
+
+
+def _upgrade_from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 config as version 2: the removed options are dropped where they are off; an option
+    that is on raises a `ValidationError` at its key."""
+    data = dict(data)
+    for option in REMOVED_IN_VERSION_2:
+        if option.key in data and not option.is_off(value := data.pop(option.key)):
+            error = PydanticCustomError(
+                "removed_option",
+                "removed in world-model config version {version}, and on here: {why}",
+                {"version": VIDEO_CONFIG_VERSION, "why": option.why},
+            )
+            details = InitErrorDetails(type=error, loc=(option.key,), input=value)
+            raise ValidationError.from_exception_data(VideoWorldModelConfig.__name__, [details])
+    return {**data, "version": VIDEO_CONFIG_VERSION}
+
+
 class VideoWorldModelConfig(Strict):
-    version: Literal[1] = VIDEO_CONFIG_VERSION
+    version: Literal[2] = Field(
+        VIDEO_CONFIG_VERSION,
+        description="format version; a version-1 config (checkpoint or YAML) is upgraded on load",
+    )
     future: int = Field(4, ge=1, description="frames generated per forward pass")
     value_discount: float = Field(0.9, gt=0, le=1, description="value target = discount ** steps-to-success")
-    residual_latents: bool = Field(
-        False,
-        description=(
-            "future image latents are generated as the change from the last context step's latent (scaled by the "
-            "dataset's per-channel std of such changes): what does not move is a zero target, so the static "
-            "scene is carried over exactly instead of being re-generated every step"
-        ),
-    )
-    action_integration: ActionIntegrationConfig = ActionIntegrationConfig()
     vae: VAEConfig = VAEConfig()
     backbone: Backbone = DiTConfig()
     memory: MemoryConfig = MemoryConfig()
@@ -251,36 +273,26 @@ class VideoWorldModelConfig(Strict):
     scene: dict[str, Any] | None = Field(None, description="the SceneSpec the dataset was made in")
     vae_arch: dict[str, Any] | None = Field(None, description="the VAE's diffusers config (set at training)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """Configs written before version 2 (an explicit `version: 1`, or no version and a removed key)."""
+        if not isinstance(data, dict):
+            return data
+        old = data.get("version") == 1 or (
+            "version" not in data and any(o.key in data for o in REMOVED_IN_VERSION_2)
+        )
+        return _upgrade_from_version_1(data) if old else data
+
     @model_validator(mode="after")
     def _check(self) -> VideoWorldModelConfig:
-        down = 2 ** (len(self.vae.block_out_channels) - 1)
         h, w = self.image_size
-        if h % down or w % down:
-            raise ValueError(f"image_size {h}x{w} is not divisible by the VAE's downsampling {down}")
-        bad = [d for d in self.action_integration.dims if not 0 <= d < self.action_dim]
-        if bad or len(set(self.action_integration.dims)) != len(self.action_integration.dims):
+        if h % self.downsample or w % self.downsample:
             raise ValueError(
-                f"action_integration.dims {self.action_integration.dims}: each must be a distinct "
-                f"action index in [0, {self.action_dim})"
+                f"image_size {h}x{w} is not divisible by the VAE's downsampling {self.downsample}"
             )
         if isinstance(self.backbone, DiTConfig):
-            p = self.backbone.patch
-            if (h // down) % p or (w // down) % p:
-                raise ValueError(f"latent {h // down}x{w // down} is not divisible by backbone.patch {p}")
-            sp = self.backbone.state_patch
-            if self.state_frame.height % sp or self.state_frame.width % sp:
-                raise ValueError(
-                    f"state_frame {self.state_frame.height}x{self.state_frame.width} is not divisible by backbone.state_patch {sp}"
-                )
-            if self.train.state_batch_size and self.backbone.state_stream != "separate":
-                raise ValueError(
-                    "train.state_batch_size needs backbone.state_stream: separate (a shared stream's state "
-                    "tokens attend to image tokens, so they cannot be trained without them)"
-                )
-            if self.backbone.dim % self.backbone.heads:
-                raise ValueError(
-                    f"backbone.dim {self.backbone.dim} is not divisible by backbone.heads {self.backbone.heads}"
-                )
+            self._check_dit(self.backbone)
         elif self.train.state_batch_size:
             raise ValueError(
                 "train.state_batch_size needs the video_dit backbone with state_stream: separate"
@@ -292,6 +304,23 @@ class VideoWorldModelConfig(Strict):
                 "(the SVD UNet has one noise level per clip)"
             )
         return self
+
+    def _check_dit(self, b: DiTConfig) -> None:
+        lh, lw = self.latent_size
+        if lh % b.patch or lw % b.patch:
+            raise ValueError(f"latent {lh}x{lw} is not divisible by backbone.patch {b.patch}")
+        sf = self.state_frame
+        if sf.height % b.state_patch or sf.width % b.state_patch:
+            raise ValueError(
+                f"state_frame {sf.height}x{sf.width} is not divisible by backbone.state_patch {b.state_patch}"
+            )
+        if self.train.state_batch_size and b.state_stream != "separate":
+            raise ValueError(
+                "train.state_batch_size needs backbone.state_stream: separate (a shared stream's state "
+                "tokens attend to image tokens, so they cannot be trained without them)"
+            )
+        if b.dim % b.heads:
+            raise ValueError(f"backbone.dim {b.dim} is not divisible by backbone.heads {b.heads}")
 
     @property
     def downsample(self) -> int:

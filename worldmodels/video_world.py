@@ -9,14 +9,17 @@
     obs = world.reset_batch(contexts, seeds)
     results = world.step_batch(chunks)
 
+    # another sampler than the model's own
+    world = VideoWorld(model, model.cfg.sampler.updated(samples=4, steps=16))
+
 Each step generates `future` frames per pass, autoregressively, conditioned on the memory context
-(recent steps + older steps of nearest pose). `sampler.samples` samples are drawn per episode;
-the first sample's frames (or, with `sampler.frames: mean`, the samples' mean latent) and the
-samples' mean state continue the episode, and their disagreement is the per-step uncertainty.
-The first sample's initial noise is scaled by `sampler.temperature` (0: the flow ODE from the
-centre of the noise distribution, the sharpest single estimate; the other samples stay at 1). Every
-episode draws its noise from its own generator (seed, pass), so an episode's rollout does not
-depend on which other episodes share the batch.
+(recent steps + older steps of nearest pose). `sampler.samples` samples are drawn per episode; the
+first sample's frames (or, with `sampler.frames: mean`, the samples' mean latent) and the samples'
+mean state continue the episode, and their disagreement is the per-step uncertainty. The first
+sample's initial noise is scaled by `sampler.temperature` (0: the flow ODE from the centre of the
+noise distribution, the sharpest single estimate; the other samples stay at 1). Every episode
+draws its noise from its own generator (seed, pass), so an episode's rollout does not depend on
+which other episodes share the batch.
 
 Success in imagination is the scene's own predicate on the predicted object poses (`success`);
 the predicted value is reported beside it (`success_prob`).
@@ -26,14 +29,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
-from common.errors import DreamTwinError
+from common.errors import DreamTwinError, UsageError
 from common.types import Observation, StepResult, as_action_chunk
+from worldmodels.video_config import SamplerConfig
 from worldmodels.video_model import VideoWorldModel, Window, context_indices
+
+if TYPE_CHECKING:
+    from scenes.spec import SceneSpec
+
+Poses = dict[str, tuple[np.ndarray, np.ndarray]]  # object name -> (position [3], quaternion [4])
 
 
 class ContextError(DreamTwinError):
@@ -57,7 +66,8 @@ class Context:
     def from_observations(cls, observations: list[Observation], actions: np.ndarray | None = None) -> Context:
         if not observations:
             raise ContextError("context needs at least one observation")
-        if any(o.environment_state is None for o in observations):
+        env = [o.environment_state for o in observations if o.environment_state is not None]
+        if len(env) < len(observations):
             raise ContextError(
                 "context observations need environment_state (object poses) for the state frames"
             )
@@ -65,7 +75,7 @@ class Context:
         return cls(
             frames={c: np.stack([o.images[c] for o in observations]) for c in cams},
             state=np.stack([o.state for o in observations]).astype(np.float32),
-            env_state=np.stack([o.environment_state for o in observations]).astype(np.float32),  # type: ignore[misc]
+            env_state=np.stack(env).astype(np.float32),
             actions=np.zeros((0, 0), np.float32) if actions is None else np.asarray(actions, np.float32),
         )
 
@@ -87,10 +97,19 @@ class _Episode:
     latents: torch.Tensor  # [T, V, c, h, w] normalised
     vectors: torch.Tensor  # [T, D] state, env, value
     actions: torch.Tensor  # [T, A] action that led into step t (row 0 unused)
-    initial: dict[str, tuple[np.ndarray, np.ndarray]]
+    initial: Poses
     step: int
     passes: int = 0
     done: bool = False
+
+
+class _Imagined(NamedTuple):
+    """One imagined step of an episode."""
+
+    latent: torch.Tensor  # [V, c, h, w]: the frame that continues the episode
+    vector: torch.Tensor  # [D]: the samples' mean state
+    uncertainty: torch.Tensor  # []: the samples' disagreement
+    values: torch.Tensor  # [S]: each sample's predicted value
 
 
 class VideoWorld:
@@ -99,31 +118,19 @@ class VideoWorld:
     def __init__(
         self,
         model: VideoWorldModel,
+        sampler: SamplerConfig | None = None,
         *,
-        samples: int | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        context_noise: float | None = None,
-        frames: str | None = None,
-        temperature: float | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        """`sampler`: how to generate (default: the model's own `sampler` section)."""
         self.model = model.to(device).eval()
         self.cfg = model.cfg
+        self.sampler = sampler or self.cfg.sampler
         self.device = torch.device(device)
-        self.samples = samples or self.cfg.sampler.samples
-        self.steps = steps or self.cfg.sampler.steps
-        self.guidance = self.cfg.sampler.guidance if guidance is None else guidance
-        self.context_noise = self.cfg.sampler.context_noise if context_noise is None else context_noise
-        self.frames = frames or self.cfg.sampler.frames
-        self.temperature = self.cfg.sampler.temperature if temperature is None else temperature
-        if not 0 <= self.temperature <= 1:
-            raise ContextError(f"temperature must be in [0, 1], got {self.temperature}")
-        if self.frames not in ("first", "mean"):
-            raise ContextError(f"frames must be 'first' or 'mean', got {self.frames!r}")
         self.action_dim = self.cfg.action_dim
+        self.world_id = "worldmodel"
         self.cameras = self.cfg.cameras or ["camera"]
-        self._spec: Any = None
+        self._spec: SceneSpec | None = None
         if self.cfg.scene is not None:
             from scenes.spec import SceneSpec
 
@@ -134,8 +141,12 @@ class VideoWorld:
         self.stop_on_success = True  # end an episode when the predicate holds (as the twin does)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kw: Any) -> VideoWorld:
-        return cls(VideoWorldModel.from_pretrained(path), **kw)
+    def from_pretrained(
+        cls, path: str | Path, sampler: SamplerConfig | None = None, *, device: str | torch.device = "cpu"
+    ) -> VideoWorld:
+        world = cls(VideoWorldModel.from_pretrained(path), sampler, device=device)
+        world.world_id = f"worldmodel:{path}"
+        return world
 
     # ------------------------------------------------------------------ context
     def _check(self, ctx: Context) -> None:
@@ -166,7 +177,7 @@ class VideoWorld:
                 f"context actions must be [T - 1, {self.action_dim}] = [{T - 1}, {self.action_dim}], got {list(ctx.actions.shape)}"
             )
 
-    def _poses(self, env: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _poses(self, env: np.ndarray) -> Poses:
         if self._spec is None:
             return {}
         return {
@@ -174,14 +185,19 @@ class VideoWorld:
             for i, o in enumerate(self._spec.objects)
         }
 
-    def judge(self, env_state: np.ndarray, initial: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
-        """The scene's success predicate on (predicted) object poses."""
+    def judge(self, env_state: np.ndarray, initial: Poses) -> bool:
+        """The scene's success predicate on (predicted) object poses env_state [E]."""
         if self._spec is None or self._spec.task.success is None:
             return False
         from scenes.predicates import PREDICATES
 
         s = self._spec.task.success
-        return PREDICATES.get(s.name).fn(s.typed_params(), self._poses(env_state), initial)
+        return bool(PREDICATES.get(s.name).fn(s.typed_params(), self._poses(env_state), initial))
+
+    def _env_state(self, vector: torch.Tensor) -> np.ndarray:
+        """The object poses [E] of a state-frame vector [D]."""
+        d = self.cfg.state_dim
+        return vector.cpu().numpy()[d : d + self.cfg.env_dim]
 
     def _observation(self, ep: _Episode, t: int, frames: np.ndarray) -> Observation:
         v = ep.vectors[t].cpu().numpy()
@@ -195,15 +211,13 @@ class VideoWorld:
         )
 
     # ------------------------------------------------------------------ batched API
-    def reset_batch(
-        self, contexts: list[Context], seeds: list[int], steps: list[int] | None = None
-    ) -> list[Observation]:
-        """Start len(contexts) episodes; `steps` = control steps already taken (default: context length - 1)."""
+    def reset_batch(self, contexts: list[Context], seeds: list[int]) -> list[Observation]:
+        """Start len(contexts) episodes, each at its context's last step."""
         if len(contexts) != len(seeds):
             raise ContextError(f"{len(contexts)} contexts but {len(seeds)} seeds")
         self.episodes = []
         out = []
-        for i, (ctx, seed) in enumerate(zip(contexts, seeds, strict=True)):
+        for ctx, seed in zip(contexts, seeds, strict=True):
             self._check(ctx)
             frames = np.stack([ctx.frames[c] for c in self.cameras], axis=1)  # [T, V, H, W, 3]
             x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3))).to(self.device)
@@ -218,7 +232,7 @@ class VideoWorld:
                 vectors=torch.from_numpy(vec).to(self.device),
                 actions=torch.from_numpy(acts).to(self.device),
                 initial=self._poses(ctx.env_state[0]),
-                step=(T - 1) if steps is None else steps[i],
+                step=T - 1,
             )
             self.episodes.append(ep)
             out.append(self._observation(ep, T - 1, frames[-1]))
@@ -241,54 +255,50 @@ class VideoWorld:
         st = torch.stack
         return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of))
 
+    def _pass_noise(
+        self, ep: _Episode, n_frames: int, ctx_shape: tuple[int, ...], img_shape: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The noise of an episode's next pass, from its own generator (seed, pass): image [S, F, V, c, h, w]
+        and state [S, F, cs, hs, ws] noise (the first sample's scaled by the temperature), and the context
+        latents' noise [S, K, V, c, h, w] when the sampler noises the context (else None)."""
+        S = self.sampler.samples
+        g = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0])
+        )
+        ep.passes += 1
+        # drawn first, so that a shorter pass still sees a prefix of the frame noise
+        ctx = torch.randn(S, *ctx_shape, generator=g) if self.sampler.context_noise > 0 else None
+        per_frame = [
+            (torch.randn(S, *img_shape, generator=g), torch.randn(S, *self.model.state_shape, generator=g))
+            for _ in range(n_frames)
+        ]
+        scale = torch.ones(S)
+        scale[0] = self.sampler.temperature  # the first sample's temperature; the others stay at 1
+        img, state = (torch.stack([f[k] for f in per_frame], 1) for k in (0, 1))  # [S, F, ...]
+        return img * scale.view(S, *[1] * (img.ndim - 1)), state * scale.view(S, *[1] * (state.ndim - 1)), ctx
+
     def _generate(
         self, eps: list[_Episode], chunks: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass for each episode: F <= cfg.future steps from its chunk [F, A] (all chunks of one length).
         Returns latents [B, S, F, V, c, h, w], vectors [B, S, F, D], uncertainty [B, F].
-        With `context_noise` > 0 the context latents are noised to that level first (as in training).
 
         The denoiser is frame-causal, so generating fewer than `cfg.future` frames gives exactly the
         frames a full pass would (under the same noise) at a fraction of the cost; noise is drawn
         frame by frame so that a shorter pass sees a prefix of a longer pass's noise."""
-        S, F = self.samples, len(chunks[0])
+        S, F, B = self.sampler.samples, len(chunks[0]), len(eps)
         win = self._window(eps, chunks)
-        rep = Window(
-            *(
-                x.repeat_interleave(S, 0)
-                for x in (win.ctx_img, win.ctx_vec, win.actions, win.has_action, win.poses, win.offsets)
-            )
-        )
-        img_shape = win.ctx_img.shape[2:]
-        st_shape = self.model.state_shape()
-        ni, ns, nc = [], [], []
-        for ep in eps:
-            g = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([ep.seed, ep.passes]).generate_state(1)[0])
-            )
-            # drawn first, so that a shorter pass still sees a prefix of the frame noise
-            if self.context_noise > 0:
-                nc.append(torch.randn(S, *win.ctx_img.shape[1:], generator=g))
-            per_frame = [
-                (torch.randn(S, *img_shape, generator=g), torch.randn(S, *st_shape, generator=g))
-                for _ in range(F)
-            ]
-            scale = torch.ones(S)
-            scale[0] = self.temperature  # the first sample's temperature; the others stay at 1
-            for out, k in ((ni, 0), (ns, 1)):
-                x = torch.stack([f[k] for f in per_frame], 1)  # [S, F, ...]
-                out.append(x * scale.view(S, *[1] * (x.ndim - 1)))
-            ep.passes += 1
-        ctx_noise = (self.context_noise, torch.cat(nc).to(self.device)) if nc else None
+        noise = [
+            self._pass_noise(ep, F, tuple(win.ctx_img.shape[1:]), tuple(win.ctx_img.shape[2:])) for ep in eps
+        ]
+        ctx_eps = [n[2] for n in noise if n[2] is not None]
         lat, vec = self.model.sample(
-            rep,
-            torch.cat(ni).to(self.device),
-            torch.cat(ns).to(self.device),
-            steps=self.steps,
-            guidance=self.guidance,
-            ctx_noise=ctx_noise,
+            win.map(lambda x: x.repeat_interleave(S, 0)),
+            torch.cat([n[0] for n in noise]).to(self.device),
+            torch.cat([n[1] for n in noise]).to(self.device),
+            self.sampler,
+            torch.cat(ctx_eps).to(self.device) if ctx_eps else None,
         )
-        B = len(eps)
         lat = lat.reshape(B, S, *lat.shape[1:])
         vec = vec.reshape(B, S, *vec.shape[1:])
         unc = (
@@ -306,76 +316,91 @@ class VideoWorld:
         acts = {
             i: torch.from_numpy(as_action_chunk(chunks[i], self.action_dim)).to(self.device) for i in live
         }
-        F = self.cfg.future
-        gen: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {
-            i: [] for i in live
-        }
-        pos = dict.fromkeys(live, 0)
+        imagined = self._imagine(acts)
+        results: list[StepResult | None] = [None] * len(self.episodes)
+        for i in live:
+            results[i] = self._result(self.episodes[i], imagined[i])
+        return results
+
+    def _imagine(self, acts: dict[int, torch.Tensor]) -> dict[int, list[_Imagined]]:
+        """Run episode i's actions acts[i] [K_i, A], all episodes pass by pass: each pass generates the
+        frames the longest remaining chunk needs (at most `future`), and an episode stops early at
+        success or at its last step."""
+        out: dict[int, list[_Imagined]] = {i: [] for i in acts}
+        pos = dict.fromkeys(acts, 0)
         stopped: set[int] = set()
-        while True:
-            todo = [i for i in live if i not in stopped and pos[i] < len(acts[i])]
-            if not todo:
-                break
-            n_pass = min(F, max(len(acts[i]) - pos[i] for i in todo))  # frames this pass needs
+        while todo := [i for i in acts if i not in stopped and pos[i] < len(acts[i])]:
+            n_pass = min(self.cfg.future, max(len(acts[i]) - pos[i] for i in todo))
             pieces = []
             for i in todo:
                 a = acts[i][pos[i] : pos[i] + n_pass]
                 pieces.append(torch.cat([a, a[-1:].expand(n_pass - len(a), -1)]) if len(a) < n_pass else a)
             lat, vec, unc = self._generate([self.episodes[i] for i in todo], pieces)
             for j, i in enumerate(todo):
-                ep = self.episodes[i]
                 n = min(n_pass, len(acts[i]) - pos[i])
-                for k in range(n):
-                    # the samples' mean state: a better point estimate than any one sample
-                    v = vec[j, :, k].mean(0)
-                    z = lat[j, :, k].mean(0) if self.frames == "mean" else lat[j, 0, k]
-                    ep.latents = torch.cat([ep.latents, z[None]])
-                    ep.vectors = torch.cat([ep.vectors, v[None]])
-                    ep.actions = torch.cat([ep.actions, acts[i][pos[i] + k][None]])
-                    ep.step += 1
-                    gen[i].append((z, v, unc[j, k], vec[j, :, k, self.cfg.value_index]))
-                    env = v[self.cfg.state_dim : self.cfg.state_dim + self.cfg.env_dim].cpu().numpy()
-                    if (self.stop_on_success and self.judge(env, ep.initial)) or ep.step >= self.max_steps:
-                        ep.done = True
-                        stopped.add(i)
-                        break
+                if self._extend(
+                    self.episodes[i], acts[i][pos[i] : pos[i] + n], lat[j], vec[j], unc[j], out[i]
+                ):
+                    stopped.add(i)
                 pos[i] += n
-        results: list[StepResult | None] = [None] * len(self.episodes)
-        for i in live:
-            ep = self.episodes[i]
-            steps = gen[i]
-            frames = (
-                self.model.decode_latents(torch.stack([s[0] for s in steps]))
-                .cpu()
-                .numpy()
-                .transpose(0, 1, 3, 4, 2)
-            )
-            T = len(ep.latents)
-            obs = [self._observation(ep, T - len(steps) + k, frames[k]) for k in range(len(steps))]
-            env = obs[-1].environment_state
-            success = self.judge(env, ep.initial)  # type: ignore[arg-type]
-            results[i] = StepResult(
-                observations=obs,
-                done=ep.done,
-                info={
-                    "success": success,
-                    "success_prob": float(steps[-1][3].mean().clamp(0, 1)),
-                    "value_per_step": [float(s[3].mean().clamp(0, 1)) for s in steps],
-                    "uncertainty": float(torch.stack([s[2] for s in steps]).mean()),
-                    "uncertainty_per_step": [float(s[2]) for s in steps],
-                    "predicted_state": obs[-1].state,
-                    "object_poses": self._poses(env),  # type: ignore[arg-type]
-                    "step": ep.step,
-                    "truncated": ep.done and not success,
-                },
-            )
-        return results
+        return out
+
+    def _extend(
+        self,
+        ep: _Episode,
+        actions: torch.Tensor,
+        lat: torch.Tensor,
+        vec: torch.Tensor,
+        unc: torch.Tensor,
+        out: list[_Imagined],
+    ) -> bool:
+        """Append a pass's first len(actions) steps to the episode (lat [S, F, V, c, h, w], vec [S, F, D],
+        unc [F]) and to `out`; True when the episode ended on one of them."""
+        for k in range(len(actions)):
+            v = vec[:, k].mean(0)  # the samples' mean state: a better point estimate than any one sample
+            z = lat[:, k].mean(0) if self.sampler.frames == "mean" else lat[0, k]
+            ep.latents = torch.cat([ep.latents, z[None]])
+            ep.vectors = torch.cat([ep.vectors, v[None]])
+            ep.actions = torch.cat([ep.actions, actions[k][None]])
+            ep.step += 1
+            out.append(_Imagined(z, v, unc[k], vec[:, k, self.cfg.value_index]))
+            if (
+                self.stop_on_success and self.judge(self._env_state(v), ep.initial)
+            ) or ep.step >= self.max_steps:
+                ep.done = True
+                return True
+        return False
+
+    def _result(self, ep: _Episode, steps: list[_Imagined]) -> StepResult:
+        """The StepResult of an episode's latest `steps` (decoded frames, success, value, uncertainty)."""
+        frames = self.model.decode_latents(torch.stack([s.latent for s in steps])).cpu().numpy()
+        frames = frames.transpose(0, 1, 3, 4, 2)
+        T = len(ep.latents)
+        obs = [self._observation(ep, T - len(steps) + k, frames[k]) for k in range(len(steps))]
+        env = self._env_state(ep.vectors[-1])
+        success = self.judge(env, ep.initial)
+        return StepResult(
+            observations=obs,
+            done=ep.done,
+            info={
+                "success": success,
+                "success_prob": float(steps[-1].values.mean().clamp(0, 1)),
+                "value_per_step": [float(s.values.mean().clamp(0, 1)) for s in steps],
+                "uncertainty": float(torch.stack([s.uncertainty for s in steps]).mean()),
+                "uncertainty_per_step": [float(s.uncertainty) for s in steps],
+                "predicted_state": obs[-1].state,
+                "object_poses": self._poses(env),
+                "step": ep.step,
+                "truncated": ep.done and not success,
+            },
+        )
 
     # ------------------------------------------------------------------ World protocol
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
+        """options["context"]: a `Context`, an `Observation` or a list of them (oldest first)."""
         ctx = (options or {}).get("context")
         if ctx is None:
-            raise ContextError(
+            raise UsageError(
                 "VideoWorld.reset needs options={'context': Context | [Observation, ...]}: "
                 "a learned world starts from observed frames"
             )
@@ -387,9 +412,9 @@ class VideoWorld:
 
     def step(self, action_chunk: np.ndarray) -> StepResult:
         if not self.episodes:
-            raise ContextError("VideoWorld.step before reset")
+            raise UsageError("VideoWorld.step before reset")
         if self.episodes[0].done:
-            raise ContextError("VideoWorld.step after the episode ended; call reset")
+            raise UsageError("VideoWorld.step after the episode ended; call reset")
         r = self.step_batch([action_chunk])[0]
-        assert r is not None
+        assert r is not None  # the episode was live
         return r

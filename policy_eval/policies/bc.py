@@ -7,16 +7,16 @@
 The network (robomimic-style): a small conv stack per camera ending in a spatial soft-argmax (one
 image keypoint per channel, good at "where is the cube"), the end-effector position and gripper,
 and an MLP to `chunk` future actions. Inputs and actions are normalised with the training set's
-statistics, stored as buffers so that a checkpoint is self-contained. Training (Lightning) draws
-(episode, step) pairs from the successful episodes of a LeRobot dataset, with random-shift
-augmentation, and saves a `save_pretrained` checkpoint at every step in `save_at` — checkpoints
-of one run at different steps are the "which checkpoint is best" case of policy evaluation.
+statistics, stored as buffers so that a checkpoint is self-contained. Training (the one harness,
+`common.training`, on Lightning) draws (episode, step) pairs from the successful episodes of a
+LeRobot dataset, with random-shift augmentation, and saves a `save_pretrained` checkpoint at every
+step in `save_at` — checkpoints of one run at different steps are the "which checkpoint is best"
+case of policy evaluation.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from common.config import Strict, load_model
-from common.errors import DreamTwinError, UsageError
+from common.errors import UsageError
 from common.io import atomic_write_text
+from common.training import Hardware, Log, Run, TrainingError, cosine_annealing, fit
 from common.types import Observation
 
 PROPRIO_DIMS = 4  # ee x, y, z, gripper width: the first entries of every robot state here
@@ -80,6 +81,12 @@ class SpatialSoftArgmax(nn.Module):
 
 
 class BCNet(nn.Module):
+    # the training set's statistics (buffers, saved with the weights): proprio [4], actions [A]
+    state_mean: torch.Tensor
+    state_std: torch.Tensor
+    action_mean: torch.Tensor
+    action_std: torch.Tensor
+
     def __init__(self, cfg: BCConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -183,7 +190,7 @@ class BCPolicy:
 
 
 # ---------------------------------------------------------------------- training
-class BCTrainingError(DreamTwinError):
+class BCTrainingError(TrainingError):
     """Training data that cannot train a BC policy."""
 
 
@@ -230,8 +237,6 @@ def train_policy(
 ) -> list[Path]:
     """Train a BC CNN on dataset episodes (`datagen.windows.load_episodes` form); returns the saved
     checkpoint directories `out/step-XXXXXX` (every `save_at` step and the last)."""
-    import lightning as L
-
     out = Path(out)
     cfg = cfg.model_copy(
         update={
@@ -253,67 +258,37 @@ def train_policy(
     imgs_t, states_t, chunks_t = torch.from_numpy(imgs), torch.from_numpy(states), torch.from_numpy(chunks)
     save_at = sorted(set(cfg.save_at) | {cfg.steps})
     saved: list[Path] = []
-    log = out / "log.jsonl"
-    log.unlink(missing_ok=True)
+    (out / "log.jsonl").unlink(missing_ok=True)
 
-    class Batches(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return cfg.steps
+    def loss(step: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """MSE of the normalised action chunks of step `step`'s batch (drawn from its own generator)."""
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        i = torch.randint(0, len(imgs_t), (cfg.batch_size,), generator=g)
+        V = imgs_t.shape[1]
+        x = _random_shift(imgs_t[i].flatten(0, 1).float(), cfg.shift, g).view(
+            cfg.batch_size, V, *imgs_t.shape[2:]
+        )
+        s, a = states_t[i].to(device), chunks_t[i].to(device)
+        target = (a - net.action_mean) / net.action_std
+        return {"loss": torch.nn.functional.mse_loss(net(x.to(device), s), target)}
 
-        def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            i = torch.randint(0, len(imgs_t), (cfg.batch_size,), generator=g)
-            V = imgs_t.shape[1]
-            x = _random_shift(imgs_t[i].flatten(0, 1).float(), cfg.shift, g).view(
-                cfg.batch_size, V, *imgs_t.shape[2:]
-            )
-            return x, states_t[i], chunks_t[i]
+    def save(step: int, _: dict[str, float]) -> None:
+        if step in save_at:
+            saved.append(net.save_pretrained(out / f"step-{step:06d}"))
 
-    class Module(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-            self.t0 = time.perf_counter()
-
-        def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
-            x, s, a = batch
-            target = (a - self.net.action_mean) / self.net.action_std
-            loss = torch.nn.functional.mse_loss(self.net(x, s), target)
-            step = self.global_step + 1
-            if step % 100 == 0 or step == 1:
-                with open(log, "a") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "step": step,
-                                "loss": float(loss.detach()),
-                                "seconds": time.perf_counter() - self.t0,
-                            }
-                        )
-                        + "\n"
-                    )
-            return loss
-
-        def on_train_batch_end(self, *_: Any) -> None:
-            if self.global_step in save_at:
-                saved.append(self.net.save_pretrained(out / f"step-{self.global_step:06d}"))
-
-        def configure_optimizers(self) -> Any:
-            opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr * 0.05)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    loader = torch.utils.data.DataLoader(Batches(), batch_size=None, shuffle=False, num_workers=0)
-    trainer = L.Trainer(
-        max_steps=cfg.steps,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    fit(
+        Run(
+            model=net,
+            params=list(net.parameters()),
+            loss=loss,
+            lr=cosine_annealing(cfg.lr, cfg.steps, eta_min=cfg.lr * 0.05),
+            steps=cfg.steps,
+            weight_decay=cfg.weight_decay,
+            log=Log(path=out / "log.jsonl", every=100),
+            after_step=save,
+            hardware=Hardware(accelerator="auto", devices=1),
+            progress=progress,
+        )
     )
-    trainer.fit(Module(), loader)
     net.eval()
     return saved

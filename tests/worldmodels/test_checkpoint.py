@@ -64,3 +64,16 @@ def test_malformed_checkpoints_give_one_line(tmp_path):
         check_state(build(TinyConfig()), state, tmp_path / "d")
     with pytest.raises(CheckpointError, match="missing"):
         check_state(build(TinyConfig(width=4, depth=3)), state, tmp_path / "d")
+
+
+def test_diffusers_directory_without_config_is_one_line(tmp_path):
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+    from worldmodels.checkpoint import load_diffusers_model
+
+    with pytest.raises(CheckpointError, match=r"vae.pretrained .*: not a diffusers AutoencoderKL directory"):
+        load_diffusers_model(AutoencoderKL, tmp_path, True, "vae.pretrained")
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=2).save_pretrained(tmp_path)
+    arch = load_diffusers_model(AutoencoderKL, tmp_path, False, "vae.pretrained")
+    loaded = load_diffusers_model(AutoencoderKL, tmp_path, True, "vae.pretrained")
+    assert list(arch.config.block_out_channels) == list(loaded.config.block_out_channels) == [8]

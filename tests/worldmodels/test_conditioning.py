@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from worldmodels.conditioning import ActionTokenizer, FrameCrossAttention, frame_mask
+from worldmodels.conditioning import FrameCrossAttention, frame_mask
 
 
 def test_frame_mask_blocks_other_frames():
@@ -17,14 +17,14 @@ def test_frame_mask_blocks_other_frames():
 def test_changing_one_frames_action_changes_only_that_frame():
     torch.manual_seed(0)
     B, F, P, dim = 2, 4, 5, 16
-    enc, adapter = ActionTokenizer(action_dim=4, pose_dim=3, dim=dim), FrameCrossAttention(dim, heads=2)
+    adapter = FrameCrossAttention(dim, heads=2)
     torch.nn.init.normal_(adapter.out.weight, std=0.2)  # as after training: the adapter is active
     h = torch.randn(B, F * P, dim)
-    actions, poses = torch.randn(B, F, 4), torch.randn(B, F, 3)
-    base = adapter(h, enc(actions, poses), P).reshape(B, F, P, dim)
-    changed = actions.clone()
+    tokens = torch.randn(B, F, dim)  # one condition token per frame
+    base = adapter(h, tokens, P).reshape(B, F, P, dim)
+    changed = tokens.clone()
     changed[:, 2] += 1.0  # a different action before frame 2
-    out = adapter(h, enc(changed, poses), P).reshape(B, F, P, dim)
+    out = adapter(h, changed, P).reshape(B, F, P, dim)
     diff = (out - base).abs().amax(dim=(0, 2, 3))
     assert diff[[0, 1, 3]].max() == 0  # other frames bit-identical
     assert diff[2] > 1e-3

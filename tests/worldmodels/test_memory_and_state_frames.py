@@ -5,28 +5,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worldmodels.memory import retrieve_memory, retrieve_memory_batch
+from worldmodels.memory import retrieve_memory
 from worldmodels.state_frames import StateFrameCodec
 
 
 def test_memory_returns_recent_frames_and_the_nearest_poses():
-    # a robot that goes out along x and comes back: frames 1 and 9 are where it is queried again
-    xs = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.5]
+    # a robot that goes out along x and comes back to x = 1: frames 1 and 9 are where it is now
+    xs = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0, 1.0, 1.5, 1.0]
     poses = torch.tensor([[x, 0.0, 0.0] for x in xs])
-    idx = retrieve_memory(poses, recent=2, retrieved=3, query=torch.tensor([1.0, 0.0, 0.0]))
+    idx = retrieve_memory(poses, recent=2, retrieved=3)
     # distance 0: frames 1, 9; distance 1: frames 0, 2, 8 -> the most recent of those, 8
     assert idx.tolist() == [1, 8, 9, 10, 11]
-    # weights select which pose dimensions count
+    # only the given pose dimensions count (the model passes memory.pose_dims)
     poses2 = torch.tensor([[0.0, 9.0], [5.0, 0.0], [1.0, 9.0], [9.0, 9.0], [0.0, 0.0]])
-    assert retrieve_memory(poses2, 1, 1, weights=torch.tensor([1.0, 0.0])).tolist() == [0, 4]
-    assert retrieve_memory(poses2, 1, 1, weights=torch.tensor([0.0, 1.0])).tolist() == [1, 4]
+    assert retrieve_memory(poses2[:, :1], 1, 1).tolist() == [0, 4]
+    assert retrieve_memory(poses2[:, 1:], 1, 1).tolist() == [1, 4]
 
 
 def test_memory_prefers_recent_among_equal_poses_and_short_histories_use_everything():
     poses = torch.zeros(8, 2)
     assert retrieve_memory(poses, recent=2, retrieved=2).tolist() == [4, 5, 6, 7]
     assert retrieve_memory(poses[:3], recent=2, retrieved=2).tolist() == [0, 1, 2]
-    assert retrieve_memory_batch(torch.rand(3, 9, 4), 2, 3).shape == (3, 5)
     with pytest.raises(ValueError, match=r"\[T, P\]"):
         retrieve_memory(torch.zeros(4), 1, 1)
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.errors import SpecError
+from common.errors import SpecError, UsageError
 from tests.worldmodels.toy import TOY_META, randomise, toy_config, toy_positions
 from worldmodels.checkpoint import CheckpointError
 from worldmodels.training import EpisodeStore, train_worldmodel
-from worldmodels.video_config import ActionIntegrationConfig, load_video_config
+from worldmodels.video_config import load_video_config
 from worldmodels.video_model import VideoWorldModel
 from worldmodels.video_world import Context, ContextError, VideoWorld
 
@@ -53,6 +53,24 @@ def _separate(cfg, state_batch_size=0):
             "train": cfg.train.model_copy(update={"state_batch_size": state_batch_size}),
         }
     )
+
+
+def _random_model(episodes, stream="shared", **update):
+    """A randomised toy model (seeded) of the resolved toy config with `update` applied and the given
+    state stream, and its store (raw latents)."""
+    cfg = _resolved(toy_config(), episodes).model_copy(update=update)
+    if stream == "separate":
+        cfg = _separate(cfg)
+    torch.manual_seed(0)
+    model = VideoWorldModel(cfg).eval()
+    randomise(model, scale=0.2)
+    return model, _store(model, episodes)
+
+
+def _world(path, **sampler):
+    """The VideoWorld of a checkpoint, with the model's sampler changed by `sampler`."""
+    model = VideoWorldModel.from_pretrained(path)
+    return VideoWorld(model, model.cfg.sampler.updated(**sampler))
 
 
 def _fixed_loss(model, store, seed=7):
@@ -97,29 +115,21 @@ def test_save_load_round_trip_is_exact(tmp_path, episodes):
 
 
 @pytest.mark.parametrize(
-    ("context_noise", "integrate", "stream"),
-    [(0.0, False, "shared"), (0.2, False, "shared"), (0.0, True, "shared"), (0.2, False, "separate")],
+    ("context_noise", "guidance", "stream"),
+    [(0.0, 1.0, "shared"), (0.2, 1.0, "shared"), (0.0, 2.0, "shared"), (0.2, 2.0, "separate")],
 )
-def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise, integrate, stream):
-    cfg = _resolved(toy_config(), episodes).model_copy(update={"future": 4})
-    if stream == "separate":
-        cfg = _separate(cfg)
-    if integrate:  # the commanded displacement is a running sum: it must still look backwards only
-        cfg = cfg.model_copy(
-            update={"action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)}
-        )
-    torch.manual_seed(0)
-    model = VideoWorldModel(cfg).eval()
-    randomise(model, scale=0.2)
-    store = _store(model, episodes)
+def test_a_future_action_never_changes_an_earlier_frame(episodes, context_noise, guidance, stream):
+    model, store = _random_model(episodes, stream, future=4)
+    cfg = model.cfg
     win = store.window([(0, 3)])
     noise = torch.randn(1, 4, 1, 4, 8, 8), torch.randn(1, 4, 2, 4, 4)
-    ctx_noise = (context_noise, torch.randn(win.ctx_img.shape))
-    x1, v1 = model.sample(win, *noise, ctx_noise=ctx_noise)
+    sampler = cfg.sampler.updated(context_noise=context_noise, guidance=guidance)
+    ctx_eps = torch.randn(win.ctx_img.shape)
+    x1, v1 = model.sample(win, *noise, sampler, ctx_eps)
     win.actions = win.actions.clone()
     K = win.ctx_img.shape[1]
     win.actions[0, K + 2] += torch.tensor([5.0, -5.0, 0.0, 0.0])  # the action into future step 3 of 4
-    x2, v2 = model.sample(win, *noise, ctx_noise=ctx_noise)
+    x2, v2 = model.sample(win, *noise, sampler, ctx_eps)
     assert torch.equal(x1[:, :2], x2[:, :2]) and torch.equal(v1[:, :2], v2[:, :2])
     assert (x1[:, 2:] - x2[:, 2:]).abs().max() > 1e-3  # the changed step and later ones do move
 
@@ -151,7 +161,7 @@ def test_resume_after_every_step_equals_an_uninterrupted_run(tmp_path, episodes,
 @pytest.mark.parametrize(("context_noise", "frames"), [(0.0, "first"), (0.1, "first"), (0.1, "mean")])
 def test_batched_rollout_equals_single_rollouts(trained, episodes, context_noise, frames):
     _, path = trained
-    world = VideoWorld.from_pretrained(path, context_noise=context_noise, frames=frames)
+    world = _world(path, context_noise=context_noise, frames=frames)
     ctxs = [Context.from_episode(e, world.cameras, 2) for e in episodes[:3]]
     chunks = [e["actions"][2:9] for e in episodes[:3]]
     world.reset_batch(ctxs, seeds=[10, 11, 12])
@@ -169,11 +179,8 @@ def test_batched_rollout_equals_single_rollouts(trained, episodes, context_noise
 def test_context_noise_is_drawn_in_training_and_told_to_the_denoiser(episodes):
     """train.context_noise noises each window's context to a drawn level and gives the level to the
     denoiser; at 0 the training noise stream is exactly the clean-context one."""
-    cfg = _resolved(toy_config(), episodes)
-    torch.manual_seed(0)
-    model = VideoWorldModel(cfg).eval()
-    randomise(model, scale=0.2)
-    store = _store(model, episodes)
+    model, store = _random_model(episodes)
+    cfg = model.cfg
     win = store.window([(0, 3), (1, 5)])
     clean = model.loss(win, torch.Generator().manual_seed(3))["loss"]
     assert torch.equal(clean, model.loss(win, torch.Generator().manual_seed(3))["loss"])
@@ -181,7 +188,7 @@ def test_context_noise_is_drawn_in_training_and_told_to_the_denoiser(episodes):
     noisy = model.loss(win, torch.Generator().manual_seed(3))["loss"]
     assert not torch.allclose(clean, noisy)
     # the level alone (same latents) changes the prediction: the denoiser is told how noisy its context is
-    x, s = torch.randn(2, cfg.future, 1, 4, 8, 8), torch.randn(2, cfg.future, *model.state_shape())
+    x, s = torch.randn(2, cfg.future, 1, 4, 8, 8), torch.randn(2, cfg.future, *model.state_shape)
     sig = torch.full((2,), 0.5)
     v0 = model.velocity(win, x, s, sig)[0]
     v1 = model.velocity(win, x, s, sig, ctx_sigma=torch.full((2,), 0.3))[0]
@@ -284,7 +291,7 @@ def test_svd_backbone_trains_inside_the_world_model(tmp_path, episodes):
         }
     )
     path = train_worldmodel(cfg, episodes, TOY_META, tmp_path / "svd", progress=False)
-    world = VideoWorld.from_pretrained(path, samples=1, steps=2)
+    world = _world(path, samples=1, steps=2)
     world.reset(0, {"context": Context.from_episode(episodes[0], world.cameras, 1)})
     r = world.step(episodes[0]["actions"][1:4])
     assert len(r.observations) == 3 and r.observations[0].images["top"].shape == (16, 16, 3)
@@ -322,7 +329,7 @@ def test_one_line_errors(tmp_path, episodes, trained):
     e0["frames"] = np.zeros((12, 1, 3, 32, 32), np.uint8)
     with pytest.raises(ContextError, match=r"are 32x32; the model was trained on 16x16 images"):
         world.reset(0, {"context": Context.from_episode(e0, world.cameras, 2)})
-    with pytest.raises(ContextError, match="needs options"):
+    with pytest.raises(UsageError, match="needs options"):
         world.reset(0)
 
 
@@ -393,7 +400,7 @@ def test_mean_frames_average_the_samples_latents(trained, episodes):
     ctx = Context.from_episode(e, ["top"], 2)
     out = {}
     for frames, samples in (("first", 3), ("mean", 3), ("first", 1), ("mean", 1)):
-        world = VideoWorld.from_pretrained(path, frames=frames, samples=samples)
+        world = _world(path, frames=frames, samples=samples)
         world.stop_on_success = False
         world.reset_batch([ctx], [5])
         lat, _, _ = world._generate(world.episodes, [torch.from_numpy(e["actions"][2:4])])
@@ -406,8 +413,8 @@ def test_mean_frames_average_the_samples_latents(trained, episodes):
     torch.testing.assert_close(kept_f, lat3f[0], atol=1e-6, rtol=0)
     assert (lat3[0] - lat3.mean(0)).abs().max() > 1e-3  # samples differ, so the two estimates do too
     torch.testing.assert_close(out["mean", 1][1], out["first", 1][1], atol=0, rtol=0)
-    with pytest.raises(ContextError, match="frames must be"):
-        VideoWorld.from_pretrained(path, frames="median")
+    with pytest.raises(UsageError, match=r"^sampler: frames: Input should be 'first' or 'mean'"):
+        _world(path, frames="median")
 
 
 def test_temperature_scales_only_the_first_samples_noise(trained, episodes):
@@ -420,7 +427,7 @@ def test_temperature_scales_only_the_first_samples_noise(trained, episodes):
     chunk = torch.from_numpy(e["actions"][2:4])
 
     def generate(seed, **kw):
-        world = VideoWorld.from_pretrained(path, samples=3, **kw)
+        world = _world(path, samples=3, **kw)
         world.reset_batch([ctx], [seed])
         lat, vec, unc = world._generate(world.episodes, [chunk])
         return lat[0], unc[0]
@@ -433,8 +440,8 @@ def test_temperature_scales_only_the_first_samples_noise(trained, episodes):
     assert (ref[0] - z5[0]).abs().max() > 1e-3  # not the default first sample
     assert (z5[1] - z6[1]).abs().max() > 1e-3 and (z5[2] - z6[2]).abs().max() > 1e-3
     assert (u5 > 0).all()
-    with pytest.raises(ContextError, match="temperature must be in"):
-        VideoWorld.from_pretrained(path, temperature=1.5)
+    with pytest.raises(UsageError, match=r"^sampler: temperature: Input should be less than or equal to 1"):
+        _world(path, temperature=1.5)
 
 
 def test_detail_weights_single_out_small_objects():
@@ -450,41 +457,10 @@ def test_detail_weights_single_out_small_objects():
     assert w.argmax() // 16 in (7, 8) and w.argmax() % 16 in (7, 8)
 
 
-def test_residual_latents_carry_the_still_scene_over_exactly(tmp_path, episodes):
-    """With `residual_latents`, the denoiser generates each future latent's change from the last context
-    step, in units of the dataset's std of such changes: a still scene is a zero target, encode/decode are
-    inverse, a zero generated change reproduces the last context latent exactly, and the statistic survives
-    save/load."""
-    cfg = _resolved(toy_config(), episodes).model_copy(update={"residual_latents": True})
-    model, store = _with_statistics(cfg, episodes)
-    std = model.delta_latent_std.clone()
-    # in its units, the normalised latents' change over 1..future steps has unit RMS per channel
-    d = torch.cat([(z[f:] - z[:-f]).transpose(1, 2).flatten(2) for z in store.latents for f in (1, 2)], 0)
-    rms = (d / model.latent_std[:, None]).pow(2).mean((0, 2)).sqrt() / std
-    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-4, rtol=0)
-
-    win = store.window(store.starts([0, 1])[:5])
-    x = model.encode_future_latents(win, win.fut_img)
-    torch.testing.assert_close(model.decode_future_latents(win, x), win.fut_img, atol=1e-5, rtol=0)
-    still = win.ctx_img[:, -1:].expand_as(win.fut_img)
-    assert torch.equal(model.encode_future_latents(win, still), torch.zeros_like(still))
-    torch.testing.assert_close(model.decode_future_latents(win, torch.zeros_like(x)), still, atol=0, rtol=0)
-
-    model.save_pretrained(tmp_path / "m")
-    again = VideoWorldModel.from_pretrained(tmp_path / "m")
-    assert again.cfg.residual_latents and torch.equal(again.delta_latent_std, std)
-    noise = torch.randn(5, 2, 1, 4, 8, 8), torch.randn(5, 2, 2, 4, 4)
-    x1, _ = model.eval().sample(win, *noise)
-    x2, _ = again.sample(win, *noise)
-    assert torch.equal(x1, x2)
-    # the generated frames are absolute latents near the context, not changes
-    assert (x1 - win.ctx_img[:, -1:]).abs().mean() < (x1 - x1.mean()).abs().mean() + 10
-
-
 def test_motion_windows_fill_their_share_of_each_batch(episodes):
     """`train.motion_fraction`: the windows where an object moves are found by position change, and that
     share of every dynamics batch is drawn from them (the rest uniformly), reproducibly per step."""
-    from worldmodels.training import _lightning_module_class, step_generator
+    from worldmodels.training import Stage, step_generator
 
     eps = [dict(e) for e in episodes]
     for e in eps:  # the square stands still in steps 0..6, then moves
@@ -506,58 +482,17 @@ def test_motion_windows_fill_their_share_of_each_batch(episodes):
     ]
     assert set(moving) <= set(expect) and len(moving) >= len(expect) - 2 and 0 < len(moving) < len(windows)
     assert all(t >= 6 - F for _, t in moving)  # nothing moves before step 6
-    module = _lightning_module_class()(model, store, "dynamics", list(range(len(eps))), 10, 0)
+    module = Stage(model, store, "dynamics", list(range(len(eps))))
     assert module.moving == moving
     rng, _ = step_generator(0, "dynamics", 3)
-    win, state_only = module._batch(rng)
+    win, state_only = module.batch(rng)
     assert state_only is None  # train.state_batch_size = 0
     first = win.fut_vec[:, :, cfg.state_dim : cfg.state_dim + 2]
     last_ctx = win.ctx_vec[:, -1:, cfg.state_dim : cfg.state_dim + 2]
     moved = (first - last_ctx).norm(dim=-1).amax(1) > 0.005
     assert moved[4:].all()  # the second half of the batch: contact windows
     rng2, _ = step_generator(0, "dynamics", 3)
-    assert torch.equal(module._batch(rng2)[0].fut_img, win.fut_img)
-
-
-def test_commanded_displacement_sums_the_clipped_deltas_of_the_future(episodes):
-    cfg = _resolved(toy_config(), episodes).model_copy(
-        update={"future": 3, "action_integration": ActionIntegrationConfig(dims=[0, 1], max_norm=0.5)}
-    )
-    model, store = _with_statistics(cfg, episodes)
-    win = store.window([(0, 2), (1, 5), (2, 8)])
-    K = win.ctx_img.shape[1]
-    cmd = model.commanded_displacement(win).numpy()
-    acts = win.actions.numpy()[:, K:, :2].astype(np.float64)
-    norm = np.linalg.norm(acts, axis=-1, keepdims=True)
-    clipped = np.where(
-        norm > 0.5, acts * 0.5 / norm, acts
-    )  # the controller scales long steps down to max_norm
-    assert (norm > 0.5).any() and (norm < 0.5).any()  # both branches are exercised
-    scale = model.action_scale[:2].numpy() * 3
-    np.testing.assert_allclose(cmd[:, K:], np.cumsum(clipped, axis=1) / scale, rtol=1e-5, atol=1e-6)
-    assert not cmd[:, :K].any()  # context steps carry no commanded displacement
-    # it is the last block of the per-frame condition, and condition dropout forgets it with the actions
-    cond = model._cond(win, drop=torch.tensor([False, True, False]))
-    np.testing.assert_allclose(cond[:, :, -2:].numpy()[[0, 2]], cmd[[0, 2]], atol=1e-6)
-    assert not cond[1, :, -2:].any()
-
-
-def test_action_integration_is_checked_against_the_actions(tmp_path, episodes):
-    from worldmodels.training import TrainingError, resolve_config
-
-    y = tmp_path / "wm.yaml"
-    y.write_text("action_integration: {dims: [0, 4]}\n")
-    with pytest.raises(
-        SpecError,
-        match=r"wm.yaml.*action_integration.dims \[0, 4\]: each must be a distinct action index in \[0, 4\)",
-    ) as e:
-        load_video_config(y)
-    assert "\n" not in str(e.value)
-    # the YAML does not know the dataset's action size; training checks it once it does
-    cfg = toy_config().model_copy(update={"action_integration": ActionIntegrationConfig(dims=[0, 1, 2])})
-    narrow = [{**e, "actions": e["actions"][:, :2]} for e in episodes]
-    with pytest.raises(TrainingError, match=r"config does not fit the dataset: .*dims \[0, 1, 2\].*\[0, 2\)"):
-        resolve_config(cfg, narrow, TOY_META)
+    assert torch.equal(module.batch(rng2)[0].fut_img, win.fut_img)
 
 
 @pytest.mark.gpu
@@ -610,17 +545,12 @@ def test_cuda_training_and_rollout_match_cpu(tmp_path, episodes):
 def test_a_separate_state_stream_never_sees_the_images(episodes, stream):
     """With `state_stream: separate` the state velocity is a function of poses, actions and noise alone (a
     state-only pass gives exactly the full pass's), while the image velocity still depends on the state."""
-    cfg = _resolved(toy_config(), episodes)
-    if stream == "separate":
-        cfg = _separate(cfg)
-    torch.manual_seed(0)
-    model = VideoWorldModel(cfg).eval()
-    randomise(model, scale=0.2)
-    store = _store(model, episodes)
+    model, store = _random_model(episodes, stream)
+    cfg = model.cfg
     win = store.window([(0, 3), (1, 5), (2, 0)])
     g = torch.Generator().manual_seed(0)
     x_img = torch.randn(3, cfg.future, *win.ctx_img.shape[2:], generator=g)
-    x_state = torch.randn(3, cfg.future, *model.state_shape(), generator=g)
+    x_state = torch.randn(3, cfg.future, *model.state_shape, generator=g)
     sigma = torch.tensor([0.2, 0.5, 0.9])
     other = replace(win, ctx_img=torch.randn(win.ctx_img.shape, generator=g))
     with torch.no_grad():
@@ -630,7 +560,7 @@ def test_a_separate_state_stream_never_sees_the_images(episodes, stream):
         assert (vi3 - vi).abs().max() > 1e-4  # the frames follow the state either way
         if stream == "shared":
             assert (vs2 - vs).abs().max() > 1e-4  # a shared stream's state reads the images
-            with pytest.raises(ValueError, match="needs the image latents"):
+            with pytest.raises(UsageError, match="needs the image latents"):
                 model.state_velocity(win, x_state, sigma)
             return
         assert torch.equal(vs, vs2)

@@ -1,0 +1,88 @@
+"""Smoke runs of every speed and fidelity benchmark at a tiny size: each writes its result envelope and
+sane figures to a temporary directory (never over the committed results)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from tests.benchmarks.conftest import read_checked, run_script
+from tests.conftest import ROOT
+
+
+def test_splat_render(tmp_path, monkeypatch):
+    args = ["--counts", "300", "--sizes", "32", "--repeats", "1", "--results-dir", str(tmp_path)]
+    run_script("benchmarks.splat_render", args, monkeypatch)
+    r = read_checked(tmp_path / "splat_render.json", "benchmarks/splat_render.py", args)
+    assert r["threads"] >= 1
+    assert {(x["impl"], x["pass"]) for x in r["results"]} == {
+        ("torch", "fwd"),
+        ("torch", "fwd+bwd"),
+        ("torch_autograd", "fwd"),
+        ("baseline", "fwd"),
+        ("baseline", "fwd+bwd"),
+    }
+    assert all(x["fps"] > 0 and x["size"] == 32 and x["gaussians"] == 300 for x in r["results"])
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_twin_speed(tmp_path, monkeypatch, genesis_kernel_cache):
+    args = [
+        "--no-cold",
+        "--steps",
+        "3",
+        "--variants",
+        "none",
+        "--name",
+        "twin",
+        "--results-dir",
+        str(tmp_path),
+    ]
+    run_script("benchmarks.twin_speed", args, monkeypatch)
+    r = read_checked(tmp_path / "twin.json", "benchmarks/twin_speed.py", args)
+    assert "cold_build_s" not in r and r["warm_build_s"] > 0
+    assert list(r["runs"]) == ["none"] and r["runs"]["none"]["steps"] == 3
+    assert r["runs"]["none"]["steps_per_s"] > 0
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_datagen_speed(tmp_path, monkeypatch, genesis_kernel_cache):
+    args = ["--episodes", "2", "--workers", "1", "--results-dir", str(tmp_path)]
+    run_script("benchmarks.datagen_speed", args, monkeypatch)
+    r = read_checked(tmp_path / "datagen_speed.json", "benchmarks/datagen_speed.py", args)
+    (row,) = r["results"]
+    assert row["workers"] == 1 and row["episodes"] == 2 and row["frames"] > 2
+    assert row["episodes_per_min"] > 0 and row["bytes"] > 0 and 0 <= row["success_rate"] <= 1
+
+
+@pytest.mark.sim
+def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
+    """Two scripted policies, one seed each, in the twin and the shipped world model (one sampler step)."""
+    cfg = yaml.safe_load((ROOT / "configs/eval/demo.yaml").read_text())
+    cfg.update(policies=["image_expert", "image_severe"], sampler_steps=1, samples=1)
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    args = ["--episodes", "1", "--config", str(config), "--runs", str(tmp_path / "runs")]
+    args += ["--results-dir", str(tmp_path)]
+    run_script("benchmarks.evaluator_fidelity", args, monkeypatch)
+    r = read_checked(tmp_path / "evaluator_fidelity.json", "benchmarks/evaluator_fidelity.py", args)
+    assert set(r["policies"]) == {"image_expert", "image_severe"} and r["episodes_per_policy"] == 1
+    assert set(r["metrics"]) == {"pearson", "spearman", "kendall", "mmrv"}
+    assert r["seconds"]["twin_episodes"] > 0 and r["seconds"]["worldmodel_episodes"] > 0
+
+
+@pytest.mark.sim
+def test_worldmodel_fidelity(tmp_path, monkeypatch, tiny_world_model):
+    data, model, _ = tiny_world_model
+    args = ["--model", str(model), "--data", str(data), "--episodes", "1", "--horizon", "2"]
+    args += ["--stride", "20", "--twin-steps", "2", "--results-dir", str(tmp_path)]
+    run_script("benchmarks.worldmodel_fidelity", args, monkeypatch)
+    r = read_checked(tmp_path / "worldmodel_fidelity.json", "benchmarks/worldmodel_fidelity.py", args)
+    assert r["held_out_episodes"] == [9] and r["horizon"] == 2  # the first of the 3 held out
+    assert len(r["open_loop"]["psnr"]) == 2 and all(math.isfinite(p) for p in r["open_loop"]["psnr"])
+    assert r["success_judge"]["episodes"] == 1 and 0 <= r["success_judge"]["predicate_accuracy"] <= 1
+    assert r["speed"]["twin_steps_per_s"] > 0 and r["speed"]["imagined_steps_per_s_batched"] > 0
