@@ -14,7 +14,6 @@ local Ray with `workers` CPUs.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
@@ -22,17 +21,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from common.errors import DreamTwinError
+from common.registry import import_path
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _OBJECT: Any = None
-
-
-def resolve(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _watch_parent(parent: int) -> None:
@@ -48,7 +40,7 @@ def _init_worker(factory: str, args: tuple[Any, ...], parent: int) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    _OBJECT = resolve(factory)(*args)
+    _OBJECT = import_path(factory)(*args)
 
 
 def _call(method: str, task: Any) -> Any:
@@ -57,7 +49,7 @@ def _call(method: str, task: Any) -> Any:
 
 class _Actor:
     def __init__(self, factory: str, args: tuple[Any, ...]) -> None:
-        self.obj = resolve(factory)(*args)
+        self.obj = import_path(factory)(*args)
 
     def call(self, method: str, task: Any) -> Any:
         return getattr(self.obj, method)(task)
@@ -114,7 +106,7 @@ class WorkerPool:
             yield from self._ray_map(method, tasks)
         elif self.workers == 1:
             if self._local is None:
-                self._local = resolve(self.factory)(*self.args)
+                self._local = import_path(self.factory)(*self.args)
             for t in tasks:
                 yield getattr(self._local, method)(t)
         else:

@@ -11,6 +11,16 @@ from common.errors import SpecError
 T = TypeVar("T")
 
 
+def import_path(path: str) -> Any:
+    """The object at `"package.module:attr.attr"`, importing the module (how registries and the worker
+    pool name factories without importing them)."""
+    module, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -35,8 +45,7 @@ class Registry(Generic[T]):
             raise SpecError(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._entries))}")
         entry = self._entries[name]
         if isinstance(entry, str):
-            module, _, attr = entry.partition(":")
-            entry = getattr(importlib.import_module(module), attr)
+            entry = import_path(entry)
             self._entries[name] = entry
         return entry
 
