@@ -343,6 +343,55 @@ def validation_loss(
     return total / n
 
 
+def _start_or_resume(
+    cfg: VideoWorldModelConfig,
+    episodes: list[dict[str, np.ndarray]],
+    meta: dict[str, Any],
+    out: Path,
+    resume: bool,
+) -> tuple[VideoWorldModel, str, int]:
+    """The model (its config resolved against the dataset, or the run's saved one when resuming, with
+    the saved weights), and the stage and step to continue from; writes the run's config.json."""
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise TrainingError(
+            f"{out}: not empty; pass --resume to continue the run there, or choose a new --out"
+        )
+    if resume and not (out / "config.json").exists():
+        raise TrainingError(f"{out}: nothing to resume (no config.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    if resume:
+        cfg = VideoWorldModelConfig.model_validate_json((out / "config.json").read_text())
+    else:
+        cfg = resolve_config(cfg, episodes, meta)
+    model = VideoWorldModel(cfg)
+    stage, step = "vae", 0
+    state_dir = out / "state"
+    st = read_state(state_dir) if resume else None
+    if st is not None:
+        stage, step = st["stage"], st["step"]
+        weights, _ = load_pretrained(state_dir / "model", VideoWorldModelConfig)
+        check_state(model, weights, state_dir / "model" / "model.safetensors")
+        model.load_state_dict(weights)
+    model.cfg = model.resolved_config()
+    atomic_write_text(out / "config.json", model.cfg.model_dump_json(indent=2))
+    return model, stage, step
+
+
+def _encode_for_dynamics(
+    model: VideoWorldModel, store: EpisodeStore, train_eps: list[int], first: bool
+) -> None:
+    """Encode every episode's frames with the trained VAE and freeze it. On the dynamics stage's first
+    step the latents were encoded with identity statistics: set the dataset statistics, then
+    normalise the latents in place."""
+    store.latents = [model.encode_frames(f) for f in store.frames]
+    if first:
+        _statistics(model, store, train_eps)
+        m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
+        store.latents = [(z - m) / sd for z in store.latents]
+    model.vae.requires_grad_(False)
+
+
 def train_worldmodel(
     cfg: VideoWorldModelConfig,
     episodes: list[dict[str, np.ndarray]],
@@ -358,30 +407,8 @@ def train_worldmodel(
     t0 = time.monotonic()
     out = Path(out)
     state_dir = out / "state"
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise TrainingError(
-            f"{out}: not empty; pass --resume to continue the run there, or choose a new --out"
-        )
-    if resume and not (out / "config.json").exists():
-        raise TrainingError(f"{out}: nothing to resume (no config.json)")
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.train.seed)
-    if resume:
-        saved = VideoWorldModelConfig.model_validate_json((out / "config.json").read_text())
-        cfg = saved
-    else:
-        cfg = resolve_config(cfg, episodes, meta)
-    model = VideoWorldModel(cfg)
-    stage, step = "vae", 0
-    st = read_state(state_dir) if resume else None
-    if st is not None:
-        stage, step = st["stage"], st["step"]
-        weights, _ = load_pretrained(state_dir / "model", VideoWorldModelConfig)
-        check_state(model, weights, state_dir / "model" / "model.safetensors")
-        model.load_state_dict(weights)
-    cfg = model.resolved_config()
-    model.cfg = cfg
-    atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+    model, stage, step = _start_or_resume(cfg, episodes, meta, out, resume)
+    cfg = model.cfg
     if stage == "done":
         return out / "model"
     train_eps, val_eps = split(len(episodes), cfg.train.holdout_episodes)
@@ -397,12 +424,7 @@ def train_worldmodel(
             total = cfg.vae.train_steps if st_name == "vae" else t.steps
         start = step if st_name == stage else 0
         if st_name == "dynamics":
-            store.latents = [model.encode_frames(f) for f in store.frames]
-            if start == 0:  # latents were encoded with identity statistics: set them, then normalise in place
-                _statistics(model, store, train_eps)
-                m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
-                store.latents = [(z - m) / sd for z in store.latents]
-            model.vae.requires_grad_(False)
+            _encode_for_dynamics(model, store, train_eps, first=start == 0)
         steps = Stage(model, store, st_name, train_eps)
         log = Log(path=out / "log.jsonl", every=LOG_EVERY, fields={"stage": st_name}, t0=t0)
         if st_name == "dynamics" and start == 0:
