@@ -23,7 +23,6 @@ weights.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -201,16 +200,11 @@ class Stage:
         if self.stage == "vae":
             return vae_loss(self.model, data, gen)
         win, state_win = data
-        return self.model.loss(_to(win, device), gen, None if state_win is None else _to(state_win, device))
 
+        def to(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device)
 
-def _to(win: Window, device: torch.device) -> Window:
-    """`win` with each of its tensors on `device` (an absent future stays absent)."""
-    moved: dict[str, Any] = {}
-    for f in dataclasses.fields(win):
-        x = getattr(win, f.name)
-        moved[f.name] = None if x is None else x.to(device)
-    return dataclasses.replace(win, **moved)
+        return self.model.loss(win.map(to), gen, None if state_win is None else state_win.map(to))
 
 
 def detail_weights(x: torch.Tensor, weight: float, kernel: int) -> torch.Tensor:
@@ -337,7 +331,7 @@ def validation_loss(
     dev = model.latent_mean.device
     total = 0.0
     for i in range(0, n, 8):
-        total += float(model.loss(_to(store.window(picks[i : i + 8]), dev), g)["loss"]) * len(
+        total += float(model.loss(store.window(picks[i : i + 8]).map(lambda x: x.to(dev)), g)["loss"]) * len(
             picks[i : i + 8]
         )
     return total / n
