@@ -501,7 +501,7 @@ def test_cuda_training_and_rollout_match_cpu(tmp_path, episodes):
     its loss matches; a short CUDA run trains like the CPU run; a CUDA rollout matches the CPU rollout."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from worldmodels.training import _to, step_generator
+    from worldmodels.training import step_generator
 
     model, store = _with_statistics(_resolved(toy_config(), episodes), episodes)
     win = store.window(store.starts([0, 1])[:8])
@@ -509,7 +509,7 @@ def test_cuda_training_and_rollout_match_cpu(tmp_path, episodes):
         cpu_loss = float(model.loss(win, step_generator(0, "dynamics", 3)[1])["loss"])
         model.cuda()
         cuda_loss = float(
-            model.loss(_to(win, torch.device("cuda")), step_generator(0, "dynamics", 3)[1])["loss"]
+            model.loss(win.map(lambda x: x.to("cuda")), step_generator(0, "dynamics", 3)[1])["loss"]
         )
     assert abs(cpu_loss - cuda_loss) <= 1e-3 * abs(cpu_loss), (cpu_loss, cuda_loss)
 
