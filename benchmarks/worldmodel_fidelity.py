@@ -142,18 +142,19 @@ def main() -> None:
     )
 
     t = time.perf_counter()
-    ol = open_loop(world, episodes, starts, H)
+    names = meta["randomization_names"]  # each episode's physics, for a physics-conditioned model
+    ol = open_loop(world, episodes, starts, H, randomization_names=names)
     ol_wall = time.perf_counter() - t
     t = time.perf_counter()
     if args.skip_judge:
         console.print(open_loop_table(ol, f"open loop ({len(starts)} windows)", ssim=False))
         return
-    judged = judge_episodes(world, episodes)
+    judged = judge_episodes(world, episodes, randomization_names=names)
     judge_wall = time.perf_counter() - t
 
     # one episode at a time (the World protocol as a policy-evaluation loop uses it)
     e = episodes[0]
-    world.reset(0, {"context": Context.from_episode(e, world.cameras, 0)})
+    world.reset(0, {"context": Context.from_episode(e, world.cameras, 0, names)})
     t = time.perf_counter()
     k = 0
     for a in e["actions"][:20]:

@@ -26,17 +26,20 @@ from datagen.lerobot import DatasetError, LeRobotDataset
 
 def episode_arrays(ds: LeRobotDataset, k: int, camera_keys: list[str]) -> dict[str, np.ndarray]:
     """Episode k as arrays: frames uint8 [T, V, 3, H, W], actions [T, A], state [T, D], env_state [T, E],
-    success bool [T] (frame j shows the task solved)."""
+    success bool [T] (frame j shows the task solved), and randomization [T, R] where the dataset has it."""
     cols = ds.episode(k)
     frames = np.stack([ds.frames(k, key) for key in camera_keys], axis=1)  # [T, V, H, W, 3]
     done = cols["next.success"].astype(bool)
-    return {
+    out = {
         "frames": np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3)),
         "actions": cols["action"].astype(np.float32),
         "state": cols["observation.state"].astype(np.float32),
         "env_state": cols["observation.environment_state"].astype(np.float32),
         "success": np.concatenate([[False], done[:-1]]),
     }
+    if "randomization" in cols:  # the episode's domain-randomisation parameters, [T, R] (constant over T)
+        out["randomization"] = cols["randomization"].astype(np.float32)
+    return out
 
 
 def load_episodes(
@@ -71,6 +74,7 @@ def load_episodes(
         "fps": ds.fps,
         "image_size": [int(h), int(w)],
         "scene": scene,
+        "randomization_names": list(ds.info["features"].get("randomization", {}).get("names") or []),
     }
     return eps, meta
 

@@ -145,8 +145,8 @@ def main() -> None:
         from datagen.windows import load_episodes
         from worldmodels.evaluation import judge_episodes
 
-        eps, _ = load_episodes(data, world.cameras, episodes=held, progress=True)
-        j = judge_episodes(world, eps)["per_episode"]
+        eps, meta = load_episodes(data, world.cameras, episodes=held, progress=True)
+        j = judge_episodes(world, eps, randomization_names=meta["randomization_names"])["per_episode"]
         judges["world model, predicate"] = (np.array([e["predicate"] for e in j]), None)
         judges["world model, value"] = (
             np.array([e["value"] for e in j]) >= 0.5,

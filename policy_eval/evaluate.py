@@ -523,8 +523,10 @@ def agreement_table(metrics: dict[str, Any]) -> Table:
     )
     for col in ("metric", "value", "95% bootstrap CI", "target"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    targets = {"pearson": ">= 0.9", "mmrv": "<= 0.05"}
-    for k in ("pearson", "spearman", "kendall", "mmrv"):
+    targets = {"pearson": ">= 0.95", "mmrv": "<= 0.03", "mae": "<= 0.07"}
+    for k in ("pearson", "spearman", "kendall", "mmrv", "mae"):
+        if k not in metrics:  # a results.json written before the metric existed
+            continue
         m = metrics[k]
         f = fmt_metric
         table.add_row(k, f(m["value"]), f"[{f(m['ci_low'])}, {f(m['ci_high'])}]", targets.get(k, ""))

@@ -119,7 +119,13 @@ def mmrv(predicted: ArrayLike, real: ArrayLike) -> float:
     return float(worst.mean())
 
 
-AGREEMENT = {"pearson": pearson, "spearman": spearman, "kendall": kendall, "mmrv": mmrv}
+def mean_abs_error(predicted: ArrayLike, real: ArrayLike) -> float:
+    """Mean over policies of |predicted - real| success rate: calibration, which a ranking metric ignores."""
+    p, r = _pair(predicted, real)
+    return float(np.mean(np.abs(p - r)))
+
+
+AGREEMENT = {"pearson": pearson, "spearman": spearman, "kendall": kendall, "mmrv": mmrv, "mae": mean_abs_error}
 
 
 def beta_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -137,12 +137,14 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{k}</td><td class=num>{f(metrics[k]['value'])}</td>"
         f"<td class=num>[{f(metrics[k]['ci_low'])}, {f(metrics[k]['ci_high'])}]</td></tr>"
-        for k in ("pearson", "spearman", "kendall", "mmrv")
+        for k in ("pearson", "spearman", "kendall", "mmrv", "mae")
+        if k in metrics
     )
     return (
         f'<table id="metrics"><tr><th>metric</th><th>value</th><th>95% bootstrap CI (over seeds)</th></tr>{rows}'
         f"</table><p class=caption>{len(metrics['policies'])} policies; per-episode agreement of the success "
-        f"verdicts {metrics['per_episode_agreement']:.2f}. SIMPLER reports Pearson 0.57–0.98 and MMRV "
+        f"verdicts {metrics['per_episode_agreement']:.2f}; mae: mean |imagined - ground-truth| success rate per "
+        f"policy. SIMPLER reports Pearson 0.57–0.98 and MMRV "
         f"0.03–0.12 for its simulators against real robots.</p>"
     )
 

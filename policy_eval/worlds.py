@@ -65,15 +65,18 @@ def world_fingerprint(world: WorldName) -> str | None:
 class ImaginedWorld:
     """A video world model started, for each seed, from the twin's initial observation."""
 
-    def __init__(self, video_world: VideoWorld, twin: World) -> None:
+    def __init__(self, video_world: VideoWorld, twin: World, physics: dict[str, float] | None = None) -> None:
+        """`physics`: the twin's physics scale factors (`scenes.randomization.physics_scales`), given to a
+        world model conditioned on physics."""
         self.video, self.twin = video_world, twin
+        self.physics = dict(physics or {})
         self.action_dim = video_world.action_dim
         self.world_id = "worldmodel"
 
     def reset_batch(self, seeds: list[int]) -> list[Observation]:
         from worldmodels.video_world import Context
 
-        contexts = [Context.from_observations([self.twin.reset(s)]) for s in seeds]
+        contexts = [Context.from_observations([self.twin.reset(s)], physics=self.physics) for s in seeds]
         return self.video.reset_batch(contexts, list(seeds))
 
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
@@ -130,6 +133,13 @@ def make_world(
     model = VideoWorldModel.from_pretrained(w.path)
     video = VideoWorld(model, model.cfg.sampler.updated(samples=samples, steps=sampler_steps), device=device)
     check_scene_matches(video.cfg.scene, spec, w.path)
-    world = ImaginedWorld(video, twin)
+    physics: dict[str, float] = {}
+    if (
+        video.cfg.scene is not None
+    ):  # the evaluation scene's physics relative to the one the model was trained in
+        from scenes.randomization import physics_scales
+
+        physics = physics_scales(spec, SceneSpec.model_validate(video.cfg.scene))
+    world = ImaginedWorld(video, twin, physics)
     world.world_id = str(w)
     return world

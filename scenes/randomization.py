@@ -171,6 +171,18 @@ def sample_variation(spec: SceneSpec, rnd: RandomizationSpec | None, seed: int) 
     return Variation(spec=variant, params={k: float(v) for k, v in params.items()})
 
 
+def physics_scales(spec: SceneSpec, nominal: SceneSpec) -> dict[str, float]:
+    """The physics scale factors (`OBJECT.friction_scale`, `OBJECT.mass_scale`, `table.friction_scale`, as
+    `sample_variation` names them) that turn `nominal` into `spec`: all 1.0 for the nominal scene itself."""
+    out: dict[str, float] = {}
+    for o in spec.objects:
+        n = nominal.object(o.name)
+        out[f"{o.name}.friction_scale"] = o.friction / n.friction
+        out[f"{o.name}.mass_scale"] = o.mass / n.mass
+    out["table.friction_scale"] = spec.table.friction / nominal.table.friction
+    return out
+
+
 def variable_fields(spec: SceneSpec) -> dict[str, Any]:
     """The spec with every field a variant may change removed: two specs with equal results can
     share one built twin."""

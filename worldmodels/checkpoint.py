@@ -99,6 +99,35 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
             )
 
 
+def warm_start(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> list[str]:
+    """Load `state` into `model` where every tensor fits; a weight whose last (input-feature) dimension grew
+    keeps the old columns and gets zeros for the new ones, so new inputs change nothing until training
+    moves them. Returns the names of the grown tensors; raises one line on anything else that differs."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: cannot warm-start this model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    grown, merged = [], {}
+    for k, v in own.items():
+        old = state[k]
+        if old.shape == v.shape:
+            merged[k] = old
+        elif old.ndim == v.ndim >= 2 and old.shape[:-1] == v.shape[:-1] and old.shape[-1] < v.shape[-1]:
+            new = torch.zeros_like(v)
+            new[..., : old.shape[-1]] = old
+            merged[k] = new
+            grown.append(k)
+        else:
+            raise CheckpointError(
+                f"{source}: {k} has shape {list(old.shape)}, the model expects {list(v.shape)}"
+            )
+    model.load_state_dict(merged)
+    return grown
+
+
 class DiffusersModel(Protocol):
     """A diffusers model class (`AutoencoderKL`, `UNetSpatioTemporalConditionModel`, ...)."""
 

@@ -42,3 +42,17 @@ class FrameCrossAttention(nn.Module):
         mask = frame_mask(n_frames, tokens_per_frame, h.device)
         a, _ = self.attn(self.norm(h), tokens, tokens, attn_mask=mask, need_weights=False)
         return h + self.out(a)
+
+
+class FrameAdapter(nn.Module):
+    """Per-frame action cross-attention for one block of a pretrained backbone of width `channels` (SVD's
+    spatial transformer blocks, Cosmos's transformer blocks), from condition tokens of width `token_dim`."""
+
+    def __init__(self, token_dim: int, channels: int, heads: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(token_dim, channels)
+        self.xattn = FrameCrossAttention(channels, heads)
+
+    def forward(self, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """h [B*F, N, C]; tokens [B*F, D] -> h + attention to its own frame's token."""
+        return self.xattn(h, self.proj(tokens)[:, None], tokens_per_frame=h.shape[1])

@@ -19,7 +19,8 @@ Built from diffusers blocks (`Attention`, `FeedForward`, `Timesteps`, `TimestepE
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -136,21 +137,57 @@ class TwoStreamBlock(nn.Module):
         ci: torch.Tensor | None,
         mask_i: torch.Tensor | None,
         tokens: torch.Tensor,
+        past: BlockKV | None = None,
+        record: list[BlockKV] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """xs [B, Ns, D] state tokens, cs [B, Ns, D] their conditioning, mask_s [Ns, Ns] bool (True = attend);
-        xi, ci [B, Ni, D] and mask_i [Ni, Ni + Ns] the same for image tokens (None: a state-only pass), whose
-        keys are the image then the state tokens; tokens [B, Fr, D] per-frame action tokens."""
+        """xs [B, Ns, D] state tokens, cs [B, Ns, D] their conditioning, mask_s [Ns, Ns'] bool (True = attend);
+        xi, ci [B, Ni, D] and mask_i [Ni, Ni' + Ns'] the same for image tokens (None: a state-only pass), whose
+        keys are the image then the state tokens; tokens [B, Fr, D] per-frame action tokens.
+
+        `past`: this block's keys and values of earlier frames (a `ContextCache` entry), placed before the
+        tokens' own keys (Ns' = past + Ns state keys, Ni' likewise; the masks cover them). `record`: append
+        this block's own keys and values to it (how a `ContextCache` is filled)."""
         n_frames = tokens.shape[1]
         ms, qs, ks, vs = self._open(self.state, xs, cs)
+        ki = vi = None
+        if xi is not None and ci is not None and mask_i is not None:
+            mi, qi, ki, vi = self._open(self.img, xi, ci)
+        if record is not None:
+            record.append(BlockKV(ks, vs, ki, vi))
+        if past is not None:
+            ks, vs = torch.cat([past.ks, ks], 2), torch.cat([past.vs, vs], 2)
         a = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask_s)
         out_s = self._close(self.state, xs, a, ms, tokens, xs.shape[1] // n_frames)
-        if xi is None or ci is None or mask_i is None:
+        if ki is None or vi is None or xi is None or mask_i is None:
             return out_s, None
-        mi, qi, ki, vi = self._open(self.img, xi, ci)
+        if past is not None:
+            if past.ki is None or past.vi is None:
+                raise UsageError("the context cache holds no image keys (it was made by a state-only pass)")
+            ki, vi = torch.cat([past.ki, ki], 2), torch.cat([past.vi, vi], 2)
         a = F.scaled_dot_product_attention(
             qi, torch.cat([ki, ks], 2), torch.cat([vi, vs], 2), attn_mask=mask_i
         )
         return out_s, self._close(self.img, xi, a, mi, tokens, xi.shape[1] // n_frames)
+
+
+class BlockKV(NamedTuple):
+    """One `TwoStreamBlock`'s attention keys and values of some frames' tokens ([B, heads, N, d]); the image
+    ones are None after a state-only pass."""
+
+    ks: torch.Tensor
+    vs: torch.Tensor
+    ki: torch.Tensor | None
+    vi: torch.Tensor | None
+
+
+@dataclass
+class ContextCache:
+    """The context frames' keys and values in every block. Attention is frame-causal, so the context tokens
+    compute the same whatever the future holds: a sampler computes them once per pass instead of at every
+    step (`VideoDiT.context_cache`, then `VideoDiT.forward(..., cache=)` over the future frames alone)."""
+
+    frames: int
+    blocks: list[BlockKV]
 
 
 class VideoDiT(nn.Module):
@@ -246,6 +283,7 @@ class VideoDiT(nn.Module):
         cond: torch.Tensor,
         offsets: torch.Tensor,
         state_sigma: torch.Tensor | None = None,
+        cache: ContextCache | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Velocity of every frame (callers use the future frames').
 
@@ -255,23 +293,20 @@ class VideoDiT(nn.Module):
         Returns (v_img [B, Fr, V, c, h, w], v_state [B, Fr, cs, hs, ws]). With a separate state stream `img` may
         be None (a state-only pass, v_img None): v_state is then what the full pass would give, and `state_sigma`
         [B, Fr] is the state frames' own noise level (default `sigma`; context state frames are clean even
-        where the context latents are noised).
+        where the context latents are noised). With `cache` (separate state stream only; from `context_cache`
+        on the same context) every argument holds the future frames alone, and so do the velocities: the same
+        numbers as a full pass, without recomputing the context.
         """
-        B, Fr = state.shape[:2]
-        off = self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)[:, :, None]
-        tokens = self.cond(cond)  # [B, Fr, D]
-
-        def embed(s: torch.Tensor) -> torch.Tensor:
-            return self.time_embed(self.time_proj(s.reshape(-1) * 1000).to(tokens.dtype)).reshape(B, Fr, -1)
-
-        c = embed(sigma) + tokens  # [B, Fr, D]
+        c, c_state, off, tokens = self._conditioning(sigma, cond, offsets, state_sigma)
         if self.separate:
-            c_state = c if state_sigma is None else embed(state_sigma) + tokens
-            return self._forward_two_stream(img, state, c, c_state, off, tokens)
+            return self._forward_two_stream(img, state, c, c_state, off, tokens, cache)
         if img is None:
             raise UsageError(
                 "a shared-stream VideoDiT needs the image latents (state_stream: separate does not)"
             )
+        if cache is not None:
+            raise UsageError("a context cache needs backbone.state_stream: separate")
+        B, Fr = state.shape[:2]
         T = self.tokens_per_frame
         x = torch.cat([self._img_tokens(img), self._state_tokens(state)], dim=2) + off
         x = x.reshape(B, Fr * T, -1)
@@ -284,6 +319,40 @@ class VideoDiT(nn.Module):
         x = _modulate(self.norm_out(x), b, s).reshape(B, Fr, T, -1)
         return self._img_out(x[:, :, : self.n_img]), self._state_out(x[:, :, self.n_img :])
 
+    def _conditioning(
+        self, sigma: torch.Tensor, cond: torch.Tensor, offsets: torch.Tensor, state_sigma: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image conditioning, state conditioning [B, Fr, D], offset embedding [B, Fr, 1, D], action tokens
+        [B, Fr, D]) of the frames."""
+        B, Fr = sigma.shape[:2]
+        off = self.offset(offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset)[:, :, None]
+        tokens = self.cond(cond)  # [B, Fr, D]
+
+        def embed(s: torch.Tensor) -> torch.Tensor:
+            return self.time_embed(self.time_proj(s.reshape(-1) * 1000).to(tokens.dtype)).reshape(B, Fr, -1)
+
+        c = embed(sigma) + tokens
+        return c, c if state_sigma is None else embed(state_sigma) + tokens, off, tokens
+
+    @torch.no_grad()
+    def context_cache(
+        self,
+        img: torch.Tensor,
+        state: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: torch.Tensor,
+        offsets: torch.Tensor,
+        state_sigma: torch.Tensor | None = None,
+    ) -> ContextCache:
+        """Every block's keys and values of the context frames (arguments as in `forward`, context frames
+        only), for `forward(..., cache=)` over future frames (separate state stream only)."""
+        if not self.separate:
+            raise UsageError("a context cache needs backbone.state_stream: separate")
+        c, c_state, off, tokens = self._conditioning(sigma, cond, offsets, state_sigma)
+        record: list[BlockKV] = []
+        self._forward_two_stream(img, state, c, c_state, off, tokens, record=record)
+        return ContextCache(state.shape[1], record)
+
     def _forward_two_stream(
         self,
         img: torch.Tensor | None,
@@ -292,19 +361,29 @@ class VideoDiT(nn.Module):
         c_state: torch.Tensor,
         off: torch.Tensor,
         tokens: torch.Tensor,
+        cache: ContextCache | None = None,
+        record: list[BlockKV] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         B, Fr = state.shape[:2]
-        frames = torch.arange(Fr, device=state.device)
+        k0 = 0 if cache is None else cache.frames  # frames before these (in the cache)
+        frames = torch.arange(k0 + Fr, device=state.device)
         xs = (self._state_tokens(state) + off).reshape(B, Fr * self.n_state, -1)
-        cs, fs = c_state.repeat_interleave(self.n_state, dim=1), frames.repeat_interleave(self.n_state)
-        mask_s = fs[:, None] >= fs[None, :]  # frame-causal: query row attends to key column
+        cs = c_state.repeat_interleave(self.n_state, dim=1)
+        ks_frame = frames.repeat_interleave(self.n_state)  # frame of every state key (cached ones first)
+        mask_s = (
+            ks_frame[k0 * self.n_state :, None] >= ks_frame[None, :]
+        )  # frame-causal: row attends to column
         xi = ci = mask_i = None
         if img is not None:
             xi = (self._img_tokens(img) + off).reshape(B, Fr * self.n_img, -1)
-            ci, fi = c.repeat_interleave(self.n_img, dim=1), frames.repeat_interleave(self.n_img)
-            mask_i = fi[:, None] >= torch.cat([fi, fs])[None, :]
-        for blk in self.blocks:
-            xs, xi = blk(xs, cs, mask_s, xi, ci, mask_i, tokens)
+            ci = c.repeat_interleave(self.n_img, dim=1)
+            ki_frame = frames.repeat_interleave(self.n_img)
+            mask_i = ki_frame[k0 * self.n_img :, None] >= torch.cat([ki_frame, ks_frame])[None, :]
+        for n, blk in enumerate(self.blocks):
+            past = None if cache is None else cache.blocks[n]
+            xs, xi = blk(xs, cs, mask_s, xi, ci, mask_i, tokens, past, record)
+        if record is not None:
+            return None, xs  # only the keys and values were wanted
         s, b = self.ada_out_state(cs).chunk(2, dim=-1)
         vs = self._state_out(_modulate(self.norm_out(xs), b, s).reshape(B, Fr, self.n_state, -1))
         if xi is None or ci is None:

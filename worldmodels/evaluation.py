@@ -100,9 +100,11 @@ def open_loop(
     horizon: int,
     seed: int = 0,
     batch: int = 16,
+    randomization_names: list[str] | None = None,
 ) -> OpenLoopResult:
     """Roll every (episode, t0) out for `horizon` steps with the recorded actions from t0 and compare
-    each imagined step with the recorded one (and with a copy of the frame at t0)."""
+    each imagined step with the recorded one (and with a copy of the frame at t0). `randomization_names`:
+    the dataset's (`meta` of `load_episodes`), which gives a physics-conditioned model each episode's physics."""
     cams = world.cameras
     acc: dict[str, list[list[float]]] = {k: [[] for _ in range(horizon)] for k in OPEN_LOOP_METRICS}
     stop = world.stop_on_success
@@ -111,7 +113,7 @@ def open_loop(
     try:
         for i in range(0, len(starts), batch):
             part = starts[i : i + batch]
-            ctxs = [Context.from_episode(episodes[k], cams, t0) for k, t0 in part]
+            ctxs = [Context.from_episode(episodes[k], cams, t0, randomization_names) for k, t0 in part]
             world.reset_batch(ctxs, [seed + 1000 * k + t0 for k, t0 in part])
             t = time.perf_counter()
             results = world.step_batch([episodes[k]["actions"][t0 : t0 + horizon] for k, t0 in part])
@@ -153,20 +155,25 @@ def _imagined_env(observation: Observation) -> np.ndarray:
 
 
 def judge_episodes(
-    world: VideoWorld, episodes: list[dict[str, np.ndarray]], seed: int = 0, batch: int = 32, context: int = 1
+    world: VideoWorld,
+    episodes: list[dict[str, np.ndarray]],
+    seed: int = 0,
+    batch: int = 32,
+    context: int = 1,
+    randomization_names: list[str] | None = None,
 ) -> JudgeResult:
     """Imagine each recorded episode from its first `context` steps with its recorded actions and judge
     success two ways: the scene predicate on the predicted object poses at any step (`predicate`), and the
     predicted value (`value`: max over steps >= 0.5). Compared with the recorded outcome. Also the mean
     object position error at each imagined episode's last step (`final_object_error_m`): the drift that
-    decides the predicate near a region's edge."""
+    decides the predicate near a region's edge. `randomization_names` as in `open_loop`."""
     cams = world.cameras
     labels, pred, value, drift = [], [], [], []
     gen_s, steps = 0.0, 0
     for i in range(0, len(episodes), batch):
         part = episodes[i : i + batch]
         world.reset_batch(
-            [Context.from_episode(e, cams, context - 1) for e in part],
+            [Context.from_episode(e, cams, context - 1, randomization_names) for e in part],
             [seed + i + j for j in range(len(part))],
         )
         t = time.perf_counter()

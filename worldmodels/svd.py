@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from worldmodels.checkpoint import CheckpointError, load_diffusers_model
-from worldmodels.conditioning import FrameCrossAttention
+from worldmodels.conditioning import FrameAdapter
 from worldmodels.video_config import SVDConfig
 
 if TYPE_CHECKING:
@@ -41,19 +41,6 @@ def load_svd_unet(cfg: SVDConfig, weights: bool) -> UNetSpatioTemporalConditionM
             path = path / "unet"
         return load_diffusers_model(UNet, path, weights, "backbone.pretrained (or its unet/)")
     return UNet.from_config(cfg.unet) if "_class_name" in cfg.unet else UNet(**cfg.unet)
-
-
-class _FrameAdapter(nn.Module):
-    """Per-frame action cross-attention for one spatial block of width `channels`."""
-
-    def __init__(self, token_dim: int, channels: int, heads: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(token_dim, channels)
-        self.xattn = FrameCrossAttention(channels, heads)
-
-    def forward(self, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """h [B*F, N, C]; tokens [B*F, D] -> h + attention to its own frame's token."""
-        return self.xattn(h, self.proj(tokens)[:, None], tokens_per_frame=h.shape[1])
 
 
 class SVDDenoiser(nn.Module):
@@ -97,12 +84,12 @@ class SVDDenoiser(nn.Module):
             ):
                 for blk in mod:
                     width = int(blk.norm1.normalized_shape[0])  # type: ignore[union-attr,index]
-                    adapter = _FrameAdapter(dim, width, cfg.adapter_heads)
+                    adapter = FrameAdapter(dim, width, cfg.adapter_heads)
                     self.adapters.append(adapter)
                     blk.register_forward_hook(self._hook(adapter))
 
     def _hook(
-        self, adapter: _FrameAdapter
+        self, adapter: FrameAdapter
     ) -> Callable[[nn.Module, tuple[object, ...], torch.Tensor], torch.Tensor]:
         """A forward hook that mixes the current per-frame tokens into a spatial block's output."""
 

@@ -46,7 +46,7 @@ from common.training import (
     step_generators,
     warmup_cosine,
 )
-from worldmodels.checkpoint import check_state, load_pretrained
+from worldmodels.checkpoint import check_state, load_pretrained, warm_start
 from worldmodels.video_config import VideoWorldModelConfig
 from worldmodels.video_model import VideoWorldModel, Window, context_indices
 
@@ -87,6 +87,8 @@ class EpisodeStore:
         self.positions = [
             torch.from_numpy(e["env_state"]).reshape(len(e["env_state"]), -1, 7)[..., :3] for e in episodes
         ]
+        # log physics scale factors [P] of every episode (`cfg.physics`; see `with_physics`)
+        self.physics = [torch.from_numpy(e["physics"]) for e in episodes] if cfg.physics else None
         self.latents: list[torch.Tensor] | None = None
         self.cfg = cfg
 
@@ -132,8 +134,17 @@ class EpisodeStore:
             poses.append(self.state[k][idx])
             offs.append(steps - t)
         st = torch.stack
+        physics = None if self.physics is None else st([self.physics[k] for k, _ in items])
         return Window(
-            st(ctx_img), st(ctx_vec), st(acts), st(has), st(poses), st(offs), st(fut_img), st(fut_vec)
+            st(ctx_img),
+            st(ctx_vec),
+            st(acts),
+            st(has),
+            st(poses),
+            st(offs),
+            st(fut_img),
+            st(fut_vec),
+            physics,
         )
 
 
@@ -259,6 +270,31 @@ def resolve_config(
         raise TrainingError(f"config does not fit the dataset: {first['msg']}") from None
 
 
+def with_physics(
+    episodes: list[dict[str, np.ndarray]], meta: dict[str, Any], names: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """The episodes with `physics` [P]: the log of each named randomisation scale factor (from the dataset's
+    per-frame `randomization` columns, `meta["randomization_names"]`); unchanged when `names` is empty."""
+    if not names:
+        return episodes
+    have = list(meta.get("randomization_names") or [])
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise TrainingError(
+            f"physics {missing} are not among the dataset's randomisation parameters {have or '(none)'}"
+        )
+    cols = [have.index(n) for n in names]
+    out = []
+    for e in episodes:
+        scale = e["randomization"][0, cols].astype(np.float64)
+        if (scale <= 0).any():
+            raise TrainingError(
+                f"physics scale factors must be positive, got {dict(zip(names, scale, strict=True))}"
+            )
+        out.append({**e, "physics": np.log(scale).astype(np.float32)})
+    return out
+
+
 def split(n: int, holdout: int) -> tuple[list[int], list[int]]:
     if n - holdout < 1:
         raise TrainingError(f"{n} episodes and train.holdout_episodes={holdout}: nothing left to train on")
@@ -358,7 +394,14 @@ def _start_or_resume(
         cfg = VideoWorldModelConfig.model_validate_json((out / "config.json").read_text())
     else:
         cfg = resolve_config(cfg, episodes, meta)
+    init = None
+    if cfg.train.init is not None and not resume:
+        init = load_pretrained(cfg.train.init, VideoWorldModelConfig)
+        cfg = cfg.model_copy(update={"vae_arch": init[1].vae_arch})  # the checkpoint's VAE
     model = VideoWorldModel(cfg)
+    if init is not None:
+        grown = warm_start(model, init[0], Path(str(cfg.train.init)) / "model.safetensors")
+        Log(path=out / "log.jsonl", every=1).write({"warm_start": cfg.train.init, "grown": grown})
     stage, step = "vae", 0
     state_dir = out / "state"
     st = read_state(state_dir) if resume else None
@@ -406,19 +449,20 @@ def train_worldmodel(
     if stage == "done":
         return out / "model"
     train_eps, val_eps = split(len(episodes), cfg.train.holdout_episodes)
-    store = EpisodeStore(episodes, cfg)
+    store = EpisodeStore(with_physics(episodes, meta, cfg.physics), cfg)
     deadline = None if max_minutes is None else t0 + 60 * max_minutes
     t = cfg.train
     hardware = Hardware(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy)
 
     for st_name in STAGES[STAGES.index(stage) :]:
-        if st_name == "vae" and cfg.vae.pretrained:
+        if st_name == "vae" and (cfg.vae.pretrained or cfg.train.init):
             total = 0
         else:
             total = cfg.vae.train_steps if st_name == "vae" else t.steps
         start = step if st_name == stage else 0
         if st_name == "dynamics":
-            _encode_for_dynamics(model, store, train_eps, first=start == 0)
+            # a warm start keeps its checkpoint's statistics (the latents are normalised with them)
+            _encode_for_dynamics(model, store, train_eps, first=start == 0 and not cfg.train.init)
         steps = Stage(model, store, st_name, train_eps)
         log = Log(path=out / "log.jsonl", every=LOG_EVERY, fields={"stage": st_name}, t0=t0)
         if st_name == "dynamics" and start == 0:

@@ -80,6 +80,41 @@ class SVDConfig(Strict):
     adapter_heads: int = Field(1, ge=1)
 
 
+class CosmosConfig(Strict):
+    """diffusers `CosmosTransformer3DModel` (Cosmos-Predict2's video DiT, a Video2World model: its input
+    holds the condition-mask channel), pretrained from a local directory or built from `transformer`
+    kwargs, with zero-initialised per-frame action adapters (`worldmodels.cosmos`)."""
+
+    type: Literal["cosmos_predict2"] = "cosmos_predict2"
+    pretrained: str | None = Field(
+        None, description="local diffusers directory of a Predict2 Video2World model (or its transformer/)"
+    )
+    transformer: dict[str, Any] = Field(
+        default_factory=dict, description="constructor kwargs when not pretrained"
+    )
+    adapter_heads: int = Field(1, ge=1)
+    fps: float = Field(
+        16.0,
+        gt=0,
+        description=(
+            "frame rate told to the transformer's rotary embedding (latent frame i sits at time position "
+            "24 i / fps): 16, what Predict2 Video2World was trained with, spaces our steps as its latent frames"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _source(self) -> CosmosConfig:
+        if not self.pretrained and not self.transformer:
+            raise ValueError("cosmos_predict2 needs pretrained (a local directory) or transformer kwargs")
+        return self
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """(t, h, w) patch of the transformer: from `transformer`, else (1, 2, 2) as every Predict2 model."""
+        t, h, w = self.transformer.get("patch_size", (1, 2, 2))
+        return int(t), int(h), int(w)
+
+
 class MemoryConfig(Strict):
     """Context = the `recent` latest frames + `retrieved` older frames of nearest pose."""
 
@@ -197,12 +232,20 @@ class TrainConfig(Strict):
     val_every: int = Field(250, ge=1)
     checkpoint_every: int = Field(250, ge=1)
     seed: int = 0
+    init: str | None = Field(
+        None,
+        description=(
+            "warm start: a checkpoint of ours whose weights, VAE and dataset statistics start the run (the VAE "
+            "stage is skipped); condition inputs the checkpoint lacks (e.g. `physics`) start at zero, so the "
+            "run begins from exactly the checkpoint's predictions"
+        ),
+    )
     strategy: str = Field("auto", description="Lightning strategy on multi-device machines (e.g. ddp)")
     devices: int | str = "auto"
     accelerator: str = "auto"
 
 
-Backbone = Annotated[DiTConfig | SVDConfig, Field(discriminator="type")]
+Backbone = Annotated[DiTConfig | SVDConfig | CosmosConfig, Field(discriminator="type")]
 
 
 @dataclass(frozen=True)
@@ -249,6 +292,9 @@ def _upgrade_from_version_1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": VIDEO_CONFIG_VERSION}
 
 
+PHYSICS_SUFFIXES = ("friction_scale", "mass_scale")  # the randomisation's physics parameters
+
+
 class VideoWorldModelConfig(Strict):
     version: Literal[2] = Field(
         VIDEO_CONFIG_VERSION,
@@ -262,6 +308,15 @@ class VideoWorldModelConfig(Strict):
     state_frame: StateFrameConfig = StateFrameConfig()
     sampler: SamplerConfig = SamplerConfig()
     train: TrainConfig = TrainConfig()
+    physics: list[str] = Field(
+        default_factory=list,
+        description=(
+            "physics scale factors the model is conditioned on (the dataset's randomisation parameters, e.g. "
+            "cube.mass_scale, cube.friction_scale, table.friction_scale): the physics a user knows. Every "
+            "frame's condition carries their logarithms (0 = the scene's nominal physics); an imagined "
+            "episode is then started with them (`Context.physics`)"
+        ),
+    )
     # resolved from the dataset
     cameras: list[str] = Field(default_factory=list)
     image_size: tuple[int, int] = (64, 64)
@@ -286,6 +341,9 @@ class VideoWorldModelConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> VideoWorldModelConfig:
+        bad = [n for n in self.physics if not n.endswith(PHYSICS_SUFFIXES)]
+        if bad:
+            raise ValueError(f"physics takes scale factors ending in {PHYSICS_SUFFIXES}, got {bad}")
         h, w = self.image_size
         if h % self.downsample or w % self.downsample:
             raise ValueError(
@@ -295,15 +353,28 @@ class VideoWorldModelConfig(Strict):
             self._check_dit(self.backbone)
         elif self.train.state_batch_size:
             raise ValueError(
-                "train.state_batch_size needs the video_dit backbone with state_stream: separate"
+                "train.state_batch_size needs the video_dit backbone with state_stream: separate "
+                "(svd_unet and cosmos_predict2 have no state stream of their own)"
             )
-        elif self.train.context_noise or self.sampler.context_noise:
+        elif isinstance(self.backbone, SVDConfig) and (
+            self.train.context_noise or self.sampler.context_noise
+        ):
             # the SVD UNet takes one noise level per clip, so it cannot be told how noisy the context is
             raise ValueError(
-                "train.context_noise / sampler.context_noise need the video_dit backbone "
+                "train.context_noise / sampler.context_noise need the video_dit backbone or cosmos_predict2 "
                 "(the SVD UNet has one noise level per clip)"
             )
+        if isinstance(self.backbone, CosmosConfig):
+            self._check_cosmos(self.backbone)
         return self
+
+    def _check_cosmos(self, b: CosmosConfig) -> None:
+        pt, ph, pw = b.patch_size
+        lh, lw = self.latent_size
+        if pt != 1:  # a step is one latent frame with its own timestep
+            raise ValueError(f"backbone.transformer.patch_size must patch 1 frame, got {pt}")
+        if lh % ph or lw % pw:
+            raise ValueError(f"latent {lh}x{lw} is not divisible by the Cosmos transformer's patch {ph}x{pw}")
 
     def _check_dit(self, b: DiTConfig) -> None:
         lh, lw = self.latent_size

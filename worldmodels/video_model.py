@@ -31,10 +31,18 @@ from worldmodels.checkpoint import (
 )
 from worldmodels.memory import retrieve_memory
 from worldmodels.state_frames import StateFrameCodec
-from worldmodels.video_config import DiTConfig, SamplerConfig, SVDConfig, VideoWorldModelConfig
+from worldmodels.video_config import (
+    CosmosConfig,
+    DiTConfig,
+    SamplerConfig,
+    SVDConfig,
+    VideoWorldModelConfig,
+)
 
 if TYPE_CHECKING:
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+    from worldmodels.dit import ContextCache
 
 
 def build_vae(cfg: VideoWorldModelConfig, weights: bool = True) -> AutoencoderKL:
@@ -83,6 +91,7 @@ class Window:
     actions [B, K + F, A]: the action that led into each step (zeros where none); has_action [B, K + F]
     poses [B, K, P]: raw proprio of the context steps (their pose tags)
     offsets [B, K + F] long: step time relative to the last context step
+    physics [B, P]: log physics scale factors of the episodes (`cfg.physics`; absent when it is empty)
     """
 
     ctx_img: torch.Tensor
@@ -93,6 +102,7 @@ class Window:
     offsets: torch.Tensor
     fut_img: torch.Tensor | None = None
     fut_vec: torch.Tensor | None = None
+    physics: torch.Tensor | None = None
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Window:
         """The window with `fn` applied to each of its tensors (an absent future stays absent)."""
@@ -105,6 +115,7 @@ class Window:
             fn(self.offsets),
             None if self.fut_img is None else fn(self.fut_img),
             None if self.fut_vec is None else fn(self.fut_vec),
+            None if self.physics is None else fn(self.physics),
         )
 
 
@@ -115,6 +126,14 @@ def context_indices(poses: torch.Tensor, recent: int, retrieved: int, pose_dims:
     if len(idx) < k:
         idx = torch.cat([idx.new_zeros(k - len(idx)), idx])
     return idx
+
+
+def _twice(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, x])
+
+
+def _twice_or_none(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else _twice(x)
 
 
 def _flow_target(
@@ -160,6 +179,10 @@ class VideoWorldModel(nn.Module):
             # state frames ride along the frame axis at the latent's size
             h, w = self.cfg.latent_size
             return latent_channels, self.views * h, w
+        if isinstance(self.cfg.backbone, CosmosConfig):
+            # a state frame is one more latent-sized tile below the views, in the step's own frame
+            h, w = self.cfg.latent_size
+            return latent_channels, h, w
         s = self.cfg.state_frame
         return s.channels, s.height, s.width
 
@@ -167,13 +190,24 @@ class VideoWorldModel(nn.Module):
         self, latent_channels: int, state_shape: tuple[int, int, int], weights: bool
     ) -> nn.Module:
         cfg = self.cfg
-        # per frame: action, has-action, pose tag, is-context
-        cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1
+        # per frame: action, has-action, pose tag, is-context, the episode's physics
+        cond_dim = cfg.action_dim + 1 + cfg.state_dim + 1 + len(cfg.physics)
         max_offset = cfg.max_steps + cfg.future
         if isinstance(cfg.backbone, SVDConfig):
             from worldmodels.svd import SVDDenoiser
 
             return SVDDenoiser(
+                cfg.backbone,
+                latent_channels=latent_channels,
+                views=self.views,
+                cond_dim=cond_dim,
+                max_offset=max_offset,
+                weights=weights,
+            )
+        if isinstance(cfg.backbone, CosmosConfig):
+            from worldmodels.cosmos import CosmosDenoiser
+
+            return CosmosDenoiser(
                 cfg.backbone,
                 latent_channels=latent_channels,
                 views=self.views,
@@ -265,8 +299,9 @@ class VideoWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ denoising
     def _cond(self, win: Window, drop: torch.Tensor | None) -> torch.Tensor:
-        """[B, K + F, cond_dim] per-frame features: action, has-action, pose tag (context steps), is-context.
-        `drop` [B] bool forgets the actions of those windows (classifier-free guidance)."""
+        """[B, K + F, cond_dim] per-frame features: action, has-action, pose tag (context steps), is-context,
+        then the episode's physics (`cfg.physics`, never dropped). `drop` [B] bool forgets the actions of those
+        windows (classifier-free guidance)."""
         B, K = win.ctx_vec.shape[:2]
         n = win.actions.shape[1]
         a, has = win.actions / self.action_scale, win.has_action.float()
@@ -280,7 +315,16 @@ class VideoWorldModel(nn.Module):
         ] * 2 - 1  # the codec's normalisation
         is_ctx = torch.zeros(B, n, 1, device=a.device)
         is_ctx[:, :K] = 1
-        return torch.cat([a, has[..., None], poses, is_ctx], dim=-1)
+        parts = [a, has[..., None], poses, is_ctx]
+        if self.cfg.physics:
+            if win.physics is None or win.physics.shape != (B, len(self.cfg.physics)):
+                got = None if win.physics is None else list(win.physics.shape)
+                raise UsageError(
+                    f"the model is conditioned on physics {self.cfg.physics}: windows need physics "
+                    f"[{B}, {len(self.cfg.physics)}], got {got}"
+                )
+            parts.append(win.physics[:, None, :].to(a.dtype).expand(B, n, -1))
+        return torch.cat(parts, dim=-1)
 
     def _ctx_state(self, ctx_vec: torch.Tensor) -> torch.Tensor:
         v = ctx_vec.clone()
@@ -330,10 +374,18 @@ class VideoWorldModel(nn.Module):
         sigma: torch.Tensor,
         drop: torch.Tensor | None = None,
         ctx_sigma: torch.Tensor | None = None,
+        cache: ContextCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity of the future steps given noisy x_img [B, F, V, c, h, w], x_state [B, F, cs, hs, ws], sigma [B];
-        `ctx_sigma` [B]: the noise level of the context latents (default 0, clean)."""
+        `ctx_sigma` [B]: the noise level of the context latents (default 0, clean). `cache`: the context's
+        keys and values from `context_cache` on the same window, drop and ctx_sigma (the same numbers, faster)."""
         K, F = win.ctx_img.shape[1], x_img.shape[1]
+        if cache is not None:
+            sig = sigma[:, None].expand(-1, F)
+            vi, vs = self.denoiser(
+                x_img, x_state, sig, self._cond(win, drop)[:, K:], win.offsets[:, K:], cache=cache
+            )
+            return vi, vs
         img = torch.cat([win.ctx_img, x_img], dim=1)
         state = torch.cat([self._ctx_state(win.ctx_vec), x_state], dim=1)
         sig = self._frame_sigma(sigma, K, F, ctx_sigma)
@@ -343,6 +395,30 @@ class VideoWorldModel(nn.Module):
             extra["state_sigma"] = self._frame_sigma(sigma, K, F)
         vi, vs = self.denoiser(img, state, sig, self._cond(win, drop), win.offsets, **extra)
         return vi[:, K:], vs[:, K:]
+
+    def context_cache(
+        self, win: Window, drop: torch.Tensor | None = None, ctx_sigma: torch.Tensor | None = None
+    ) -> ContextCache | None:
+        """The context frames' keys and values in every block, for `velocity(..., cache=)` (None where the
+        backbone has no cache: a shared stream or SVD computes the context at every sampler step)."""
+        from worldmodels.dit import VideoDiT
+
+        if not self.separate_state_stream or not isinstance(self.denoiser, VideoDiT):
+            return None
+        K = win.ctx_img.shape[1]
+        sig = win.ctx_img.new_zeros(len(win.ctx_img), K)
+        state_sigma = None
+        if ctx_sigma is not None:
+            state_sigma = sig  # the state stream is told its context is clean
+            sig = ctx_sigma[:, None].to(sig.dtype).expand(-1, K)
+        return self.denoiser.context_cache(
+            win.ctx_img,
+            self._ctx_state(win.ctx_vec),
+            sig,
+            self._cond(win, drop)[:, :K],
+            win.offsets[:, :K],
+            state_sigma,
+        )
 
     def state_velocity(
         self, win: Window, x_state: torch.Tensor, sigma: torch.Tensor, drop: torch.Tensor | None = None
@@ -433,44 +509,37 @@ class VideoWorldModel(nn.Module):
                 )
             ctx_sigma = x_img.new_full((B,), s.context_noise)
             win = self.noise_context(win, ctx_sigma, ctx_eps)
+        guided = s.guidance != 1.0
+        drop = (
+            torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]) if guided else None
+        )
+        pass_win, pass_ctx_sigma = (
+            (win.map(_twice), _twice_or_none(ctx_sigma)) if guided else (win, ctx_sigma)
+        )
+        # the context computes the same at every step (frame-causal attention): once per pass
+        cache = self.context_cache(pass_win, None if drop is None else drop.to(x_img.device), pass_ctx_sigma)
         for i in range(len(sched.timesteps)):
             sigma = sched.sigmas[i].expand(B).to(x_img.dtype)
-            vi, vs = self._guided_velocity(win, x_img, x_state, sigma, ctx_sigma, s.guidance)
+            if guided:
+                assert drop is not None
+                vi2, vs2 = self.velocity(
+                    pass_win,
+                    _twice(x_img),
+                    _twice(x_state),
+                    _twice(sigma),
+                    drop.to(x_img.device),
+                    pass_ctx_sigma,
+                    cache,
+                )
+                # classifier-free guidance on the actions: uncond + guidance * (cond - uncond)
+                vi = vi2[B:] + s.guidance * (vi2[:B] - vi2[B:])
+                vs = vs2[B:] + s.guidance * (vs2[:B] - vs2[B:])
+            else:
+                vi, vs = self.velocity(win, x_img, x_state, sigma, ctx_sigma=ctx_sigma, cache=cache)
             dt = sched.sigmas[i + 1] - sched.sigmas[i]
             x_img = x_img + dt * vi
             x_state = x_state + dt * vs
         return x_img, self.decode_future(clean, x_state)
-
-    def _guided_velocity(
-        self,
-        win: Window,
-        x_img: torch.Tensor,
-        x_state: torch.Tensor,
-        sigma: torch.Tensor,
-        ctx_sigma: torch.Tensor | None,
-        guidance: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`velocity` with classifier-free guidance on the actions: uncond + guidance * (cond - uncond);
-        at guidance 1 the conditional velocity alone (one pass)."""
-        if guidance == 1.0:
-            return self.velocity(win, x_img, x_state, sigma, ctx_sigma=ctx_sigma)
-        B = x_img.shape[0]
-
-        def twice(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([x, x])
-
-        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x_img.device)
-        vi2, vs2 = self.velocity(
-            win.map(twice),
-            twice(x_img),
-            twice(x_state),
-            twice(sigma),
-            drop,
-            None if ctx_sigma is None else twice(ctx_sigma),
-        )
-        vi = vi2[B:] + guidance * (vi2[:B] - vi2[B:])
-        vs = vs2[B:] + guidance * (vs2[:B] - vs2[B:])
-        return vi, vs
 
     # ------------------------------------------------------------------ persistence
     def resolved_config(self) -> VideoWorldModelConfig:
@@ -481,6 +550,12 @@ class VideoWorldModel(nn.Module):
 
             assert isinstance(self.denoiser, SVDDenoiser)
             upd["backbone"] = self.cfg.backbone.model_copy(update={"unet": dict(self.denoiser.unet.config)})
+        if isinstance(self.cfg.backbone, CosmosConfig):
+            from worldmodels.cosmos import CosmosDenoiser
+
+            assert isinstance(self.denoiser, CosmosDenoiser)
+            tc = dict(self.denoiser.transformer.config)
+            upd["backbone"] = self.cfg.backbone.model_copy(update={"transformer": tc})
         return self.cfg.model_copy(update=upd)
 
     def save_pretrained(self, path: str | Path) -> Path:

@@ -54,16 +54,24 @@ class Context:
     """What the world starts from: T observed steps (oldest first).
 
     frames: camera -> uint8 [T, H, W, 3]; state [T, D]; env_state [T, E] (object poses, needed for the
-    predicate and the state frames); actions [T - 1, A]: the action between step t and t + 1.
+    predicate and the state frames); actions [T - 1, A]: the action between step t and t + 1;
+    physics: the scene's physics scale factors by name (`scenes.randomization.physics_scales`), which a
+    model conditioned on physics (`cfg.physics`) needs.
     """
 
     frames: dict[str, np.ndarray]
     state: np.ndarray
     env_state: np.ndarray
     actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    physics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_observations(cls, observations: list[Observation], actions: np.ndarray | None = None) -> Context:
+    def from_observations(
+        cls,
+        observations: list[Observation],
+        actions: np.ndarray | None = None,
+        physics: dict[str, float] | None = None,
+    ) -> Context:
         if not observations:
             raise ContextError("context needs at least one observation")
         env = [o.environment_state for o in observations if o.environment_state is not None]
@@ -77,17 +85,32 @@ class Context:
             state=np.stack([o.state for o in observations]).astype(np.float32),
             env_state=np.stack(env).astype(np.float32),
             actions=np.zeros((0, 0), np.float32) if actions is None else np.asarray(actions, np.float32),
+            physics=dict(physics or {}),
         )
 
     @classmethod
-    def from_episode(cls, episode: dict[str, np.ndarray], cameras: list[str], upto: int) -> Context:
-        """Steps 0..upto of an episode in `datagen.windows.episode_arrays` form (frames [T, V, 3, H, W])."""
+    def from_episode(
+        cls,
+        episode: dict[str, np.ndarray],
+        cameras: list[str],
+        upto: int,
+        randomization_names: list[str] | None = None,
+    ) -> Context:
+        """Steps 0..upto of an episode in `datagen.windows.episode_arrays` form (frames [T, V, 3, H, W]); with
+        `randomization_names` (the dataset's) its physics come from its `randomization` columns."""
         f = episode["frames"][: upto + 1]
+        physics: dict[str, float] = {}
+        if randomization_names and "randomization" in episode:
+            row = episode["randomization"][0]
+            physics = {
+                n: float(v) for n, v in zip(randomization_names, row, strict=True) if n.endswith("_scale")
+            }
         return cls(
             frames={c: np.ascontiguousarray(f[:, v].transpose(0, 2, 3, 1)) for v, c in enumerate(cameras)},
             state=episode["state"][: upto + 1],
             env_state=episode["env_state"][: upto + 1],
             actions=episode["actions"][:upto],
+            physics=physics,
         )
 
 
@@ -99,6 +122,7 @@ class _Episode:
     actions: torch.Tensor  # [T, A] action that led into step t (row 0 unused)
     initial: Poses
     step: int
+    physics: torch.Tensor | None  # [P] log scale factors (`cfg.physics`), None when the model has none
     passes: int = 0
     done: bool = False
 
@@ -172,6 +196,15 @@ class VideoWorld:
                 f"context state must be [T, {self.cfg.state_dim}] and env_state [T, {self.cfg.env_dim}], "
                 f"got {list(ctx.state.shape)} and {list(ctx.env_state.shape)}"
             )
+        missing_physics = [n for n in self.cfg.physics if n not in ctx.physics]
+        if missing_physics:
+            raise ContextError(
+                f"the model is conditioned on physics {self.cfg.physics}; the context lacks {missing_physics} "
+                "(Context.physics: scale factors by name, 1.0 = the scene's nominal physics)"
+            )
+        bad = {n: ctx.physics[n] for n in self.cfg.physics if not ctx.physics[n] > 0}
+        if bad:
+            raise ContextError(f"context physics scale factors must be positive, got {bad}")
         if T > 1 and ctx.actions.shape != (T - 1, self.action_dim):
             raise ContextError(
                 f"context actions must be [T - 1, {self.action_dim}] = [{T - 1}, {self.action_dim}], got {list(ctx.actions.shape)}"
@@ -233,6 +266,13 @@ class VideoWorld:
                 actions=torch.from_numpy(acts).to(self.device),
                 initial=self._poses(ctx.env_state[0]),
                 step=T - 1,
+                physics=(
+                    torch.tensor([np.log(ctx.physics[n]) for n in self.cfg.physics], dtype=torch.float32).to(
+                        self.device
+                    )
+                    if self.cfg.physics
+                    else None
+                ),
             )
             self.episodes.append(ep)
             out.append(self._observation(ep, T - 1, frames[-1]))
@@ -253,7 +293,8 @@ class VideoWorld:
             ha.append(torch.cat([idx > 0, torch.ones(F, dtype=torch.bool, device=self.device)]))
             of.append(torch.cat([idx - (T - 1), torch.arange(1, F + 1, device=self.device)]))
         st = torch.stack
-        return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of))
+        physics = st([ep.physics for ep in eps]) if self.cfg.physics else None  # type: ignore[misc]
+        return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of), physics=physics)
 
     def _pass_noise(
         self, ep: _Episode, n_frames: int, ctx_shape: tuple[int, ...], img_shape: tuple[int, ...]
@@ -317,9 +358,15 @@ class VideoWorld:
             i: torch.from_numpy(as_action_chunk(chunks[i], self.action_dim)).to(self.device) for i in live
         }
         imagined = self._imagine(acts)
+        # every episode's new frames decoded in one VAE call (a batch of 1 per episode costs ~2x as much)
+        latents = [s.latent for i in live for s in imagined[i]]
+        decoded = self.model.decode_latents(torch.stack(latents)).cpu().numpy().transpose(0, 1, 3, 4, 2)
         results: list[StepResult | None] = [None] * len(self.episodes)
+        start = 0
         for i in live:
-            results[i] = self._result(self.episodes[i], imagined[i])
+            n = len(imagined[i])
+            results[i] = self._result(self.episodes[i], imagined[i], decoded[start : start + n])
+            start += n
         return results
 
     def _imagine(self, acts: dict[int, torch.Tensor]) -> dict[int, list[_Imagined]]:
@@ -371,10 +418,9 @@ class VideoWorld:
                 return True
         return False
 
-    def _result(self, ep: _Episode, steps: list[_Imagined]) -> StepResult:
-        """The StepResult of an episode's latest `steps` (decoded frames, success, value, uncertainty)."""
-        frames = self.model.decode_latents(torch.stack([s.latent for s in steps])).cpu().numpy()
-        frames = frames.transpose(0, 1, 3, 4, 2)
+    def _result(self, ep: _Episode, steps: list[_Imagined], frames: np.ndarray) -> StepResult:
+        """The StepResult of an episode's latest `steps` with their decoded frames uint8 [n, V, H, W, 3]
+        (success, value, uncertainty)."""
         T = len(ep.latents)
         obs = [self._observation(ep, T - len(steps) + k, frames[k]) for k in range(len(steps))]
         env = self._env_state(ep.vectors[-1])

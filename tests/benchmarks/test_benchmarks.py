@@ -61,18 +61,38 @@ def test_datagen_speed(tmp_path, monkeypatch, genesis_kernel_cache):
 
 @pytest.mark.sim
 def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
-    """Two scripted policies, one seed each, in the twin and the shipped world model (one sampler step)."""
+    """Two scripted policies, one seed each, in the twin and the shipped world model at two sampler settings;
+    then a report range that overlaps the chosen one is refused."""
     cfg = yaml.safe_load((ROOT / "configs/eval/demo.yaml").read_text())
-    cfg.update(policies=["image_expert", "image_severe"], sampler_steps=1, samples=1)
+    cfg.update(policies=["image_expert", "image_severe"])
     config = tmp_path / "eval.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    args = ["--episodes", "1", "--config", str(config), "--runs", str(tmp_path / "runs")]
-    args += ["--results-dir", str(tmp_path)]
+    args = [
+        "--purpose",
+        "choose",
+        "--episodes",
+        "1",
+        "--config",
+        str(config),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
+    args += ["--sampler", "1x1", "--sampler", "2x1", "--twin-workers", "1", "--results-dir", str(tmp_path)]
     run_script("benchmarks.evaluator_fidelity", args, monkeypatch)
-    r = read_checked(tmp_path / "evaluator_fidelity.json", "benchmarks/evaluator_fidelity.py", args)
-    assert set(r["policies"]) == {"image_expert", "image_severe"} and r["episodes_per_policy"] == 1
-    assert set(r["metrics"]) == {"pearson", "spearman", "kendall", "mmrv"}
-    assert r["seconds"]["twin_episodes"] > 0 and r["seconds"]["worldmodel_episodes"] > 0
+    r = read_checked(tmp_path / "evaluator_fidelity_choose.json", "benchmarks/evaluator_fidelity.py", args)
+    assert r["purpose"] == "choose" and r["seeds"] == [2000, 2000] and r["episodes_per_policy"] == 1
+    assert (
+        set(r["twin"]["policies"]) == {"image_expert", "image_severe"}
+        and r["twin"]["speed"]["steps_per_s"] > 0
+    )
+    assert [w["sampler"] for w in r["worldmodel"]] == ["1x1", "2x1"]
+    for w in r["worldmodel"]:
+        assert set(w["metrics"]) == {"pearson", "spearman", "kendall", "mmrv", "mae"}
+        assert 0 <= w["metrics"]["mae"]["value"] <= 1 and w["speed"]["steps_per_s"] > 0
+        assert w["speedup"] == pytest.approx(w["speed"]["steps_per_s"] / r["twin"]["speed"]["steps_per_s"])
+    overlap = ["--purpose", "report", "--seed", "2000", "--episodes", "1", "--results-dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match="overlap the choose range"):
+        run_script("benchmarks.evaluator_fidelity", overlap, monkeypatch)
 
 
 @pytest.mark.sim
