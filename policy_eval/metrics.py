@@ -125,7 +125,13 @@ def mean_abs_error(predicted: ArrayLike, real: ArrayLike) -> float:
     return float(np.mean(np.abs(p - r)))
 
 
-AGREEMENT = {"pearson": pearson, "spearman": spearman, "kendall": kendall, "mmrv": mmrv, "mae": mean_abs_error}
+AGREEMENT = {
+    "pearson": pearson,
+    "spearman": spearman,
+    "kendall": kendall,
+    "mmrv": mmrv,
+    "mae": mean_abs_error,
+}
 
 
 def beta_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
