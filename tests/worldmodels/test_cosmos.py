@@ -234,6 +234,19 @@ def test_cosmos_recipe_validates():
     assert cfg.train.context_noise > 0 and cfg.train.accelerator == "gpu"
 
 
+def test_svd_recipe_validates():
+    """SVD-XT's GPU recipe loads with the strict loader and fits a 64x64 dataset (weights are not loaded)."""
+    from worldmodels.video_config import SVDConfig
+
+    cfg = load_video_config("configs/worldmodels/svd_xt.yaml")
+    assert isinstance(cfg.backbone, SVDConfig) and cfg.backbone.pretrained
+    resolved = VideoWorldModelConfig.model_validate(
+        {**cfg.model_dump(), "cameras": ["side"], "image_size": (64, 64)}
+    )
+    assert resolved.latent_size == (16, 16) and resolved.vae.latent_channels == 4  # SVD: 4 + 4 -> 4
+    assert cfg.train.accelerator == "gpu" and cfg.train.context_noise == 0
+
+
 def test_cosmos_refusals(tmp_path):
     """One-line refusals: no transformer source, a transformer of the wrong width, a latent its patch does
     not divide, state-only batches; a padding-mask transformer without torchvision."""
