@@ -103,6 +103,11 @@ def main() -> None:
         "--sampler", type=parse_sampler, action="append", help="STEPSxSAMPLES (repeatable; default 4x1)"
     )
     ap.add_argument("--twin-workers", type=int, default=2, help="twin processes run in parallel")
+    ap.add_argument(
+        "--label",
+        default=None,
+        help="names the model's runs (default: its directory, or the parent of model/)",
+    )
     ap.add_argument("--runs", default=str(ROOT / "runs/evaluator_fidelity"), help="the evaluations' output")
     add_result_arguments(ap, ROOT / "benchmarks/results", "evaluator_fidelity")
     args = ap.parse_args()
@@ -111,6 +116,8 @@ def main() -> None:
     name = f"{args.name}_{args.purpose}"
     check_disjoint(args.purpose, range(seed, seed + episodes), Path(args.results_dir), name)
     samplers = args.sampler or [(4, 1)]
+    model_dir = Path(args.model)
+    label = args.label or (model_dir.parent.name if model_dir.name == "model" else model_dir.name)
     console = Console()
     runs = Path(args.runs) / f"{args.purpose}_{seed}_{episodes}"
     common = {"episodes": episodes, "seed": seed, "videos": False, "strips": 2}
@@ -122,7 +129,7 @@ def main() -> None:
     console.print(ranked_table(twin))
     rows = []
     for steps, samples in samplers:
-        tag = f"{steps}x{samples}"
+        tag = f"{label}_{steps}x{samples}"
         wm_cfg = load_eval_config(
             args.config,
             {
@@ -143,7 +150,7 @@ def main() -> None:
         speed = throughput(wm, 1)
         rows.append(
             {
-                "sampler": tag,
+                "sampler": f"{steps}x{samples}",
                 "sampler_steps": steps,
                 "samples": samples,
                 "metrics": {k: m[k] for k in ("pearson", "spearman", "kendall", "mmrv", "mae")},
@@ -171,6 +178,7 @@ def main() -> None:
         "purpose": args.purpose,
         "scene": twin["scene"],
         "model": args.model,
+        "label": label,
         "episodes_per_policy": episodes,
         "seeds": [seed, seed + episodes - 1],
         "twin": {

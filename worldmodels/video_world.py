@@ -359,9 +359,11 @@ class VideoWorld:
         }
         imagined = self._imagine(acts)
         # every episode's new frames decoded in one VAE call (a batch of 1 per episode costs ~2x as much)
-        latents = [s.latent for i in live for s in imagined[i]]
-        decoded = self.model.decode_latents(torch.stack(latents)).cpu().numpy().transpose(0, 1, 3, 4, 2)
         results: list[StepResult | None] = [None] * len(self.episodes)
+        latents = [s.latent for i in live for s in imagined[i]]
+        if not latents:  # every episode had already ended
+            return results
+        decoded = self.model.decode_latents(torch.stack(latents)).cpu().numpy().transpose(0, 1, 3, 4, 2)
         start = 0
         for i in live:
             n = len(imagined[i])
