@@ -4,9 +4,15 @@ directory."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 from tests.benchmarks.conftest import read_checked, run_script
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HELD = [9, 10, 11]  # the tiny recipe holds out the last 3 of the dataset's 12 episodes
 
@@ -91,3 +97,30 @@ def test_twin_determinism(tmp_path, monkeypatch):
     )
     against = next(v for k, v in second["comparison"].items() if k.startswith("against "))
     assert against == {"episodes": 1, "outcomes_changed": 0, "trajectories_changed": 0, "diverged": []}
+
+
+@pytest.mark.sim
+def test_judge_margin(tmp_path, monkeypatch, genesis_kernel_cache):
+    """Two policies, one seed in each range, the shipped world model, against recorded twin outcomes."""
+    cfg = yaml.safe_load((ROOT / "configs/eval/demo.yaml").read_text())
+    cfg.update(policies=["image_expert", "image_severe"])
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    twins = {}
+    for name, seed in (("choose", 2000), ("report", 4000)):
+        twins[name] = tmp_path / name
+        twins[name].mkdir()
+        rows = [{"policy": p, "seed": seed, "success": p == "image_expert"} for p in cfg["policies"]]
+        (twins[name] / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--model", str(ROOT / "assets/worldmodels/push_cube_tiny"), "--config", str(config)]
+    args += ["--choose-episodes", "1", "--report-episodes", "1", "--margins-cm=-1:1:1"]
+    args += ["--twin-choose", str(twins["choose"]), "--twin-report", str(twins["report"])]
+    args += ["--results-dir", str(tmp_path)]
+    run_script("experiments.judge_margin", args, monkeypatch)
+    r = read_checked(tmp_path / "judge_margin.json", "experiments/judge_margin.py", args)
+    sweep = r["choose_sweep"]
+    assert [s["margin_m"] for s in sweep] == [-0.01, 0.0, 0.01] and r["chosen_margin_m"] in (-0.01, 0.0, 0.01)
+    for p in cfg["policies"]:  # a stricter region never counts more successes
+        rates = [s["imagined_success"][p] for s in sweep]
+        assert rates == sorted(rates, reverse=True)
+    assert r["report"]["no_margin"]["margin_m"] == 0.0 and r["twin_success"]["report"]["image_expert"] == 1.0
