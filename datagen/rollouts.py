@@ -54,7 +54,9 @@ class RolloutJob(Strict):
     scene_overrides: dict[str, Any] = Field(
         {}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution"
     )
-    policies: dict[str, float] = Field(description="policy name -> mix weight")
+    policies: dict[str, float] = Field(
+        description="policy (registered name, checkpoint directory or UP-MPC YAML) -> mix weight"
+    )
     episodes: int = Field(ge=1, description="episodes in the finished dataset")
     seed: int = Field(0, ge=0, description="attempt i uses seed + i")
     out: str = "data/rollouts"
@@ -71,13 +73,12 @@ class RolloutJob(Strict):
     @field_validator("policies")
     @classmethod
     def _mix(cls, v: dict[str, float]) -> dict[str, float]:
-        from policy_eval.policies import POLICIES
+        from policy_eval.policies import policy_info
 
         if not v:
             raise ValueError("at least one policy is needed")
-        unknown = [p for p in v if p not in POLICIES]
-        if unknown:
-            raise ValueError(f"unknown policies {unknown}; registered: {', '.join(POLICIES.names())}")
+        for p in v:
+            policy_info(p)  # raises naming the unknown policy and the registered ones
         if any(w <= 0 for w in v.values()):
             raise ValueError(f"mix weights must be positive, got {v}")
         return v
@@ -169,7 +170,7 @@ class EpisodeMaker:
         return cls(ResolvedJob.load(RolloutJob.model_validate_json(job_json)), Path(staging))
 
     def make(self, i: int) -> dict[str, Any]:
-        from policy_eval.policies import POLICIES, make_policy
+        from policy_eval.policies import make_policy, policy_info
         from policy_eval.runner import rollout
         from scenes.randomization import sample_variation
 
@@ -186,7 +187,7 @@ class EpisodeMaker:
             policy,
             seed,
             policy_id=name,
-            privileged=POLICIES.get(name).privileged,
+            privileged=policy_info(name).privileged,
             scene_hash=self.spec_hash,
         )
         meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed)

@@ -24,19 +24,23 @@ import torch
 from datagen.lerobot import DatasetError, LeRobotDataset
 
 
-def episode_arrays(ds: LeRobotDataset, k: int, camera_keys: list[str]) -> dict[str, np.ndarray]:
-    """Episode k as arrays: frames uint8 [T, V, 3, H, W], actions [T, A], state [T, D], env_state [T, E],
-    success bool [T] (frame j shows the task solved), and randomization [T, R] where the dataset has it."""
+def episode_arrays(
+    ds: LeRobotDataset, k: int, camera_keys: list[str], frames: bool = True
+) -> dict[str, np.ndarray]:
+    """Episode k as arrays: frames uint8 [T, V, 3, H, W] (not decoded with `frames=False`), actions [T, A],
+    state [T, D], env_state [T, E], success bool [T] (frame j shows the task solved), and randomization
+    [T, R] where the dataset has it."""
     cols = ds.episode(k)
-    frames = np.stack([ds.frames(k, key) for key in camera_keys], axis=1)  # [T, V, H, W, 3]
     done = cols["next.success"].astype(bool)
     out = {
-        "frames": np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3)),
         "actions": cols["action"].astype(np.float32),
         "state": cols["observation.state"].astype(np.float32),
         "env_state": cols["observation.environment_state"].astype(np.float32),
         "success": np.concatenate([[False], done[:-1]]),
     }
+    if frames:
+        video = np.stack([ds.frames(k, key) for key in camera_keys], axis=1)  # [T, V, H, W, 3]
+        out["frames"] = np.ascontiguousarray(video.transpose(0, 1, 4, 2, 3))
     if "randomization" in cols:  # the episode's domain-randomisation parameters, [T, R] (constant over T)
         out["randomization"] = cols["randomization"].astype(np.float32)
     return out
@@ -47,9 +51,11 @@ def load_episodes(
     cameras: list[str] | None = None,
     episodes: list[int] | None = None,
     progress: bool = False,
+    frames: bool = True,
 ) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
-    """Every (or the chosen) episode of a dataset decoded into memory, and what a model needs to know
-    about the dataset: cameras (short names), fps, image size, the scene it was made in."""
+    """Every (or the chosen) episode of a dataset decoded into memory (without its video with
+    `frames=False`), and what a model needs to know about the dataset: cameras (short names), fps,
+    image size, the scene it was made in."""
     import json
 
     ds = LeRobotDataset(root)
@@ -65,10 +71,10 @@ def load_episodes(
         from rich.progress import track
 
         it = track(chosen, description="decoding episodes")
-    eps = [episode_arrays(ds, k, keys) for k in it]
+    eps = [episode_arrays(ds, k, keys, frames) for k in it]
     ours = Path(root) / "meta" / "dreamtwin.json"
     scene = json.loads(ours.read_text()).get("scene") if ours.exists() else None
-    h, w = eps[0]["frames"].shape[-2:] if eps else (0, 0)
+    h, w = eps[0]["frames"].shape[-2:] if eps and frames else (0, 0)
     meta = {
         "cameras": [k.removeprefix("observation.images.") for k in keys],
         "fps": ds.fps,

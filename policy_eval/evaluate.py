@@ -59,13 +59,23 @@ class AdaptiveStop(Strict):
     round: int = Field(10, ge=1, description="seeds per round; stopping is decided between rounds")
 
 
+class TrustSettings(Strict):
+    enabled: bool = Field(
+        True, description="score imagined episodes with the world model's trust.json when it has one"
+    )
+    calibration: str | None = Field(None, description="another trust.json (policy_eval.trust) to score with")
+    fallback: Literal["none", "twin"] = Field(
+        "none", description="re-run untrusted imagined episodes in the twin (out/fallback/)"
+    )
+
+
 class EvalConfig(Strict):
     scene: str = Field(description="SceneSpec YAML path")
     scene_overrides: dict[str, Any] = Field(
         {}, description="dotted-key overrides of the scene, e.g. cameras.0.resolution"
     )
     policies: list[str] = Field(min_length=1, description="registered policy names or checkpoint directories")
-    world: str = Field("twin", description="twin | worldmodel:PATH")
+    world: str = Field("twin", description="twin | worldmodel:PATH | ensemble:PATH")
     episodes: int = Field(10, ge=1)
     seed: int = Field(0, ge=0, description="episode i uses seed + i for every policy")
     out: str = "runs/eval"
@@ -85,6 +95,7 @@ class EvalConfig(Strict):
     ray_address: str | None = None
     ground_truth: str | None = Field(None, description="an eval output directory in the ground-truth world")
     report: bool = False
+    trust: TrustSettings = Field(default_factory=TrustSettings)
 
     @field_validator("policies")
     @classmethod
@@ -114,6 +125,20 @@ class EvalConfig(Strict):
         from scenes.spec import load_scene_spec
 
         return load_scene_spec(self.scene, dict(self.scene_overrides) or None)
+
+    def trust_file(self) -> Path | None:
+        """The trust.json that scores this evaluation's imagined episodes, if any."""
+        from policy_eval.trust import TRUST_FILE
+        from policy_eval.worlds import parse_world
+
+        w = parse_world(self.world)
+        if not self.trust.enabled or w.kind != "worldmodel":
+            return None
+        if self.trust.calibration is not None:
+            return Path(self.trust.calibration)
+        assert w.path is not None
+        own = Path(w.path) / TRUST_FILE
+        return own if own.is_file() else None
 
 
 def load_eval_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:
@@ -176,10 +201,22 @@ def summarise(rows: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]
             "successes": k,
             "mean_length": sum(r["length"] for r in mine) / n if n else 0.0,
         }
-        for key in ("success_prob", "uncertainty"):  # imagined worlds report these per episode
+        for key in ("success_prob", "uncertainty", "trust"):  # imagined worlds report these per episode
             vals = [r[key] for r in mine if r.get(key) is not None]
             if vals:
                 entry[f"mean_{key}"] = float(np.mean(vals))
+        if any("trusted" in r for r in mine):
+            kept = [r for r in mine if r.get("trusted", True)]
+            trusted: dict[str, Any] = {
+                "n": len(kept),
+                "set_aside": n - len(kept),
+                "success_rate": sum(bool(r["success"]) for r in kept) / len(kept) if kept else None,
+            }
+            fell_back = [r for r in mine if not r.get("trusted", True)]
+            if fell_back and all("fallback_success" in r for r in fell_back):
+                final = [bool(r.get("fallback_success", r["success"])) for r in mine]
+                trusted["with_fallback"] = float(np.mean(final))
+            entry["trusted"] = trusted
         per_policy[p] = entry
     ranking = sorted(policies, key=lambda p: (-per_policy[p]["success_rate"], -per_policy[p]["ci_low"], p))
     return {"version": RESULTS_VERSION, "policies": per_policy, "ranking": ranking}
@@ -213,16 +250,42 @@ class Evaluator:
                 cfg.world, self.spec, render=cfg.render, samples=cfg.samples, sampler_steps=cfg.sampler_steps
             )
         )
+        trust = cfg.trust_file()
+        if trust is not None:
+            from policy_eval.trust import TrustChecker
+
+            self.trust: TrustChecker | None = TrustChecker.load(trust, self.spec)
+        else:
+            self.trust = None
 
     @classmethod
     def from_json(cls, cfg_json: str) -> Evaluator:
         return cls(EvalConfig.model_validate_json(cfg_json))
 
     def run(self, pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        episodes = self.episodes(pairs)
+        scores = self.trust.score(episodes) if self.trust is not None else [{} for _ in episodes]
+        seconds = (time.perf_counter() - t0) / max(len(pairs), 1)
+        rows = []
+        for (p, s), ep, score in zip(pairs, episodes, scores, strict=True):
+            self._media(p, s, ep)
+            row = {**ep.summary(), "policy": p, "seconds": seconds}
+            last = ep.steps[-1].info if ep.steps else {}
+            if "success_prob" in last:
+                row["success_prob"] = float(last["success_prob"])
+            unc = [st.info["uncertainty"] for st in ep.steps if "uncertainty" in st.info]
+            if unc:
+                row["uncertainty"] = float(np.mean(unc))
+            row.update(score)
+            rows.append(row)
+        return rows
+
+    def episodes(self, pairs: list[tuple[str, int]]) -> list[Episode]:
+        """Roll out (policy, seed) pairs in this evaluator's world (one batch in an imagined world)."""
         from policy_eval import runner
         from policy_eval.policies import make_policy
 
-        t0 = time.perf_counter()
         if isinstance(self.world, BatchedWorld):
             episodes = runner.rollout_batch(
                 self.world,
@@ -244,19 +307,7 @@ class Evaluator:
                 )
                 for p, s in pairs
             ]
-        seconds = (time.perf_counter() - t0) / max(len(pairs), 1)
-        rows = []
-        for (p, s), ep in zip(pairs, episodes, strict=True):
-            self._media(p, s, ep)
-            row = {**ep.summary(), "policy": p, "seconds": seconds}
-            last = ep.steps[-1].info if ep.steps else {}
-            if "success_prob" in last:
-                row["success_prob"] = float(last["success_prob"])
-            unc = [st.info["uncertainty"] for st in ep.steps if "uncertainty" in st.info]
-            if unc:
-                row["uncertainty"] = float(np.mean(unc))
-            rows.append(row)
-        return rows
+        return episodes
 
     def _media(self, policy: str, seed: int, ep: Episode) -> None:
         from common.video import VideoSettings, encode_video
@@ -391,6 +442,8 @@ def run_eval(
                     done.add((row["policy"], row["seed"]))
                 bar.advance(task, len(result))
 
+    if cfg.trust.fallback == "twin" and cfg.world != "twin":
+        rows = _fallback(cfg, rows, world, progress)
     results = summarise(rows, cfg.policies)
     results.update(
         scene=spec.name,
@@ -410,6 +463,60 @@ def run_eval(
 
         write_report(out, results, cfg)
     return results
+
+
+def _fallback(
+    cfg: EvalConfig, rows: list[dict[str, Any]], world: World | BatchedWorld | None, progress: bool
+) -> list[dict[str, Any]]:
+    """Re-run the untrusted imagined episodes in the twin (resumably, in `out/fallback/`); the rows with
+    `fallback_success` added to each untrusted one."""
+    from common.pool import WorkerPool
+
+    if any("trusted" not in r for r in rows):
+        raise DreamTwinError(
+            f"trust.fallback: twin needs trust scores, and {cfg.world} has no {cfg.trust_file() or 'trust.json'}"
+            " (set trust.calibration)"
+        )
+    out = Path(cfg.out) / "fallback"
+    fb = cfg.model_copy(
+        update={
+            "world": "twin",
+            "out": str(out),
+            "trust": TrustSettings(enabled=False),
+            "ground_truth": None,
+            "report": False,
+            "adaptive": None,
+            "videos": False,
+            "strips": 0,
+        }
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    log = EpisodeLog(out / "episodes.jsonl")
+    log.repair()
+    have = {(r["policy"], r["seed"]): r for r in unique_rows(log.read())}
+    todo = [
+        (r["policy"], r["seed"]) for r in rows if not r["trusted"] and (r["policy"], r["seed"]) not in have
+    ]
+    if todo:
+        if progress:
+            print(f"re-running {len(todo)} untrusted episodes in the twin ({out})")
+        local = Evaluator(fb, world) if world is not None else None
+        with WorkerPool(
+            "policy_eval.evaluate:Evaluator.from_json",
+            (fb.model_dump_json(),),
+            workers=cfg.workers,
+            backend=cfg.backend,
+            address=cfg.ray_address,
+            local=local,
+        ) as pool:
+            for result in pool.map_unordered("run", [[pair] for pair in todo]):
+                for row in result:
+                    log.append(row)
+                    have[(row["policy"], row["seed"])] = row
+    return [
+        r if r["trusted"] else {**r, "fallback_success": bool(have[(r["policy"], r["seed"])]["success"])}
+        for r in rows
+    ]
 
 
 def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

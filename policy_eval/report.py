@@ -71,7 +71,7 @@ def _bars(results: dict[str, Any], gt: dict[str, Any] | None, world: str) -> str
             w,
             label=label,
             color=color,
-            yerr=[rates - lo, hi - rates],
+            yerr=np.clip([rates - lo, hi - rates], 0, None),  # Wilson bounds at 0 or n round past the rate
             capsize=3,
             ecolor="#333",
         )
@@ -149,6 +149,47 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     )
 
 
+def _trust_table(out: Path, results: dict[str, Any]) -> str:
+    """Per policy: imagined success over all episodes and over trusted ones, how many were set aside (and
+    the success with the twin's verdicts for those, after a fallback); then the untrusted episodes."""
+    from policy_eval.evaluate import EpisodeLog, unique_rows
+
+    pol = results["policies"]
+    if not any("trusted" in r for r in pol.values()):
+        return ""
+    fallback = any("with_fallback" in r.get("trusted", {}) for r in pol.values())
+    head = (
+        "<tr><th>policy</th><th>all episodes</th><th>trusted only</th><th>set aside</th><th>mean trust</th>"
+    )
+    head += "<th>untrusted re-run in the twin</th></tr>" if fallback else "</tr>"
+    rows = []
+    for p in results["ranking"]:
+        r, t = pol[p], pol[p].get("trusted", {})
+        rate = t.get("success_rate")
+        cells = (
+            f"<td>{html.escape(p)}</td><td class=num>{r['success_rate']:.2f} ({r['n']})</td>"
+            f"<td class=num>{'–' if rate is None else f'{rate:.2f}'} ({t.get('n', 0)})</td>"
+            f"<td class=num>{t.get('set_aside', 0)}</td><td class=num>{r.get('mean_trust', float('nan')):.2f}</td>"
+        )
+        if fallback:
+            cells += f"<td class=num>{t.get('with_fallback', float('nan')):.2f}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    episodes = unique_rows(EpisodeLog(out / "episodes.jsonl").read())
+    bad = sorted((e for e in episodes if e.get("trusted") is False), key=lambda e: e["trust"])
+    items = "".join(
+        f"<li class=untrusted>{html.escape(e['policy'])}, seed {e['seed']}: imagined "
+        f"{'success' if e['success'] else 'failure'}, trust {e['trust']:.2f}</li>"
+        for e in bad[:50]
+    )
+    more = f"<li>… and {len(bad) - 50} more</li>" if len(bad) > 50 else ""
+    return (
+        '<h2>Trust in the imagined episodes</h2><table id="trust">'
+        f"{head}{''.join(rows)}</table><p class=caption>trust: the probability that an imagined verdict is the "
+        "twin's (policy_eval.trust: a dynamics ensemble replays each episode); episodes under the threshold "
+        f"are set aside.</p><details><summary>{len(bad)} untrusted episodes</summary><ul>{items}{more}</ul></details>"
+    )
+
+
 def _strips(out: Path, gt_dir: Path | None, results: dict[str, Any], world: str, limit: int = 6) -> str:
     from policy_eval.evaluate import slug
 
@@ -191,6 +232,7 @@ def write_report(out: Path, results: dict[str, Any], cfg: EvalConfig) -> Path:
             f"<p>ranking here: {html.escape(' > '.join(metrics['ranking_predicted']))}<br>"
             f"ground truth: {html.escape(' > '.join(metrics['ranking_ground_truth']))}</p>",
         ]
+    body.append(_trust_table(out, results))
     body += [
         '<h2>Episodes side by side</h2><div id="strips">',
         _strips(out, gt_dir, results, world),

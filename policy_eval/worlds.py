@@ -1,4 +1,4 @@
-"""The worlds an evaluation can run in, by name: `twin` or `worldmodel:PATH`.
+"""The worlds an evaluation can run in, by name: `twin`, `worldmodel:PATH` or `ensemble:PATH`.
 
     world = make_world("worldmodel:assets/worldmodels/push_cube_tiny", spec)
     observations = world.reset_batch(seeds=[0, 1, 2])       # every world starts from the twin's
@@ -8,6 +8,10 @@
 An imagined world is a `BatchedWorld` as well as a `World` (`reset_batch(seeds)`,
 `step_batch(chunks)`: a chunk of an episode that has ended is ignored and its
 result is None) and advances all its episodes in one forward pass.
+
+`ensemble:PATH` is a dynamics ensemble over states (`worldmodels.ensemble`) whose frames are the
+twin's renderer posed at the predicted state (`DigitalTwin.show`, no physics); evaluated without
+rendering it needs seconds for policies that read states.
 
 An imagined world starts each episode from the observation the twin shows at reset for the same
 seed (frames, proprio and object poses), so that every policy meets the same initial scenes in
@@ -28,12 +32,13 @@ from common.types import Observation, StepResult, World
 from scenes.spec import SceneSpec
 
 if TYPE_CHECKING:
+    from worldmodels.ensemble_world import EnsembleWorld
     from worldmodels.video_world import VideoWorld
 
 
 @dataclass(frozen=True)
 class WorldName:
-    kind: str  # "twin" | "worldmodel"
+    kind: str  # "twin" | "worldmodel" | "ensemble"
     path: str | None = None
 
     def __str__(self) -> str:
@@ -41,17 +46,18 @@ class WorldName:
 
 
 def parse_world(text: str) -> WorldName:
-    """'twin' or 'worldmodel:PATH' (a `save_pretrained` directory of a video world model)."""
+    """'twin', 'worldmodel:PATH' (a `save_pretrained` directory of a video world model) or
+    'ensemble:PATH' (of a dynamics ensemble)."""
     kind, sep, path = text.partition(":")
     if kind == "twin" and not sep:
         return WorldName("twin")
-    if kind == "worldmodel" and path:
-        return WorldName("worldmodel", path)
-    raise SpecError(f"world {text!r}: expected 'twin' or 'worldmodel:PATH'")
+    if kind in ("worldmodel", "ensemble") and path:
+        return WorldName(kind, path)
+    raise SpecError(f"world {text!r}: expected 'twin', 'worldmodel:PATH' or 'ensemble:PATH'")
 
 
 def world_fingerprint(world: WorldName) -> str | None:
-    """sha256 of a world model's `config.json` and `model.safetensors`: what makes two evaluations of
+    """sha256 of a world model's `config.json`, `model.safetensors` (and `trust.json`): what makes two evaluations of
     `worldmodel:PATH` the same evaluation. None for the twin (its identity is the scene spec) and for a
     directory without those files (loading it reports that)."""
     if world.path is None:
@@ -59,7 +65,33 @@ def world_fingerprint(world: WorldName) -> str | None:
     files = [Path(world.path) / name for name in ("config.json", "model.safetensors")]
     if not all(f.is_file() for f in files):
         return None
-    return files_sha256(files)
+    trust = Path(world.path) / "trust.json"  # scores every imagined episode: part of what the run computed
+    return files_sha256(files + ([trust] if trust.is_file() else []))
+
+
+class StateImaginedWorld:
+    """A dynamics ensemble (`EnsembleWorld`) started, for each seed, from the twin's initial state."""
+
+    def __init__(self, world: EnsembleWorld, twin: World) -> None:
+        self.ensemble, self.twin = world, twin
+        self.action_dim = world.action_dim
+        self.world_id = "ensemble"
+
+    def reset_batch(self, seeds: list[int]) -> list[Observation]:
+        return self.ensemble.reset_batch([self.twin.reset(s) for s in seeds], list(seeds))
+
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
+        return self.reset_batch([seed])[0]
+
+    def step(self, action_chunk: np.ndarray) -> StepResult:
+        r = self.step_batch([action_chunk])[0]
+        if r is None:
+            raise UsageError("step after the episode ended; call reset")
+        return r
+
+    def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]:
+        zero = np.zeros((1, self.action_dim), np.float32)
+        return self.ensemble.step_batch([zero if c is None else c for c in chunks])
 
 
 class ImaginedWorld:
@@ -126,10 +158,12 @@ def make_world(
         twin = DigitalTwin(spec, render=render or w.kind == "worldmodel")
     if w.kind == "twin":
         return twin
+    assert w.path is not None
+    if w.kind == "ensemble":
+        return _ensemble_world(w.path, spec, twin, render)
     from worldmodels.video_model import VideoWorldModel
     from worldmodels.video_world import VideoWorld
 
-    assert w.path is not None
     model = VideoWorldModel.from_pretrained(w.path)
     video = VideoWorld(model, model.cfg.sampler.updated(samples=samples, steps=sampler_steps), device=device)
     check_scene_matches(video.cfg.scene, spec, w.path)
@@ -142,4 +176,20 @@ def make_world(
         physics = physics_scales(spec, SceneSpec.model_validate(video.cfg.scene))
     world = ImaginedWorld(video, twin, physics)
     world.world_id = str(w)
+    return world
+
+
+def _ensemble_world(path: str, spec: SceneSpec, twin: World, render: bool) -> StateImaginedWorld:
+    from scenes.randomization import physics_scales
+    from worldmodels.ensemble import DynamicsEnsemble
+    from worldmodels.ensemble_world import EnsembleWorld
+
+    model = DynamicsEnsemble.from_pretrained(path)
+    physics: dict[str, float] = {}
+    if model.cfg.scene is not None:
+        trained = SceneSpec.model_validate(model.cfg.scene)
+        physics = physics_scales(spec, trained)
+    show = getattr(twin, "show", None) if render else None
+    world = StateImaginedWorld(EnsembleWorld(model, spec, renderer=show, physics=physics), twin)
+    world.world_id = f"ensemble:{path}"
     return world

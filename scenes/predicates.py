@@ -1,7 +1,9 @@
 """Success predicates, chosen by name in a SceneSpec's `task.success`.
 
 A predicate sees the world's object poses (name -> pos [3], quat wxyz [4]) and the poses at reset,
-and returns whether the task is achieved. Each has a strict parameter model validated at load.
+and returns whether the task is achieved. Each has a strict parameter model validated at load, and
+a `margin`: the signed distance (metres) from the verdict flipping, positive when achieved, so an
+imagined outcome can say how close it came to the other verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class PredicateEntry:
     params: type[Strict]
     fn: Callable[..., bool]
     description: str
+    margin: Callable[..., float]
 
 
 PREDICATES: Registry[PredicateEntry] = Registry("success predicate")
@@ -41,6 +44,12 @@ def object_in_region(p: ObjectInRegionParams, poses: Poses, initial: Poses) -> b
     return bool(np.all(np.abs(pos[:2] - np.asarray(p.center)) <= half))
 
 
+def object_in_region_margin(p: ObjectInRegionParams, poses: Poses, initial: Poses) -> float:
+    """How deep inside the rectangle the object's centre is (metres; negative: how far outside an edge)."""
+    pos = poses[p.object][0]
+    return float(np.min(np.asarray(p.size) / 2 - np.abs(pos[:2] - np.asarray(p.center))))
+
+
 class ObjectLiftedParams(Strict):
     object: str
     height: float = Field(0.10, gt=0, description="required rise of the object's centre, metres")
@@ -51,13 +60,20 @@ def object_lifted(p: ObjectLiftedParams, poses: Poses, initial: Poses) -> bool:
     return bool(poses[p.object][0][2] - initial[p.object][0][2] >= p.height)
 
 
+def object_lifted_margin(p: ObjectLiftedParams, poses: Poses, initial: Poses) -> float:
+    """The object's rise beyond the required height (metres; negative: how much higher it must go)."""
+    return float(poses[p.object][0][2] - initial[p.object][0][2] - p.height)
+
+
 PREDICATES.register(
     "object_in_region",
-    PredicateEntry(ObjectInRegionParams, object_in_region, object_in_region.__doc__ or ""),
+    PredicateEntry(
+        ObjectInRegionParams, object_in_region, object_in_region.__doc__ or "", object_in_region_margin
+    ),
     description="object centre inside an (x, y) rectangle",
 )
 PREDICATES.register(
     "object_lifted",
-    PredicateEntry(ObjectLiftedParams, object_lifted, object_lifted.__doc__ or ""),
+    PredicateEntry(ObjectLiftedParams, object_lifted, object_lifted.__doc__ or "", object_lifted_margin),
     description="object centre raised >= height above its start",
 )

@@ -434,6 +434,31 @@ class DigitalTwin:
             out[name] = (img, _np(seg)) if segmentation else img
         return out
 
+    def show(self, state: np.ndarray, environment_state: np.ndarray) -> Observation:
+        """The observation of a kinematic state, rendered without simulating: the arm's joints and the
+        gripper width from proprio `state` [11] (ee xyz, width, 7 joints), the objects' poses from
+        `environment_state` [7 * n_objects]. Leaves the physics in that state; `reset` starts over."""
+        state = np.asarray(state, np.float64)
+        env = np.asarray(environment_state, np.float64)
+        if state.shape != (4 + ARM_DOFS,) or env.shape != (7 * len(self.spec.objects),):
+            raise UsageError(
+                f"show needs state [{4 + ARM_DOFS}] and environment_state [{7 * len(self.spec.objects)}], "
+                f"got {list(state.shape)} and {list(env.shape)}"
+            )
+        q = np.concatenate([state[4 : 4 + ARM_DOFS], [state[3] / 2, state[3] / 2]])
+        self.robot.set_qpos(q, zero_velocity=True)
+        for i, o in enumerate(self.spec.objects):
+            ent = self.objects[o.name]
+            ent.set_pos(env[7 * i : 7 * i + 3], zero_velocity=True)
+            ent.set_quat(env[7 * i + 3 : 7 * i + 7], zero_velocity=True)
+        self._force_render = True
+        return Observation(
+            images=self.render() if self.render_enabled else {},
+            state=state.astype(np.float32),
+            task=self.spec.task.instruction,
+            environment_state=env.astype(np.float32),
+        )
+
     def _observe(self) -> Observation:
         return Observation(
             images=self.render() if self.render_enabled else {},

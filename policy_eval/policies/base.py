@@ -36,12 +36,25 @@ def register_policy(
 
 
 def policy_info(name: str) -> PolicyInfo:
-    """The registered policy `name`, or a trained checkpoint directory given by path."""
+    """The registered policy `name`, a trained checkpoint directory given by path, or a UP-MPC YAML file
+    (`policy_eval.mpc`) around either."""
     if name in POLICIES:
         return POLICIES.get(name)
     from pathlib import Path
 
+    from policy_eval.mpc import is_mpc_config
     from policy_eval.policies.bc import is_bc_checkpoint
+
+    if is_mpc_config(name):
+        from policy_eval.mpc import load_mpc_config, make_mpc_policy
+
+        cfg = load_mpc_config(name)
+        policy_info(cfg.base)  # the base must exist
+        return PolicyInfo(
+            lambda spec, seed: make_mpc_policy(name, spec, seed),
+            privileged=cfg.privileged,
+            description=f"UP-MPC ({cfg.mode}) around {cfg.base}",
+        )
 
     if is_bc_checkpoint(name):
         return PolicyInfo(

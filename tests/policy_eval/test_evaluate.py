@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import policy_eval.runner as runner
@@ -156,3 +157,33 @@ def test_a_world_model_retrained_in_place_is_a_different_evaluation(tmp_path):
     assert world_fingerprint(parse_world(world)) != first
     with pytest.raises(DreamTwinError, match="different evaluation \\(world-model weights differ\\)"):
         _check_out(cfg, Spec(), out)
+
+
+def test_an_ensemble_world_runs_the_zoo_with_frames_from_the_twin(push_twin, push_spec, tmp_path):
+    """`ensemble:PATH` starts from the twin's initial state and draws its frames with the twin posed at the
+    predicted state; an episode is a function of its seed."""
+    from policy_eval.worlds import make_world
+    from worldmodels.ensemble import DynamicsEnsemble, EnsembleConfig
+
+    cfg = EnsembleConfig(
+        members=3,
+        elites=2,
+        hidden=16,
+        layers=1,
+        state_dim=11,
+        env_dim=7,
+        action_dim=4,
+        scene=push_spec.model_dump(mode="json"),
+    )
+    DynamicsEnsemble(cfg).save_pretrained(tmp_path / "ens")
+    world = make_world(f"ensemble:{tmp_path / 'ens'}", push_spec, twin=push_twin)
+    first = world.reset_batch([3, 4])
+    assert np.array_equal(first[0].images["side"], push_twin.reset(3).images["side"])
+    chunk = np.array([[0.01, 0.0, 0.0, 0.0]], np.float32)
+    a = world.step_batch([chunk, chunk])
+    assert a[0] is not None and "uncertainty" in a[0].info and "margin" in a[0].info
+    shown = push_twin.show(a[0].last.state, a[0].last.environment_state)
+    assert np.array_equal(shown.images["side"], a[0].last.images["side"])
+    world.reset_batch([3])
+    b = world.step_batch([chunk])
+    assert b[0] is not None and np.array_equal(b[0].last.environment_state, a[0].last.environment_state)

@@ -127,3 +127,18 @@ def test_gym_wrapper(push_twin):
     assert env.action_space.shape == (4,) and env.action_space.high[0] == pytest.approx(0.03)
     again, _ = env.reset(seed=3)
     np.testing.assert_array_equal(again["state"], obs["state"])
+
+
+def test_show_renders_a_state_exactly_as_simulated(push_twin):
+    """A state the twin reached, shown after a reset to another seed, gives the same frame: the renderer a
+    state-space world model draws its frames with."""
+    push_twin.reset(5)
+    for _ in range(4):
+        r = push_twin.step(np.array([[0.0, 0.02, -0.02, 0.0]], np.float32))
+    reached = r.last
+    push_twin.reset(9)
+    shown = push_twin.show(reached.state, reached.environment_state)
+    assert np.array_equal(shown.images["side"], reached.images["side"])
+    assert np.allclose(push_twin.proprio(), reached.state, atol=1e-5)
+    with pytest.raises(UsageError, match="show needs state"):
+        push_twin.show(reached.state[:4], reached.environment_state)
