@@ -79,7 +79,7 @@ def summary_table(rows: list[dict[str, Any]], twin_speed: float) -> Table:
     for r in rows:
         m = r["metrics"]
         t.add_row(
-            r["sampler"],
+            r["sampler"] or "ensemble",
             f"{r['speed']['steps_per_s']:.1f}",
             f"{r['speedup']:.2f}",
             f"{m['pearson']['value']:.3f}" if m["pearson"]["value"] is not None else "n/a",
@@ -103,6 +103,13 @@ def main() -> None:
         "--sampler", type=parse_sampler, action="append", help="STEPSxSAMPLES (repeatable; default 4x1)"
     )
     ap.add_argument("--twin-workers", type=int, default=2, help="twin processes run in parallel")
+    ap.add_argument(
+        "--kind",
+        choices=["worldmodel", "ensemble"],
+        default="worldmodel",
+        help="--model is a video world model, or a dynamics ensemble (frames from the twin posed at its "
+        "states; it runs in --twin-workers processes, each with a twin to render)",
+    )
     ap.add_argument(
         "--label",
         default=None,
@@ -128,29 +135,30 @@ def main() -> None:
     twin_speed = throughput(twin, args.twin_workers)
     console.print(ranked_table(twin))
     rows = []
-    for steps, samples in samplers:
-        tag = f"{label}_{steps}x{samples}"
+    workers = args.twin_workers if args.kind == "ensemble" else 1
+    for steps, samples in samplers if args.kind == "worldmodel" else [(0, 0)]:
+        tag = f"{label}_{steps}x{samples}" if args.kind == "worldmodel" else label
         wm_cfg = load_eval_config(
             args.config,
             {
                 **common,
-                "world": f"worldmodel:{args.model}",
-                "out": str(runs / f"worldmodel_{tag}"),
+                "world": f"{args.kind}:{args.model}",
+                "out": str(runs / f"{args.kind}_{tag}"),
                 "ground_truth": str(runs / "twin"),
                 "report": True,
-                "sampler_steps": steps,
-                "samples": samples,
-                "workers": 1,
+                "sampler_steps": steps or None,
+                "samples": samples or None,
+                "workers": workers,
             },
         )
         wm = run_eval(wm_cfg)
         m = wm["metrics"]
         console.print(ranked_table(wm))
         console.print(agreement_table(m))
-        speed = throughput(wm, 1)
+        speed = throughput(wm, workers)
         rows.append(
             {
-                "sampler": f"{steps}x{samples}",
+                "sampler": f"{steps}x{samples}" if steps else None,
                 "sampler_steps": steps,
                 "samples": samples,
                 "metrics": {k: m[k] for k in ("pearson", "spearman", "kendall", "mmrv", "mae")},
@@ -161,7 +169,7 @@ def main() -> None:
                 "speedup": speed["steps_per_s"] / twin_speed["steps_per_s"]
                 if twin_speed["steps_per_s"]
                 else 0.0,
-                "report": str(runs / f"worldmodel_{tag}" / "report.html"),
+                "report": str(runs / f"{args.kind}_{tag}" / "report.html"),
             }
         )
     console.print(summary_table(rows, twin_speed["steps_per_s"]))
@@ -178,6 +186,7 @@ def main() -> None:
         "purpose": args.purpose,
         "scene": twin["scene"],
         "model": args.model,
+        "kind": args.kind,
         "label": label,
         "episodes_per_policy": episodes,
         "seeds": [seed, seed + episodes - 1],

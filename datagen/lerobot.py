@@ -444,6 +444,9 @@ def _write_dreamtwin_meta(
         "lerobot_reference": LEROBOT_REFERENCE,
         "fingerprint": job["fingerprint"],
         "job": job["job"],
+        # episodes imagined by a learned world (not simulated by the twin) are synthetic
+        "synthetic": job["job"].get("world", "twin") != "twin",
+        "world": job["job"].get("world", "twin"),
         "scene": spec.model_dump(mode="json"),
         "episodes": episodes,
     }

@@ -61,6 +61,11 @@ class RolloutJob(Strict):
     seed: int = Field(0, ge=0, description="attempt i uses seed + i")
     out: str = "data/rollouts"
     randomize: str | None = Field(None, description="randomisation YAML (configs/randomization/...)")
+    world: str = Field(
+        "twin",
+        description="twin, or ensemble:PATH for synthetic episodes imagined by a dynamics ensemble (frames "
+        "from the twin posed at its states; the dataset is tagged synthetic)",
+    )
     only_success: bool = False
     max_attempts_factor: float = Field(
         20.0, gt=1, description="only_success: give up after factor * episodes attempts"
@@ -69,6 +74,16 @@ class RolloutJob(Strict):
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
     video: VideoSettings = VideoSettings()
+
+    @field_validator("world")
+    @classmethod
+    def _world(cls, v: str) -> str:
+        from policy_eval.worlds import parse_world
+
+        w = parse_world(v)
+        if w.kind == "worldmodel":
+            raise ValueError("datasets come from the twin or a dynamics ensemble (ensemble:PATH)")
+        return str(w)
 
     @field_validator("policies")
     @classmethod
@@ -131,6 +146,7 @@ class ResolvedJob:
                 "seed": j.seed,
                 "only_success": j.only_success,
                 "video": j.video.model_dump(),
+                **({"world": j.world, "world_hash": _world_hash(j.world)} if j.world != "twin" else {}),
             }
         )
 
@@ -149,6 +165,12 @@ class ResolvedJob:
         )
 
 
+def _world_hash(world: str) -> str | None:
+    from policy_eval.worlds import parse_world, world_fingerprint
+
+    return world_fingerprint(parse_world(world))
+
+
 # ---------------------------------------------------------------------- one attempt
 class EpisodeMaker:
     """Builds one twin and turns attempt indices into staged episodes."""
@@ -163,6 +185,11 @@ class EpisodeMaker:
             raise DatagenError(f"the twin given was built from another scene than {resolved.job.scene}")
         self.twin = twin if twin is not None else DigitalTwin(resolved.spec, render=True)
         self.spec_hash = resolved.spec.hash()
+        self.world: Any = self.twin
+        if resolved.job.world != "twin":  # synthetic: an ensemble imagines, the twin starts and draws
+            from policy_eval.worlds import make_world
+
+            self.world = make_world(resolved.job.world, resolved.spec, twin=self.twin)
 
     @classmethod
     def from_json(cls, job_json: str, staging: str) -> EpisodeMaker:
@@ -180,10 +207,12 @@ class EpisodeMaker:
         seed, name = self.r.attempt(i)
         variation = sample_variation(self.r.spec, self.r.rnd, seed)
         self.twin.set_variant(variation.spec)
+        if self.world is not self.twin:  # the imagined world is told the variant's physics
+            self.world.ensemble.set_physics(self.world.physics_of(variation.spec))
         policy = make_policy(name, variation.spec, seed=self.r.job.seed)
         t0 = time.perf_counter()
         ep = rollout(
-            self.twin,
+            self.world,
             policy,
             seed,
             policy_id=name,

@@ -275,7 +275,9 @@ def eval_run(
     config: Path | None = typer.Option(None, help="job YAML (configs/eval/*.yaml); flags override it"),
     scene: str | None = typer.Option(None, help="SceneSpec YAML"),
     policies: str | None = typer.Option(None, help="comma-separated registered policy names"),
-    world: str | None = typer.Option(None, help="world to evaluate in: twin | worldmodel:PATH"),
+    world: str | None = typer.Option(
+        None, help="world to evaluate in: twin | worldmodel:PATH | ensemble:PATH"
+    ),
     episodes: int | None = typer.Option(None, help="episodes per policy"),
     seed: int | None = typer.Option(None, help="first seed; episode i uses seed + i"),
     out: str | None = typer.Option(None, help="output directory (rerun to resume)"),
@@ -301,6 +303,7 @@ def eval_run(
         load_eval_config,
         ranked_table,
         run_eval,
+        trust_table,
     )
 
     flags = {
@@ -335,6 +338,9 @@ def eval_run(
         console.print(designed)
     if "metrics" in results:
         console.print(agreement_table(results["metrics"]))
+    trust = trust_table(results)
+    if trust is not None:
+        console.print(trust)
     console.print(f"results: {Path(cfg.out) / 'results.json'}")
     if cfg.report:
         console.print(f"report: {Path(cfg.out) / 'report.html'}")

@@ -3,11 +3,12 @@ and reported on another.
 
     python experiments/coplanner.py --ensemble runs/ensemble/model [--part rollouts explore mpc]
 
-- **rollouts** (model rollouts, conservative): from the twin's initial state of each seed, the noisy
-  expert (`expert` perturbed by UP-MPC's candidates, `mode: none`) or conservative UP-MPC around it
-  acts for H = 10 steps inside the ensemble (a random elite member per step, sampled, as COPlanner's
-  model rollouts); the same actions are then replayed in the twin. Compounding error = the distance
-  between the imagined and the replayed cube (and end effector) at step H. The rate is chosen on seeds
+- **rollouts** (model rollouts, conservative): branched from the states of the expert's twin episode
+  at steps 0, 10 and 20 of each seed, the noisy expert (`expert` perturbed by UP-MPC's candidates,
+  `mode: none`) or conservative UP-MPC around it acts for H = 10 steps inside the ensemble (a random
+  elite member per step, sampled, as COPlanner's model rollouts); the same actions are then replayed
+  in the twin from the same state. Compounding error = the distance between the imagined and the
+  replayed cube (and end effector) at step H. The rate is chosen on seeds
   2000-2029, reported on 4000-4049.
 - **explore** (optimistic exploration): the twin generates `--explore-episodes` episodes (seeds from
   6000, push_cube's domain randomisation) with the noisy expert and with optimistic UP-MPC around it;
@@ -37,7 +38,7 @@ from common.io import atomic_write_text
 from common.results import add_result_arguments, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-CHOOSE, REPORT = (2000, 30), (4000, 50)
+BRANCHES = [0, 10, 20]  # steps of the expert's twin episode that model rollouts branch from
 
 
 def _spec() -> Any:
@@ -56,11 +57,12 @@ def _mpc_yaml(path: Path, **fields: Any) -> str:
 
 # ---------------------------------------------------------------------- model rollouts
 def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: int = 10) -> dict[str, Any]:
-    """Compounding error at each step up to H of the ensemble's rollouts under (UP-MPC around) the expert."""
+    """Compounding error at each step up to H of the ensemble's rollouts under UP-MPC around the expert,
+    branched (as COPlanner's model rollouts) from the states of the expert's twin episode at steps
+    `BRANCHES`; each branch's actions are replayed in the twin from the same state."""
     from policy_eval.mpc import UPMPC, MPCConfig
     from policy_eval.policies import make_policy
     from policy_eval.runner import rollout
-    from policy_eval.worlds import StateImaginedWorld
     from scenes.randomization import physics_scales
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
@@ -72,31 +74,51 @@ def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: 
     args.twin = twin
     ens = DynamicsEnsemble.from_pretrained(args.ensemble)
     physics = physics_scales(spec, SceneSpec.model_validate(ens.cfg.scene)) if ens.cfg.scene else {}
-    world = StateImaginedWorld(EnsembleWorld(ens, spec, physics=physics), twin)
+    world = EnsembleWorld(ens, spec, physics=physics)
     cfg = MPCConfig(base="expert", ensemble=args.ensemble, mode=mode, rate=rate, privileged=True)
     d = ens.cfg.state_dim
     obj, ee = [], []
     for seed in seeds:
-        policy = UPMPC(make_policy("expert", spec, seed), ens, spec, cfg, seed)
-        ep = rollout(world, policy, seed, privileged=True, max_steps=H)
-        imagined = [np.concatenate([s.observation.state, s.observation.environment_state]) for s in ep.steps]  # type: ignore[list-item]
-        twin.reset(seed)
-        real = []
-        for st in ep.steps:
-            r = twin.step(st.action[None])
-            real.append(np.concatenate([r.last.state, r.last.environment_state]))  # type: ignore[list-item]
-            if r.done:
-                break
-        n = min(len(real), len(imagined))
-        o = [np.linalg.norm(imagined[t][d : d + 3] - real[t][d : d + 3]) * 100 for t in range(n)]
-        e = [np.linalg.norm(imagined[t][:3] - real[t][:3]) * 100 for t in range(n)]
-        obj.append(o + [np.nan] * (H - n))
-        ee.append(e + [np.nan] * (H - n))
+        real_ep = rollout(twin, make_policy("expert", spec, seed), seed, privileged=True)
+        prefix = [st.action for st in real_ep.steps]
+        for t0 in BRANCHES:
+            if t0 >= len(prefix):
+                continue
+            start = real_ep.initial_observation if t0 == 0 else real_ep.steps[t0 - 1].observation
+            branch = seed * 1000 + t0
+            policy = UPMPC(make_policy("expert", spec, seed), ens, spec, cfg, seed)
+            policy.reset(branch)
+            obs = world.reset_batch([start], [branch])[0]
+            imagined, actions = [], []
+            for _ in range(H):
+                a = policy.act(obs)
+                r = world.step_batch([a])[0]
+                assert r is not None
+                obs = r.last
+                actions.append(a[0])
+                imagined.append(np.concatenate([obs.state, obs.environment_state]))
+                if r.done:
+                    break
+            twin.reset(seed)
+            for a in prefix[:t0]:
+                twin.step(a[None])
+            real = []
+            for a in actions:
+                rr = twin.step(a[None])
+                real.append(np.concatenate([rr.last.state, rr.last.environment_state]))
+                if rr.done:
+                    break
+            n = min(len(real), len(imagined))
+            o = [np.linalg.norm(imagined[t][d : d + 3] - real[t][d : d + 3]) * 100 for t in range(n)]
+            e = [np.linalg.norm(imagined[t][:3] - real[t][:3]) * 100 for t in range(n)]
+            obj.append(o + [np.nan] * (H - n))
+            ee.append(e + [np.nan] * (H - n))
     err_o, err_e = np.array(obj), np.array(ee)
     return {
         "mode": mode,
         "rate": rate,
         "seeds": [seeds[0], seeds[-1]],
+        "branches": BRANCHES,
         "object_error_cm": [float(np.nanmean(err_o[:, h])) for h in range(H)],
         "ee_error_cm": [float(np.nanmean(err_e[:, h])) for h in range(H)],
         "at_H": {
@@ -108,20 +130,20 @@ def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: 
 
 
 def part_rollouts(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    rates = [3.0, 10.0, 30.0, 100.0]
-    choose = range(CHOOSE[0], CHOOSE[0] + CHOOSE[1])
+    rates = args.rates
+    choose = range(args.choose[0], sum(args.choose))
     plain_c = rollouts(args, choose, "none", 0.0)
     cands = {r: rollouts(args, choose, "conservative", r) for r in rates}
     best = min(rates, key=lambda r: cands[r]["at_H"]["object_cm"] + cands[r]["at_H"]["ee_cm"])
-    report = range(REPORT[0], REPORT[0] + REPORT[1])
+    report = range(args.report[0], sum(args.report))
     plain_r = rollouts(args, report, "none", 0.0)
     cons_r = rollouts(args, report, "conservative", best)
     ratio = {k: cons_r["at_H"][k] / plain_r["at_H"][k] for k in ("object_cm", "ee_cm")}
     t = Table(
         title=f"compounding error at H = 10 (conservative rate {best}, chosen on {choose[0]}-{choose[-1]})"
     )
-    for c in ("seeds", "plain: cube / ee (cm)", "conservative: cube / ee (cm)", "ratio cube / ee"):
-        t.add_column(c, justify="right")
+    for col in ("seeds", "plain: cube / ee (cm)", "conservative: cube / ee (cm)", "ratio cube / ee"):
+        t.add_column(col, justify="right")
     for label, p, c in (("choose", plain_c, cands[best]), ("report", plain_r, cons_r)):
         t.add_row(
             f"{label} {p['seeds'][0]}-{p['seeds'][1]}",
@@ -164,7 +186,7 @@ def part_explore(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         ),
     }
     held, held_meta = load_episodes(args.heldout, frames=False)
-    _, held_ids = split(len(held), 30)
+    _, held_ids = split(len(held), min(30, len(held) - 1))
     curves: dict[str, Any] = {}
     for label, yaml_path in policies.items():
         out = runs / label.replace(" ", "_")
@@ -176,7 +198,7 @@ def part_explore(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             seed=6000,
             out=str(out / "data"),
             randomize=str(ROOT / "configs/randomization/push_cube.yaml"),
-            workers=2,
+            workers=args.twin_workers,
         )
         generate(job, progress=False)
         eps, meta = load_episodes(out / "data", frames=False)
@@ -230,7 +252,7 @@ def _twin_eval(args: argparse.Namespace, policy: str, seeds: tuple[int, int], ta
             "videos": False,
             "strips": 0,
             "out": str(Path(args.runs) / "mpc" / f"{tag}_{seeds[0]}_{seeds[1]}"),
-            "workers": 2,
+            "workers": args.twin_workers,
         },
     )
     t0 = time.perf_counter()
@@ -251,15 +273,16 @@ def part_mpc(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     ens = str(Path(args.ensemble).resolve())
     grid = {
         f"{m}_{r:g}": _mpc_yaml(runs / f"{m}_{r:g}.yaml", base="image_medium", ensemble=ens, mode=m, rate=r)
-        for m, r in (("plain", 0.0), ("conservative", 10.0), ("conservative", 100.0))
+        for m, r in args.mpc_grid
     }
-    base_c = _twin_eval(args, "image_medium", CHOOSE, "base")
-    chosen = {k: _twin_eval(args, v, CHOOSE, k) for k, v in grid.items()}
+    choose, report = tuple(args.choose), tuple(args.report)
+    base_c = _twin_eval(args, "image_medium", choose, "base")
+    chosen = {k: _twin_eval(args, v, choose, k) for k, v in grid.items()}
     best = max(chosen, key=lambda k: chosen[k]["success_rate"])
-    base_r = _twin_eval(args, "image_medium", REPORT, "base")
-    best_r = _twin_eval(args, grid[best], REPORT, best)
+    base_r = _twin_eval(args, "image_medium", report, "base")
+    best_r = _twin_eval(args, grid[best], report, best)
     t = Table(
-        title=f"image_medium in the twin, alone and inside UP-MPC ({best}, chosen on {CHOOSE[0]}-{sum(CHOOSE) - 1})"
+        title=f"image_medium in the twin, alone and inside UP-MPC ({best}, chosen on {choose[0]}-{sum(choose) - 1})"
     )
     for c in ("seeds", "image_medium", f"UP-MPC {best}", "s / step (base, MPC)"):
         t.add_column(c, justify="right")
@@ -289,6 +312,19 @@ def main() -> None:
     ap.add_argument("--explore-steps", type=int, default=2000)
     ap.add_argument("--explore-rate", type=float, default=30.0)
     ap.add_argument("--runs", default=str(ROOT / "runs/coplanner"))
+    ap.add_argument("--choose", type=int, nargs=2, default=[2000, 30], metavar=("SEED", "N"))
+    ap.add_argument("--report", type=int, nargs=2, default=[4000, 50], metavar=("SEED", "N"))
+    ap.add_argument(
+        "--rates", type=float, nargs="+", default=[3.0, 10.0, 30.0, 100.0], help="conservative rates tried"
+    )
+    ap.add_argument(
+        "--mpc-grid",
+        type=lambda t: (t.split(":")[0], float(t.split(":")[1])),
+        nargs="+",
+        default=[("plain", 0.0), ("conservative", 10.0), ("conservative", 100.0)],
+        help="MODE:RATE settings of UP-MPC around image_medium tried on the choose range",
+    )
+    ap.add_argument("--twin-workers", type=int, default=2)
     add_result_arguments(ap, ROOT / "experiments/results", "coplanner")
     args = ap.parse_args()
     args.twin = None

@@ -41,10 +41,13 @@ def shortfall(m: dict[str, float]) -> float:
     )
 
 
-def region_depth(env_states: list[np.ndarray], center: np.ndarray, size: np.ndarray) -> float:
-    """The deepest the first object's centre came inside the rectangle (metres; negative: never inside)."""
-    half = size / 2
-    return float(max(np.min(half - np.abs(e[:2] - center)) for e in env_states))
+def region_depth(env_states: list[np.ndarray], params: Any) -> float:
+    """The deepest the first object's centre came inside the target rectangle: the largest margin of the
+    scene's `object_in_region` predicate (metres; negative: never inside)."""
+    from scenes.predicates import object_in_region_margin
+
+    poses = [{params.object: (e[:3].astype(np.float64), e[3:7].astype(np.float64))} for e in env_states]
+    return max(object_in_region_margin(params, p, p) for p in poses)
 
 
 def imagine(
@@ -60,8 +63,7 @@ def imagine(
     cfg = load_eval_config(config, {"episodes": episodes, "seed": seed})
     spec = load_scene_spec(cfg.scene, cfg.scene_overrides)
     assert spec.task.success is not None and spec.task.success.name == "object_in_region"
-    params = spec.task.success.params
-    center, size = np.asarray(params["center"], float), np.asarray(params["size"], float)
+    params = spec.task.success.typed_params()
     world = make_world(f"worldmodel:{model}", spec, samples=cfg.samples, sampler_steps=cfg.sampler_steps)
     assert isinstance(world, ImaginedWorld)
     world.video.stop_on_success = False
@@ -78,7 +80,7 @@ def imagine(
         )
         for (p, _), ep in zip(part, eps, strict=True):
             env = [st.observation.environment_state for st in ep.steps]
-            depth[p].append(region_depth([e for e in env if e is not None], center, size))
+            depth[p].append(region_depth([e for e in env if e is not None], params))
     return depth
 
 

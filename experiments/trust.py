@@ -118,6 +118,12 @@ def collect(
     return [{**have[pq], "twin": twin[pq]} for pq in pairs]
 
 
+def _shown(path: str) -> str:
+    """A path as the repository names it (relative to its root when inside it)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
     return (
         [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -193,11 +199,20 @@ def evaluate(
         i = rng.integers(0, len(rows), len(rows))
         if wrong[i].any() and not wrong[i].all():
             boot.append(auroc(1 - trust[i], wrong[i]))
+    a = auroc(1 - trust, wrong)
+    from policy_eval.metrics import AGREEMENT
+
+    twin = _rates(rows, "twin", policies)
+    agreement = {
+        name: {k: float(f(_rates(sel, key, policies), twin)) for k, f in AGREEMENT.items()}
+        for name, sel, key in (("all", rows, "imagined"), ("with_fallback", fallback, "final"))
+    }
     return {
         "episodes": len(rows),
         "wrong": int(wrong.sum()),
-        "auroc": float(auroc(1 - trust, wrong)),
-        "auroc_ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "agreement": agreement,
+        "auroc": float(a) if np.isfinite(a) else None,  # undefined when every verdict is right (or wrong)
+        "auroc_ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))] if boot else None,
         "kept_fraction": len(kept) / len(rows),
         "mae_all": mae_of(rows, policies),
         "mae_trusted": mae_of(kept, policies),
@@ -259,8 +274,11 @@ def main() -> None:
     choose = collect(args, "choose", c0, args.choose_episodes, console)
 
     # every choice on the choose range
-    cv = {name: cv_auroc(choose, names) for name, names in CANDIDATES.items()}
-    best = max(cv, key=lambda k: cv[k])
+    cv: dict[str, float | None] = {}
+    for name, names in CANDIDATES.items():
+        v = cv_auroc(choose, names)
+        cv[name] = v if np.isfinite(v) else None  # undefined when no (or every) verdict is wrong
+    best = max(cv, key=lambda k: cv[k] or -1.0)
     names = CANDIDATES[best]
     scale = feature_scale(choose, names)
     x = design([r["features"] for r in choose], names, scale)
@@ -277,7 +295,7 @@ def main() -> None:
         surprise_floor=args.surprise_floor,
         chosen_on={
             "command": "python experiments/trust.py",
-            "model": str(args.model),
+            "model": _shown(args.model),
             "seeds": [c0, c1],
             "feature_set": best,
             "cv_auroc": cv,
@@ -316,10 +334,11 @@ def main() -> None:
         t.add_column(col, justify="right")
     for key in ("choose", "report"):
         r = results[key]
+        ci = r["auroc_ci"] or [float("nan")] * 2
         t.add_row(
             key,
             f"{r['seeds'][0]}-{r['seeds'][1]}",
-            f"{r['auroc']:.3f} [{r['auroc_ci'][0]:.2f}, {r['auroc_ci'][1]:.2f}]",
+            f"{r['auroc'] or float('nan'):.3f} [{ci[0]:.2f}, {ci[1]:.2f}]",
             f"{r['mae_all']:.3f}",
             f"{r['mae_trusted']:.3f}",
             f"{r['kept_fraction']:.2f}",

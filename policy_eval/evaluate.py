@@ -604,6 +604,35 @@ def ranked_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def trust_table(results: dict[str, Any]) -> Table | None:
+    """Per policy: imagined success over all and over trusted episodes, how many were set aside (and the
+    success with the twin's verdicts for those, after a fallback); None without trust scores."""
+    from rich.table import Table
+
+    pol = results["policies"]
+    if not any("trusted" in r for r in pol.values()):
+        return None
+    fallback = any("with_fallback" in r["trusted"] for r in pol.values() if "trusted" in r)
+    table = Table(title="trust in the imagined episodes (policy_eval.trust)")
+    cols = ["policy", "all episodes", "trusted only", "set aside", "mean trust"]
+    for col in cols + (["with twin fallback"] if fallback else []):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for p in results["ranking"]:
+        r, t = pol[p], pol[p].get("trusted", {})
+        rate = t.get("success_rate")
+        row = [
+            p,
+            f"{r['success_rate']:.2f} ({r['n']})",
+            f"{'-' if rate is None else f'{rate:.2f}'} ({t.get('n', 0)})",
+            str(t.get("set_aside", 0)),
+            f"{r.get('mean_trust', float('nan')):.2f}",
+        ]
+        if fallback:
+            row.append(f"{t['with_fallback']:.2f}" if "with_fallback" in t else "")
+        table.add_row(*row)
+    return table
+
+
 def designed_order_note(ranking: list[str]) -> str | None:
     """Compare a ranking with the policies' designed skill order, when every policy has one."""
     from policy_eval.policies import POLICIES

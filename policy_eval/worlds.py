@@ -77,6 +77,13 @@ class StateImaginedWorld:
         self.action_dim = world.action_dim
         self.world_id = "ensemble"
 
+    def physics_of(self, spec: SceneSpec) -> dict[str, float]:
+        """The physics scale factors of `spec` relative to the scene the ensemble was trained in."""
+        from scenes.randomization import physics_scales
+
+        trained = self.ensemble.model.cfg.scene
+        return physics_scales(spec, SceneSpec.model_validate(trained)) if trained is not None else {}
+
     def reset_batch(self, seeds: list[int]) -> list[Observation]:
         return self.ensemble.reset_batch([self.twin.reset(s) for s in seeds], list(seeds))
 
@@ -187,8 +194,7 @@ def _ensemble_world(path: str, spec: SceneSpec, twin: World, render: bool) -> St
     model = DynamicsEnsemble.from_pretrained(path)
     physics: dict[str, float] = {}
     if model.cfg.scene is not None:
-        trained = SceneSpec.model_validate(model.cfg.scene)
-        physics = physics_scales(spec, trained)
+        physics = physics_scales(spec, SceneSpec.model_validate(model.cfg.scene))
     show = getattr(twin, "show", None) if render else None
     world = StateImaginedWorld(EnsembleWorld(model, spec, renderer=show, physics=physics), twin)
     world.world_id = f"ensemble:{path}"

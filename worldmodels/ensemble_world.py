@@ -63,16 +63,22 @@ class EnsembleWorld:
         self.sample, self.deterministic = sample, deterministic
         self.action_dim = self.cfg.action_dim
         self.world_id = "ensemble"
-        physics = dict(physics or {})
-        missing = [n for n in self.cfg.physics if n not in physics]
-        if missing:
-            raise UsageError(f"the ensemble is conditioned on physics {self.cfg.physics}; missing {missing}")
-        self._physics = torch.tensor([np.log(physics[n]) for n in self.cfg.physics], dtype=torch.float32)
+        self.set_physics(physics or {})
         self.episodes: list[_Episode] = []
         from scenes.predicates import PREDICATES
 
         s = spec.task.success
         self._predicate = (PREDICATES.get(s.name), s.typed_params()) if s is not None else None
+
+    def set_physics(self, physics: dict[str, float]) -> None:
+        """The physics scale factors (by name; 1.0 = nominal) of the episodes reset from now on."""
+        missing = [n for n in self.cfg.physics if n not in physics]
+        if missing:
+            raise UsageError(f"the ensemble is conditioned on physics {self.cfg.physics}; missing {missing}")
+        bad = {n: physics[n] for n in self.cfg.physics if not physics[n] > 0}
+        if bad:
+            raise UsageError(f"physics scale factors must be positive, got {bad}")
+        self._physics = torch.tensor([np.log(physics[n]) for n in self.cfg.physics], dtype=torch.float32)
 
     # ------------------------------------------------------------------ state <-> observation
     def _poses(self, env: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -124,3 +124,65 @@ def test_judge_margin(tmp_path, monkeypatch, genesis_kernel_cache):
         rates = [s["imagined_success"][p] for s in sweep]
         assert rates == sorted(rates, reverse=True)
     assert r["report"]["no_margin"]["margin_m"] == 0.0 and r["twin_success"]["report"]["image_expert"] == 1.0
+
+
+def _fake_twin_runs(root: Path, policies: list[str], ranges: dict[str, tuple[int, int]]) -> None:
+    """Recorded twin outcomes for every (policy, seed) of each range, where experiments look for them."""
+    for name, (seed, n) in ranges.items():
+        d = root / f"{name}_{seed}_{n}" / "twin"
+        d.mkdir(parents=True)
+        rows = [
+            {"policy": p, "seed": s, "success": (p == policies[0]) == (s % 2 == 0), "length": 10}
+            for p in policies
+            for s in range(seed, seed + n)
+        ]
+        (d / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.sim
+def test_trust(tmp_path, monkeypatch, genesis_kernel_cache):
+    """Two policies, two seeds in each range, the shipped world model and ensemble, recorded twin outcomes:
+    features cached, a calibration fitted on the choose range and written, the report range scored."""
+    cfg = yaml.safe_load((ROOT / "configs/eval/demo.yaml").read_text())
+    cfg.update(policies=["image_expert", "image_severe"])
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    _fake_twin_runs(tmp_path / "runs", cfg["policies"], {"choose": (2000, 2), "report": (4000, 2)})
+    args = ["--ensemble", str(ROOT / "assets/worldmodels/push_cube_ensemble"), "--config", str(config)]
+    args += ["--choose-episodes", "2", "--report-episodes", "2", "--runs", str(tmp_path / "runs")]
+    args += ["--write-calibration", str(tmp_path / "trust.json"), "--results-dir", str(tmp_path)]
+    run_script("experiments.trust", args, monkeypatch)
+    r = read_checked(tmp_path / "trust.json", "experiments/trust.py", args)
+    assert r["choose"]["episodes"] == r["report"]["episodes"] == 4
+    assert r["choose"]["feature_set"] in r["choose"]["cv_auroc"]
+    from policy_eval.trust import load_calibration
+
+    cal = load_calibration(tmp_path / "trust.json")
+    assert cal.chosen_on["seeds"] == [2000, 2001] and set(cal.weights) == set(cal.scale)
+    cached = (tmp_path / "runs" / "report_4000_2" / "trust_push_cube_tiny_4x1.jsonl").read_text().splitlines()
+    assert len(cached) == 4 and "states" in json.loads(cached[0])
+
+
+@pytest.mark.sim
+def test_coplanner(tmp_path, monkeypatch, genesis_kernel_cache):
+    """Model rollouts under the expert, plain and conservative, replayed in the twin; two seeds a range."""
+    args = ["--ensemble", str(ROOT / "assets/worldmodels/push_cube_ensemble"), "--part", "rollouts"]
+    args += [
+        "--choose",
+        "2000",
+        "2",
+        "--report",
+        "4000",
+        "2",
+        "--rates",
+        "30",
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
+    args += ["--results-dir", str(tmp_path)]
+    run_script("experiments.coplanner", args, monkeypatch)
+    r = read_checked(tmp_path / "coplanner.json", "experiments/coplanner.py", args)["rollouts"]
+    assert r["choose"]["rate"] == 30.0
+    for key in ("plain", "conservative"):
+        errors = r["report"][key]["object_error_cm"]
+        assert len(errors) == 10 and all(e >= 0 for e in errors if e == e)

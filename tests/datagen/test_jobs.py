@@ -218,3 +218,37 @@ def test_policy_mix_follows_the_weights():
     share = sum(p == "expert" for _, p in picks) / 400
     assert 0.68 < share < 0.82
     assert picks == [r.attempt(i) for i in range(400)]  # a function of (job, i) only
+
+
+@pytest.mark.sim
+def test_an_ensemble_imagines_a_synthetic_dataset(tmp_path, push_twin, push_spec):
+    """`world: ensemble:PATH`: episodes imagined by a dynamics ensemble under each variant's physics, drawn by
+    the twin, written as a LeRobot dataset tagged synthetic."""
+    from worldmodels.ensemble import DynamicsEnsemble, EnsembleConfig
+
+    names = ["cube.mass_scale", "cube.friction_scale", "table.friction_scale"]  # the randomised physics
+    cfg = EnsembleConfig(
+        members=3,
+        elites=2,
+        hidden=16,
+        layers=1,
+        physics=names,
+        state_dim=11,
+        env_dim=7,
+        action_dim=4,
+        scene=push_spec.model_dump(mode="json"),
+    )
+    DynamicsEnsemble(cfg).save_pretrained(tmp_path / "ens")
+    out = tmp_path / "synthetic"
+    job = job_dict(out, episodes=2, policies={"expert": 1.0}, world=f"ensemble:{tmp_path / 'ens'}")
+    try:
+        generate(RolloutJob.model_validate(job), progress=False, twin=push_twin)
+    finally:
+        push_twin.set_variant(push_spec)
+    meta = json.loads((out / "meta" / "dreamtwin.json").read_text())
+    assert meta["synthetic"] is True and meta["world"].startswith("ensemble:")
+    assert verify_dataset(out)["episodes"] == 2
+    with pytest.raises(Exception, match="twin or a dynamics ensemble"):
+        RolloutJob.model_validate(
+            job_dict(tmp_path / "y", world="worldmodel:assets/worldmodels/push_cube_tiny")
+        )

@@ -136,6 +136,10 @@ def test_the_job_records_trust_and_falls_back_to_the_twin_for_untrusted_episodes
         mine = [r for r in rows if r["policy"] == p]
         kept = [r for r in mine if r["trusted"]]
         assert entry["trusted"]["n"] == len(kept) and entry["trusted"]["set_aside"] == len(mine) - len(kept)
+    from policy_eval.evaluate import trust_table
+
+    table = trust_table(res)
+    assert table is not None and table.row_count == len(SKILLS)
     page = (tmp_path / "imagined" / "report.html").read_text()
     assert 'id="trust"' in page and page.count("<li class=untrusted>") == len(untrusted)
 
