@@ -271,10 +271,12 @@ def _twin_eval(args: argparse.Namespace, policy: str, seeds: tuple[int, int], ta
 def part_mpc(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     runs = Path(args.runs) / "mpc"
     ens = str(Path(args.ensemble).resolve())
-    grid = {
-        f"{m}_{r:g}": _mpc_yaml(runs / f"{m}_{r:g}.yaml", base="image_medium", ensemble=ens, mode=m, rate=r)
-        for m, r in args.mpc_grid
-    }
+    grid = {}
+    for m, r, g in args.mpc_grid:
+        name = f"{m}_{r:g}" + (f"_gain{g:g}" if g else "")
+        grid[name] = _mpc_yaml(
+            runs / f"{name}.yaml", base="image_medium", ensemble=ens, mode=m, rate=r, min_gain=g
+        )
     choose, report = tuple(args.choose), tuple(args.report)
     base_c = _twin_eval(args, "image_medium", choose, "base")
     chosen = {k: _twin_eval(args, v, choose, k) for k, v in grid.items()}
@@ -319,10 +321,14 @@ def main() -> None:
     )
     ap.add_argument(
         "--mpc-grid",
-        type=lambda t: (t.split(":")[0], float(t.split(":")[1])),
+        type=lambda t: (
+            t.split(":")[0],
+            float(t.split(":")[1]),
+            float(t.split(":")[2]) if t.count(":") > 1 else 0.0,
+        ),
         nargs="+",
-        default=[("plain", 0.0), ("conservative", 10.0), ("conservative", 100.0)],
-        help="MODE:RATE settings of UP-MPC around image_medium tried on the choose range",
+        default=[("plain", 0.0, 0.0), ("conservative", 10.0, 0.0), ("conservative", 100.0, 0.0)],
+        help="MODE:RATE[:MIN_GAIN] settings of UP-MPC around image_medium tried on the choose range",
     )
     ap.add_argument("--twin-workers", type=int, default=2)
     add_result_arguments(ap, ROOT / "experiments/results", "coplanner")

@@ -14,7 +14,8 @@ a render per rollout step). Reward r_t is the task predicate's margin at the pre
 (`scenes.predicates`: negative outside the goal, growing towards it); u_t is the elites' disagreement.
 The score Σ γ_r^t r_t − rate · Σ γ_u^t u_t (`conservative`: avoid what the model does not know) or
 + rate · Σ γ_u^t u_t (`optimistic`: seek it, for exploration) or no uncertainty term (`plain`) picks
-the candidate whose first action is executed. `none` executes a candidate drawn at random: the
+the candidate whose first action is executed (the base policy's own unless another scores `min_gain`
+higher). `none` executes a candidate drawn at random: the
 perturbed base policy itself, without planning (the baseline every mode is compared with).
 
 The current state is the proprio and the object poses: the simulator's (`environment_state`) when the
@@ -57,6 +58,9 @@ class MPCConfig(Strict):
         [0, 1, 2], min_length=1, description="action dimensions perturbed (the ee deltas)"
     )
     later: Literal["hold", "policy"] = "hold"
+    min_gain: float = Field(
+        0.0, ge=0, description="keep the base policy's action unless a candidate scores this much higher"
+    )
     privileged: bool = Field(
         False, description="plan from the simulator's object poses (else from the image)"
     )
@@ -182,6 +186,8 @@ class UPMPC:
         sign = {"conservative": -1.0, "optimistic": 1.0, "plain": 0.0, "none": 0.0}[c.mode]
         score = reward + sign * c.rate * unc
         best = int(self.rng.integers(c.ntraj)) if c.mode == "none" else int(np.argmax(score))
+        if c.mode != "none" and score[best] - score[0] < c.min_gain:
+            best = 0  # no candidate is clearly better than the base policy's own action
         self.last = {"scores": score.tolist(), "uncertainty": unc.tolist(), "chosen": best}
         out = a0.copy()
         out[0] = cands[best]

@@ -150,14 +150,15 @@ def test_trust(tmp_path, monkeypatch, genesis_kernel_cache):
     _fake_twin_runs(tmp_path / "runs", cfg["policies"], {"choose": (2000, 2), "report": (4000, 2)})
     args = ["--ensemble", str(ROOT / "assets/worldmodels/push_cube_ensemble"), "--config", str(config)]
     args += ["--choose-episodes", "2", "--report-episodes", "2", "--runs", str(tmp_path / "runs")]
-    args += ["--write-calibration", str(tmp_path / "trust.json"), "--results-dir", str(tmp_path)]
+    (tmp_path / "model").mkdir()
+    args += ["--write-calibration", str(tmp_path / "model" / "trust.json"), "--results-dir", str(tmp_path)]
     run_script("experiments.trust", args, monkeypatch)
     r = read_checked(tmp_path / "trust.json", "experiments/trust.py", args)
     assert r["choose"]["episodes"] == r["report"]["episodes"] == 4
     assert r["choose"]["feature_set"] in r["choose"]["cv_auroc"]
     from policy_eval.trust import load_calibration
 
-    cal = load_calibration(tmp_path / "trust.json")
+    cal = load_calibration(tmp_path / "model" / "trust.json")
     assert cal.chosen_on["seeds"] == [2000, 2001] and set(cal.weights) == set(cal.scale)
     cached = (tmp_path / "runs" / "report_4000_2" / "trust_push_cube_tiny_4x1.jsonl").read_text().splitlines()
     assert len(cached) == 4 and "states" in json.loads(cached[0])

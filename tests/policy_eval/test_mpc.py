@@ -99,3 +99,9 @@ def test_a_yaml_file_names_an_mpc_policy(tmp_path):
     f.write_text("type: up_mpc\nbase: image_medium\nensemble: e\nhorizon: 0\n")
     with pytest.raises(Exception, match="horizon"):
         policy_info(str(f))
+
+
+def test_min_gain_keeps_the_base_action_unless_a_candidate_is_clearly_better(toy):
+    start = [5.0, 8.0]
+    assert np.array_equal(_drive(_mpc(toy, mode="plain", min_gain=1e9), start), start)  # never overruled
+    assert _drive(_mpc(toy, mode="plain", min_gain=0.5), start)[0] > start[0] + 1.0
