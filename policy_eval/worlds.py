@@ -69,11 +69,38 @@ def world_fingerprint(world: WorldName) -> str | None:
     return files_sha256(files + ([trust] if trust.is_file() else []))
 
 
-class StateImaginedWorld:
+class _TwinStarted:
+    """A learned world (`inner`, batched) whose episodes start from the twin's initial observation for each
+    seed; the `World` protocol over its batched API (a None chunk, for an ended episode, is ignored)."""
+
+    inner: Any
+    twin: World
+    action_dim: int
+
+    def reset_batch(self, seeds: list[int]) -> list[Observation]:
+        raise NotImplementedError
+
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
+        return self.reset_batch([seed])[0]
+
+    def step(self, action_chunk: np.ndarray) -> StepResult:
+        r = self.step_batch([action_chunk])[0]
+        if r is None:
+            raise UsageError("step after the episode ended; call reset")
+        return r
+
+    def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]:
+        zero = np.zeros((1, self.action_dim), np.float32)
+        results: list[StepResult | None] = self.inner.step_batch([zero if c is None else c for c in chunks])
+        return results
+
+
+class StateImaginedWorld(_TwinStarted):
     """A dynamics ensemble (`EnsembleWorld`) started, for each seed, from the twin's initial state."""
 
     def __init__(self, world: EnsembleWorld, twin: World) -> None:
-        self.ensemble, self.twin = world, twin
+        self.ensemble = self.inner = world
+        self.twin = twin
         self.action_dim = world.action_dim
         self.world_id = "ensemble"
 
@@ -87,27 +114,15 @@ class StateImaginedWorld:
     def reset_batch(self, seeds: list[int]) -> list[Observation]:
         return self.ensemble.reset_batch([self.twin.reset(s) for s in seeds], list(seeds))
 
-    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
-        return self.reset_batch([seed])[0]
 
-    def step(self, action_chunk: np.ndarray) -> StepResult:
-        r = self.step_batch([action_chunk])[0]
-        if r is None:
-            raise UsageError("step after the episode ended; call reset")
-        return r
-
-    def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]:
-        zero = np.zeros((1, self.action_dim), np.float32)
-        return self.ensemble.step_batch([zero if c is None else c for c in chunks])
-
-
-class ImaginedWorld:
+class ImaginedWorld(_TwinStarted):
     """A video world model started, for each seed, from the twin's initial observation."""
 
     def __init__(self, video_world: VideoWorld, twin: World, physics: dict[str, float] | None = None) -> None:
         """`physics`: the twin's physics scale factors (`scenes.randomization.physics_scales`), given to a
         world model conditioned on physics."""
-        self.video, self.twin = video_world, twin
+        self.video = self.inner = video_world
+        self.twin = twin
         self.physics = dict(physics or {})
         self.action_dim = video_world.action_dim
         self.world_id = "worldmodel"
@@ -117,19 +132,6 @@ class ImaginedWorld:
 
         contexts = [Context.from_observations([self.twin.reset(s)], physics=self.physics) for s in seeds]
         return self.video.reset_batch(contexts, list(seeds))
-
-    def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
-        return self.reset_batch([seed])[0]
-
-    def step(self, action_chunk: np.ndarray) -> StepResult:
-        r = self.step_batch([action_chunk])[0]
-        if r is None:
-            raise UsageError("step after the episode ended; call reset")
-        return r
-
-    def step_batch(self, chunks: list[np.ndarray | None]) -> list[StepResult | None]:
-        zero = np.zeros((1, self.action_dim), np.float32)
-        return self.video.step_batch([zero if c is None else c for c in chunks])
 
 
 def check_scene_matches(model_scene: dict[str, Any] | None, spec: SceneSpec, path: str) -> None:
