@@ -389,6 +389,21 @@ def _rounds(cfg: EvalConfig) -> Iterator[list[int]]:
         yield seeds[i : i + size]
 
 
+def evaluator_pool(cfg: EvalConfig, world: World | BatchedWorld | None) -> Any:
+    """The worker pool that runs `cfg`'s episodes: one `Evaluator` per worker (in this process around
+    `world` when one is given)."""
+    from common.pool import WorkerPool
+
+    return WorkerPool(
+        "policy_eval.evaluate:Evaluator.from_json",
+        (cfg.model_dump_json(),),
+        workers=cfg.workers,
+        backend=cfg.backend,
+        address=cfg.ray_address,
+        local=Evaluator(cfg, world) if world is not None else None,
+    )
+
+
 def run_eval(
     cfg: EvalConfig, *, progress: bool = True, world: World | BatchedWorld | None = None
 ) -> dict[str, Any]:
@@ -399,8 +414,6 @@ def run_eval(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from common.pool import WorkerPool
-
     spec = cfg.load_scene()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,17 +423,9 @@ def run_eval(
     rows = unique_rows(log.read())
     done = {(r["policy"], r["seed"]) for r in rows}
     started = time.perf_counter()
-    local = Evaluator(cfg, world) if world is not None else None
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with (
-        WorkerPool(
-            "policy_eval.evaluate:Evaluator.from_json",
-            (cfg.model_dump_json(),),
-            workers=cfg.workers,
-            backend=cfg.backend,
-            address=cfg.ray_address,
-            local=local,
-        ) as pool,
+        evaluator_pool(cfg, world) as pool,
         Progress(*columns, disable=not progress, transient=False) as bar,
     ):
         task = bar.add_task(f"episodes in {cfg.world}", total=len(cfg.policies) * cfg.episodes)
@@ -470,7 +475,6 @@ def _fallback(
 ) -> list[dict[str, Any]]:
     """Re-run the untrusted imagined episodes in the twin (resumably, in `out/fallback/`); the rows with
     `fallback_success` added to each untrusted one."""
-    from common.pool import WorkerPool
 
     if any("trusted" not in r for r in rows):
         raise DreamTwinError(
@@ -500,15 +504,7 @@ def _fallback(
     if todo:
         if progress:
             print(f"re-running {len(todo)} untrusted episodes in the twin ({out})")
-        local = Evaluator(fb, world) if world is not None else None
-        with WorkerPool(
-            "policy_eval.evaluate:Evaluator.from_json",
-            (fb.model_dump_json(),),
-            workers=cfg.workers,
-            backend=cfg.backend,
-            address=cfg.ray_address,
-            local=local,
-        ) as pool:
+        with evaluator_pool(fb, world) as pool:
             for result in pool.map_unordered("run", [[pair] for pair in todo]):
                 for row in result:
                     log.append(row)
