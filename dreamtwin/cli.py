@@ -359,6 +359,43 @@ def eval_show(out: Path = typer.Argument(..., help="an eval output directory")) 
     console.print(ranked_table(results))
 
 
+# ------------------------------------------------------------------ perturb
+@app.command("perturb")
+def perturb(
+    config: Path = typer.Option(..., help="sweep YAML (configs/perturbations/*.yaml); flags override it"),
+    world: str | None = typer.Option(None, help="twin | worldmodel:PATH | ensemble:PATH"),
+    policies: str | None = typer.Option(None, help="comma-separated policy names"),
+    episodes: int | None = typer.Option(None, help="seeds per cell (the control and every level)"),
+    seed: int | None = typer.Option(None, help="first seed; episode i uses seed + i in every cell"),
+    out: str | None = typer.Option(None, help="output directory (rerun to resume)"),
+    workers: int | None = typer.Option(None, help="worker processes (or Ray actors) per cell"),
+    backend: str | None = typer.Option(None, help="local | ray"),
+    set_: list[str] | None = typer.Option(None, "--set", help="config override key=value"),
+) -> None:
+    """Perturbation analysis: every policy under each level of each axis and unperturbed, on the same seeds.
+    Example: dreamtwin perturb --config configs/perturbations/push_cube.yaml --out runs/perturb"""
+    from common.config import parse_overrides
+    from policy_eval.perturb import harm_table, load_perturb_config, run_sweep
+
+    flags = {
+        "world": world,
+        "policies": policies.split(",") if policies else None,
+        "episodes": episodes,
+        "seed": seed,
+        "out": out,
+        "workers": workers,
+        "backend": backend,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
+    with _one_line_errors():
+        flags.update(parse_overrides(set_) if set_ else {})
+        cfg = load_perturb_config(config, flags)
+        results = run_sweep(cfg)
+    console.print(harm_table(results))
+    console.print(f"results: {Path(cfg.out) / 'results.json'}")
+    console.print(f"report: {Path(cfg.out) / 'report.html'}")
+
+
 # ------------------------------------------------------------------ datagen / train
 @datagen_app.command("rollouts")
 def datagen_rollouts(

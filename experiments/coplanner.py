@@ -56,7 +56,15 @@ def _mpc_yaml(path: Path, **fields: Any) -> str:
 
 
 # ---------------------------------------------------------------------- model rollouts
-def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: int = 10) -> dict[str, Any]:
+def rollouts(
+    args: argparse.Namespace,
+    seeds: range,
+    mode: str,
+    rate: float,
+    ntraj: int = 5,
+    horizon: int = 5,
+    H: int = 10,
+) -> dict[str, Any]:
     """Compounding error at each step up to H of the ensemble's rollouts under UP-MPC around the expert,
     branched (as COPlanner's model rollouts) from the states of the expert's twin episode at steps
     `BRANCHES`; each branch's actions are replayed in the twin from the same state."""
@@ -75,7 +83,15 @@ def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: 
     ens = DynamicsEnsemble.from_pretrained(args.ensemble)
     physics = physics_scales(spec, SceneSpec.model_validate(ens.cfg.scene)) if ens.cfg.scene else {}
     world = EnsembleWorld(ens, spec, physics=physics)
-    cfg = MPCConfig(base="expert", ensemble=args.ensemble, mode=mode, rate=rate, privileged=True)
+    cfg = MPCConfig(
+        base="expert",
+        ensemble=args.ensemble,
+        mode=mode,
+        rate=rate,
+        ntraj=ntraj,
+        horizon=horizon,
+        privileged=True,
+    )
     d = ens.cfg.state_dim
     obj, ee = [], []
     for seed in seeds:
@@ -117,6 +133,8 @@ def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: 
     return {
         "mode": mode,
         "rate": rate,
+        "ntraj": ntraj,
+        "horizon": horizon,
         "seeds": [seeds[0], seeds[-1]],
         "branches": BRANCHES,
         "object_error_cm": [float(np.nanmean(err_o[:, h])) for h in range(H)],
@@ -130,21 +148,28 @@ def rollouts(args: argparse.Namespace, seeds: range, mode: str, rate: float, H: 
 
 
 def part_rollouts(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    rates = args.rates
+    grid = [(r, n, h) for r in args.rates for n in args.ntraj for h in args.plan_horizon]
     choose = range(args.choose[0], sum(args.choose))
-    plain_c = rollouts(args, choose, "none", 0.0)
-    cands = {r: rollouts(args, choose, "conservative", r) for r in rates}
-    best = min(rates, key=lambda r: cands[r]["at_H"]["object_cm"] + cands[r]["at_H"]["ee_cm"])
+    # plain rollouts are the noisy expert: one of UP-MPC's candidates at random, as many as the
+    # conservative setting draws, so both pick from the same spread of actions
+    plain_c = {n: rollouts(args, choose, "none", 0.0, n) for n in args.ntraj}
+    cands = {g: rollouts(args, choose, "conservative", *g) for g in grid}
+
+    def ratio_c(g: tuple[float, int, int]) -> float:
+        p = plain_c[g[1]]["at_H"]
+        return cands[g]["at_H"]["object_cm"] / p["object_cm"] + cands[g]["at_H"]["ee_cm"] / p["ee_cm"]
+
+    best = min(grid, key=ratio_c)
     report = range(args.report[0], sum(args.report))
-    plain_r = rollouts(args, report, "none", 0.0)
-    cons_r = rollouts(args, report, "conservative", best)
+    plain_r = rollouts(args, report, "none", 0.0, best[1])
+    cons_r = rollouts(args, report, "conservative", *best)
     ratio = {k: cons_r["at_H"][k] / plain_r["at_H"][k] for k in ("object_cm", "ee_cm")}
     t = Table(
-        title=f"compounding error at H = 10 (conservative rate {best}, chosen on {choose[0]}-{choose[-1]})"
+        title=f"compounding error at H = 10 (conservative rate, ntraj, horizon {best}, chosen on {choose[0]}-{choose[-1]})"
     )
     for col in ("seeds", "plain: cube / ee (cm)", "conservative: cube / ee (cm)", "ratio cube / ee"):
         t.add_column(col, justify="right")
-    for label, p, c in (("choose", plain_c, cands[best]), ("report", plain_r, cons_r)):
+    for label, p, c in (("choose", plain_c[best[1]], cands[best]), ("report", plain_r, cons_r)):
         t.add_row(
             f"{label} {p['seeds'][0]}-{p['seeds'][1]}",
             f"{p['at_H']['object_cm']:.2f} / {p['at_H']['ee_cm']:.2f}",
@@ -153,7 +178,11 @@ def part_rollouts(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         )
     console.print(t)
     return {
-        "choose": {"plain": plain_c, "conservative": {str(r): v for r, v in cands.items()}, "rate": best},
+        "choose": {
+            "plain": {str(n): v for n, v in plain_c.items()},
+            "conservative": {":".join(map(str, g)): v for g, v in cands.items()},
+            "chosen": {"rate": best[0], "ntraj": best[1], "horizon": best[2]},
+        },
         "report": {"plain": plain_r, "conservative": cons_r, "ratio_at_H": ratio},
         "target": "conservative / plain <= 0.7 at H = 10",
     }
@@ -318,6 +347,10 @@ def main() -> None:
     ap.add_argument("--report", type=int, nargs=2, default=[4000, 50], metavar=("SEED", "N"))
     ap.add_argument(
         "--rates", type=float, nargs="+", default=[3.0, 10.0, 30.0, 100.0], help="conservative rates tried"
+    )
+    ap.add_argument("--ntraj", type=int, nargs="+", default=[5], help="candidate counts tried (rollouts)")
+    ap.add_argument(
+        "--plan-horizon", type=int, nargs="+", default=[5], help="planning horizons tried (rollouts)"
     )
     ap.add_argument(
         "--mpc-grid",

@@ -40,6 +40,7 @@ from common.io import append_jsonl, atomic_write_text, read_json
 from common.machine import machine_fingerprint
 from common.types import BatchedWorld, Episode, World
 from policy_eval.metrics import wilson_interval
+from scenes.perturbations import Perturbation
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -96,6 +97,9 @@ class EvalConfig(Strict):
     ground_truth: str | None = Field(None, description="an eval output directory in the ground-truth world")
     report: bool = False
     trust: TrustSettings = Field(default_factory=TrustSettings)
+    perturbation: Perturbation | None = Field(
+        None, description="one level of one perturbation axis applied to every episode (policy_eval.perturb)"
+    )
 
     @field_validator("policies")
     @classmethod
@@ -122,9 +126,11 @@ class EvalConfig(Strict):
         return self.model_dump(mode="json", exclude=set(RUN_SETTINGS))
 
     def load_scene(self) -> SceneSpec:
+        """The scene the world is built from (with a perturbation's added bodies, if any)."""
         from scenes.spec import load_scene_spec
 
-        return load_scene_spec(self.scene, dict(self.scene_overrides) or None)
+        spec = load_scene_spec(self.scene, dict(self.scene_overrides) or None)
+        return spec if self.perturbation is None else self.perturbation.structure(spec)
 
     def trust_file(self) -> Path | None:
         """The trust.json that scores this evaluation's imagined episodes, if any."""
@@ -233,23 +239,13 @@ class Evaluator:
 
     def __init__(self, cfg: EvalConfig, world: World | BatchedWorld | None = None) -> None:
         from policy_eval.policies import policy_info
-        from policy_eval.worlds import make_world
 
         self.cfg = cfg
         self.spec = cfg.load_scene()
         self.out = Path(cfg.out)
         self.infos = {p: policy_info(p) for p in cfg.policies}
-        if world is not None and cfg.world != "twin" and not isinstance(world, BatchedWorld):
-            world = make_world(
-                cfg.world, self.spec, twin=world, samples=cfg.samples, sampler_steps=cfg.sampler_steps
-            )
-        self.world = (
-            world
-            if world is not None
-            else make_world(
-                cfg.world, self.spec, render=cfg.render, samples=cfg.samples, sampler_steps=cfg.sampler_steps
-            )
-        )
+        # a batched world is used as given; a twin (or any World) is wrapped in cfg.world
+        self.world = world if isinstance(world, BatchedWorld) else self._make_world(world)
         trust = cfg.trust_file()
         if trust is not None:
             from policy_eval.trust import TrustChecker
@@ -258,11 +254,39 @@ class Evaluator:
         else:
             self.trust = None
 
+    def _make_world(self, twin: World | None) -> World | BatchedWorld:
+        """`cfg.world` around `twin` (built when None); a perturbed evaluation's twin is dressed as each
+        seed's perturbed scene at reset, and an imagined world gets the perturbed scene's physics."""
+        from policy_eval.worlds import make_world
+
+        cfg, spec = self.cfg, self.spec
+        world_spec = spec
+        if cfg.perturbation is not None:
+            from policy_eval.perturb import PerturbedTwin
+            from scenes.twin import DigitalTwin
+
+            if twin is None:
+                twin = DigitalTwin(spec, render=cfg.render or cfg.world.startswith("worldmodel"))
+            twin = PerturbedTwin(twin, spec, cfg.perturbation)  # type: ignore[assignment]
+            world_spec = cfg.perturbation.apply(spec, cfg.seed)[0]
+        elif twin is not None and hasattr(twin, "set_variant") and getattr(twin, "spec", spec) != spec:
+            twin.set_variant(spec)  # a shared twin left dressed as another evaluation's variant
+        return make_world(
+            cfg.world,
+            world_spec,
+            render=cfg.render,
+            twin=twin,
+            samples=cfg.samples,
+            sampler_steps=cfg.sampler_steps,
+        )
+
     @classmethod
     def from_json(cls, cfg_json: str) -> Evaluator:
         return cls(EvalConfig.model_validate_json(cfg_json))
 
     def run(self, pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        from policy_eval.events import failure_events
+
         t0 = time.perf_counter()
         episodes = self.episodes(pairs)
         scores = self.trust.score(episodes) if self.trust is not None else [{} for _ in episodes]
@@ -278,18 +302,19 @@ class Evaluator:
             if unc:
                 row["uncertainty"] = float(np.mean(unc))
             row.update(score)
+            row["events"] = failure_events(self.spec, ep)
             rows.append(row)
         return rows
 
     def episodes(self, pairs: list[tuple[str, int]]) -> list[Episode]:
         """Roll out (policy, seed) pairs in this evaluator's world (one batch in an imagined world)."""
         from policy_eval import runner
-        from policy_eval.policies import make_policy
 
+        policies = [self._policy(p) for p, _ in pairs]
         if isinstance(self.world, BatchedWorld):
             episodes = runner.rollout_batch(
                 self.world,
-                [make_policy(p, self.spec, seed=self.cfg.seed) for p, _ in pairs],
+                policies,
                 [s for _, s in pairs],
                 policy_ids=[p for p, _ in pairs],
                 privileged=[self.infos[p].privileged for p, _ in pairs],
@@ -299,15 +324,37 @@ class Evaluator:
             episodes = [
                 runner.rollout(
                     self.world,
-                    make_policy(p, self.spec, seed=self.cfg.seed),
+                    policy,
                     s,
                     policy_id=p,
                     privileged=self.infos[p].privileged,
                     scene_hash=self.spec.hash(),
                 )
-                for p, s in pairs
+                for (p, s), policy in zip(pairs, policies, strict=True)
             ]
+        pert = self.cfg.perturbation
+        if pert is not None:
+            for (_, s), ep in zip(pairs, episodes, strict=True):
+                ep.perturbation = {
+                    "axis": pert.axis,
+                    "level": pert.level,
+                    "type": pert.change.type,
+                    "change": pert.change.model_dump(mode="json", exclude={"type"}),
+                    "params": pert.apply(self.spec, s)[1],
+                }
         return episodes
+
+    def _policy(self, name: str) -> Any:
+        """The policy `name`, seeing and acting through the perturbed stream when that is what is perturbed."""
+        from policy_eval.policies import make_policy
+
+        policy = make_policy(name, self.spec, seed=self.cfg.seed)
+        pert = self.cfg.perturbation
+        if pert is not None and pert.stream is not None:
+            from policy_eval.perturb import PerturbedPolicy
+
+            return PerturbedPolicy(policy, pert.stream, self.spec, pert.axis)
+        return policy
 
     def _media(self, policy: str, seed: int, ep: Episode) -> None:
         from common.video import VideoSettings, encode_video
@@ -428,7 +475,8 @@ def run_eval(
         evaluator_pool(cfg, world) as pool,
         Progress(*columns, disable=not progress, transient=False) as bar,
     ):
-        task = bar.add_task(f"episodes in {cfg.world}", total=len(cfg.policies) * cfg.episodes)
+        where = cfg.world + (f", {cfg.perturbation.cell}" if cfg.perturbation else "")
+        task = bar.add_task(f"episodes in {where}", total=len(cfg.policies) * cfg.episodes)
         bar.update(task, completed=len(done))
         for seeds in _rounds(cfg):
             stopped = stopped_policies(cfg, rows, seeds[0])

@@ -177,13 +177,16 @@ def test_coplanner(tmp_path, monkeypatch, genesis_kernel_cache):
         "2",
         "--rates",
         "30",
+        "--ntraj",
+        "3",
         "--runs",
         str(tmp_path / "runs"),
     ]
     args += ["--results-dir", str(tmp_path)]
     run_script("experiments.coplanner", args, monkeypatch)
     r = read_checked(tmp_path / "coplanner.json", "experiments/coplanner.py", args)["rollouts"]
-    assert r["choose"]["rate"] == 30.0
+    assert r["choose"]["chosen"] == {"rate": 30.0, "ntraj": 3, "horizon": 5}
+    assert r["report"]["conservative"]["ntraj"] == 3
     for key in ("plain", "conservative"):
         errors = r["report"][key]["object_error_cm"]
         assert len(errors) == 10 and all(e >= 0 for e in errors if e == e)

@@ -98,3 +98,23 @@ for _name, _skill in SKILLS.items():
             privileged=False,
             description=f"test policy with per-step success chance {_skill}",
         )
+
+
+class VariantCoinWorld(CoinWorld):
+    """A CoinWorld dressed as a scene variant (`set_variant`, as the twin is): dimmer light lowers every
+    step's chance of success in proportion to the first light's intensity (nominal 4.0)."""
+
+    def __init__(self, max_steps: int = 5) -> None:
+        super().__init__(max_steps)
+        self.light = 1.0
+        self.variants: list = []
+
+    def set_variant(self, spec) -> None:
+        self.spec = spec
+        self.variants.append(spec)
+        self.light = spec.lights[0].intensity / 4.0
+
+    def step(self, chunk: np.ndarray) -> StepResult:
+        c = np.array(chunk, np.float32)
+        c[0, 0] *= min(self.light, 1.0)
+        return super().step(c)
