@@ -14,7 +14,7 @@ apply to a table-top cell with movable objects, plus our own:
 - GRIPPER_HIT_OBJECT: the fingertips came within contact distance of an object other than the task's.
 - GRIPPER_FULLY_CLOSED: the gripper, open at reset, closed on nothing.
 - WRONG_OBJECT_GRABBED / MULTIPLE_OBJECTS_GRABBED / TARGET_OBJECT_DROPPED: objects raised by `lift_m`
-  other than the task's, two at once, and the task's object raised then fallen back.
+  other than the task's, two at once, and the task's object falling out of a gripper that did not open.
 - NEVER_TOUCHED_OBJECT (ours): the task's object never moved.
 - PUSHED_PAST_TARGET (ours): the task's object reached its target region and ended beyond it.
 - LEFT_WORKSPACE (ours): the fingertips left the controller's workspace.
@@ -116,10 +116,12 @@ def events_from_states(
         fire("OBJECT_STARTED_MOVING", disp[:, ti] > th.moved_m)
         if not (disp[:, ti] > th.moved_m).any():
             out["NEVER_TOUCHED_OBJECT"] = len(env) - 1
-        lifted = rise[:, ti] > th.lift_m
-        if lifted.any():
-            first = int(np.flatnonzero(lifted)[0])
-            fire("TARGET_OBJECT_DROPPED", np.r_[np.zeros(first, bool), rise[first:, ti] < th.moved_m])
+        # dropped: while up, the object fell away from a gripper that was not opened (a placed object
+        # goes down with the hand; a released one is let go by an open gripper)
+        up = np.r_[False, rise[:-1, ti] > th.lift_m]
+        fall = np.r_[0.0, -np.diff(pos[:, ti, 2])] - np.r_[0.0, -np.diff(tcp[:, 2])]
+        gmax = spec.control.gripper_max_width
+        fire("TARGET_OBJECT_DROPPED", up & (fall > th.moved_m) & (width < 0.9 * gmax))
     for i in others:
         fire("OBJECT_BUMPED", disp[:, i] > th.moved_m)
         fire("OBJECT_MOVED", disp[:, i] > th.far_m)
@@ -139,26 +141,27 @@ def events_from_states(
     fire("OBJECT_TIPPED_OVER", (np.degrees(np.arccos(cos)) > th.tipped_deg)[:, movable].any(1))
 
     fire("GRIPPER_HIT_TABLE", tcp[:, 2] < th.table_m)
-    gmax = spec.control.gripper_max_width
     if width[0] > 0.5 * gmax:  # open at reset: closing fully means it closed on nothing
         fire("GRIPPER_FULLY_CLOSED", width < th.closed_frac * gmax)
     wl, wh = np.asarray(spec.control.workspace_low), np.asarray(spec.control.workspace_high)
     fire("LEFT_WORKSPACE", ((tcp < wl - 0.01) | (tcp > wh + 0.01)).any(1))
 
     succ = spec.task.success
+    near = False
+    if succ is not None:
+        from scenes.predicates import PREDICATES
+
+        poses = lambda t: {o: (pos[t, i], quat[t, i]) for i, o in enumerate(names)}  # noqa: E731
+        margin = PREDICATES.get(succ.name).margin(succ.typed_params(), poses(-1), poses(0))
+        near = margin > -th.near_m
     if succ is not None and succ.name == "object_in_region" and ti is not None:
         center = np.asarray(succ.params["center"], np.float64)
         size = np.asarray(succ.params["size"], np.float64)
-        margin = np.min(size / 2 - np.abs(pos[:, ti, :2] - center), axis=-1)
-        reached = np.flatnonzero(margin >= 0)
+        inside = np.min(size / 2 - np.abs(pos[:, ti, :2] - center), axis=-1)
+        reached = np.flatnonzero(inside >= 0)
         approach = center - pos[0, ti, :2]
-        if reached.size and margin[-1] < 0 and float(np.dot(pos[-1, ti, :2] - center, approach)) > 0:
-            out["PUSHED_PAST_TARGET"] = int(np.flatnonzero(margin[reached[0] :] < 0)[0] + reached[0])
-        near = margin[-1] > -th.near_m
-    elif succ is not None and succ.name == "object_lifted" and ti is not None:
-        near = rise[-1, ti] > float(succ.params.get("height", 0.10)) - th.near_m
-    else:
-        near = False
+        if reached.size and inside[-1] < 0 and float(np.dot(pos[-1, ti, :2] - center, approach)) > 0:
+            out["PUSHED_PAST_TARGET"] = int(np.flatnonzero(inside[reached[0] :] < 0)[0] + reached[0])
     if not success and len(env) - 1 >= spec.task.max_steps and near:
         out["TIMED_OUT_NEAR_GOAL"] = len(env) - 1
     return dict(sorted(out.items(), key=lambda kv: (kv[1], EVENTS.index(kv[0]))))

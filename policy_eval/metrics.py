@@ -1,7 +1,8 @@
 """Success-rate statistics and the agreement of an evaluator's ranking with ground truth.
 
     pearson(predicted, real), spearman(...), kendall(...), mmrv(...)   # two success-rate sequences
-    wilson_interval(k, n), beta_interval(k, n)                         # a success rate's interval
+    wilson_interval(k, n), beta_interval(k, n), beta_posterior_interval(k, n)  # a rate's interval
+    paired_difference(perturbed, control)                              # matched seeds, Newcombe
     bootstrap_agreement(pred_outcomes, real_outcomes)                  # metrics with bootstrap intervals
 
 `mmrv` is SIMPLER's mean maximum rank violation: for each policy i the largest |real_i - real_j|
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -148,6 +150,50 @@ def beta_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[flo
     lo = 0.0 if successes == 0 else float(beta.ppf(a, successes, n - successes + 1))
     hi = 1.0 if successes == n else float(beta.ppf(1 - a, successes + 1, n - successes))
     return lo, hi
+
+
+def beta_posterior_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed interval of Beta(k + 1, n - k + 1), the posterior of a success rate under a uniform
+    prior (RoboLab's per-variant interval; narrower than Clopper-Pearson's `beta_interval`)."""
+    from scipy.stats import beta
+
+    a = (1 - confidence) / 2
+    return float(beta.ppf(a, k + 1, n - k + 1)), float(beta.ppf(1 - a, k + 1, n - k + 1))
+
+
+def paired_difference(perturbed: list[bool], control: list[bool], confidence: float = 0.95) -> dict[str, Any]:
+    """Difference of success rates (perturbed - control) over matched seeds with Newcombe's (1998) method 10
+    interval for paired proportions (Wilson intervals of each rate combined through the phi correlation
+    of the pairs); `significant` when the interval excludes 0."""
+    if len(perturbed) != len(control):
+        raise ValueError("paired outcomes need one perturbed and one control outcome per seed")
+    n = len(perturbed)
+    if n == 0:
+        return {"value": None, "ci_low": None, "ci_high": None, "n_pairs": 0, "significant": False}
+    x, y = np.asarray(perturbed, bool), np.asarray(control, bool)
+    a, b, c, d = (int(np.sum(m)) for m in (x & y, x & ~y, ~x & y, ~x & ~y))
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, confidence)
+    l2, u2 = wilson_interval(a + c, n, confidence)
+    den = float(a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / np.sqrt(den) if den > 0 else 0.0
+    if b == c == 0 and den > 0:
+        # no seed changed outcome: method 10 would give a zero-width interval (phi = 1); Newcombe's
+        # continuity-corrected phi keeps the uncertainty a finite number of pairs leaves
+        phi = max(a * d - b * c - n / 2, 0.0) / np.sqrt(den)
+    dl = np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    du = np.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    theta = p1 - p2
+    lo, hi = max(theta - dl, -1.0), min(theta + du, 1.0)
+    return {
+        "value": float(theta),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n_pairs": n,
+        "gained": b,
+        "lost": c,
+        "significant": bool(lo > 0 or hi < 0),
+    }
 
 
 def bootstrap_agreement(

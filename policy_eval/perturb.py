@@ -37,7 +37,7 @@ from common.io import atomic_write_text
 from common.machine import machine_fingerprint
 from common.types import Observation, Policy, StepResult, World
 from policy_eval.evaluate import EpisodeLog, EvalConfig, run_eval, unique_rows
-from policy_eval.metrics import wilson_interval
+from policy_eval.metrics import beta_posterior_interval, paired_difference
 from scenes.perturbations import AXIS_TYPES, ActionLatency, Change, ObservationNoise, Perturbation
 from scenes.spec import SceneSpec
 
@@ -175,50 +175,6 @@ class PerturbedPolicy:
 
 
 # ---------------------------------------------------------------------- statistics
-def beta_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Equal-tailed interval of Beta(k + 1, n - k + 1), the posterior of a success rate under a uniform
-    prior (RoboLab's per-variant interval); (0, 1) without episodes."""
-    from scipy.stats import beta
-
-    a = (1 - confidence) / 2
-    return float(beta.ppf(a, k + 1, n - k + 1)), float(beta.ppf(1 - a, k + 1, n - k + 1))
-
-
-def paired_difference(perturbed: list[bool], control: list[bool], confidence: float = 0.95) -> dict[str, Any]:
-    """Difference of success rates (perturbed - control) over matched seeds with Newcombe's (1998) method 10
-    interval for paired proportions (Wilson intervals of each rate combined through the phi correlation
-    of the pairs); `significant` when the interval excludes 0."""
-    if len(perturbed) != len(control):
-        raise ValueError("paired outcomes need one perturbed and one control outcome per seed")
-    n = len(perturbed)
-    if n == 0:
-        return {"value": None, "ci_low": None, "ci_high": None, "n_pairs": 0, "significant": False}
-    x, y = np.asarray(perturbed, bool), np.asarray(control, bool)
-    a, b, c, d = (int(np.sum(m)) for m in (x & y, x & ~y, ~x & y, ~x & ~y))
-    p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = wilson_interval(a + b, n, confidence)
-    l2, u2 = wilson_interval(a + c, n, confidence)
-    den = float(a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / np.sqrt(den) if den > 0 else 0.0
-    if b == c == 0 and den > 0:
-        # no seed changed outcome: method 10 would give a zero-width interval (phi = 1); Newcombe's
-        # continuity-corrected phi keeps the uncertainty a finite number of pairs leaves
-        phi = max(a * d - b * c - n / 2, 0.0) / np.sqrt(den)
-    dl = np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
-    du = np.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
-    theta = p1 - p2
-    lo, hi = max(theta - dl, -1.0), min(theta + du, 1.0)
-    return {
-        "value": float(theta),
-        "ci_low": float(lo),
-        "ci_high": float(hi),
-        "n_pairs": n,
-        "gained": b,
-        "lost": c,
-        "significant": bool(lo > 0 or hi < 0),
-    }
-
-
 def logistic_fits(rows: list[dict[str, Any]], min_rows: int = 8) -> dict[str, Any]:
     """Per policy and value drawn from a range (over one axis's episodes): success ~ logistic(a + b x)."""
     from policy_eval.trust import fit_logistic
@@ -264,7 +220,7 @@ def summarise_sweep(cfg: PerturbConfig, cells: dict[str, list[dict[str, Any]]]) 
         for pol in cfg.policies:
             mine = sorted((r for r in rows if r["policy"] == pol), key=lambda r: r["seed"])
             n, k = len(mine), sum(bool(r["success"]) for r in mine)
-            lo, hi = beta_interval(k, n)
+            lo, hi = beta_posterior_interval(k, n)
             events = collections.Counter(e for r in mine for e in r.get("events", {}))
             pe: dict[str, Any] = {
                 "success_rate": k / n if n else None,

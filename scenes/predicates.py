@@ -65,6 +65,49 @@ def object_lifted_margin(p: ObjectLiftedParams, poses: Poses, initial: Poses) ->
     return float(poses[p.object][0][2] - initial[p.object][0][2] - p.height)
 
 
+class ObjectPlacedParams(Strict):
+    object: str
+    center: tuple[float, float] = Field(description="region centre (x, y) on the table, metres")
+    size: tuple[float, float] = Field(description="region extent (x, y), metres")
+    rest_height: float = Field(
+        gt=0, description="the object's centre height when resting on the table, metres"
+    )
+    tolerance: float = Field(0.01, gt=0, description="how far above its resting height it may be, metres")
+
+
+def object_placed(p: ObjectPlacedParams, poses: Poses, initial: Poses) -> bool:
+    """The object rests on the table (not held above it) with its centre inside a rectangle."""
+    return object_placed_margin(p, poses, initial) >= 0
+
+
+def object_placed_margin(p: ObjectPlacedParams, poses: Poses, initial: Poses) -> float:
+    """The smaller of the depth inside the rectangle and the height left before it counts as held up."""
+    pos = poses[p.object][0]
+    inside = float(np.min(np.asarray(p.size) / 2 - np.abs(pos[:2] - np.asarray(p.center))))
+    return min(inside, p.tolerance - abs(float(pos[2]) - p.rest_height))
+
+
+class ObjectStackedParams(Strict):
+    object: str
+    base: str = Field(description="the object it must rest on")
+    height: float = Field(gt=0, description="centre-to-centre height when stacked, metres")
+    tolerance_xy: float = Field(0.02, gt=0, description="largest horizontal offset of the centres, metres")
+    tolerance_z: float = Field(0.01, gt=0, description="largest deviation from `height`, metres")
+
+
+def object_stacked(p: ObjectStackedParams, poses: Poses, initial: Poses) -> bool:
+    """The object sits on `base`: centres within `tolerance_xy` horizontally, `height` apart vertically."""
+    return object_stacked_margin(p, poses, initial) >= 0
+
+
+def object_stacked_margin(p: ObjectStackedParams, poses: Poses, initial: Poses) -> float:
+    """The smaller of the horizontal and vertical slack left (metres; negative: how far off)."""
+    top, base = poses[p.object][0], poses[p.base][0]
+    dxy = float(np.linalg.norm(top[:2] - base[:2]))
+    dz = float(top[2] - base[2])
+    return min(p.tolerance_xy - dxy, p.tolerance_z - abs(dz - p.height))
+
+
 PREDICATES.register(
     "object_in_region",
     PredicateEntry(
@@ -76,4 +119,14 @@ PREDICATES.register(
     "object_lifted",
     PredicateEntry(ObjectLiftedParams, object_lifted, object_lifted.__doc__ or "", object_lifted_margin),
     description="object centre raised >= height above its start",
+)
+PREDICATES.register(
+    "object_placed",
+    PredicateEntry(ObjectPlacedParams, object_placed, object_placed.__doc__ or "", object_placed_margin),
+    description="object resting on the table inside an (x, y) rectangle",
+)
+PREDICATES.register(
+    "object_stacked",
+    PredicateEntry(ObjectStackedParams, object_stacked, object_stacked.__doc__ or "", object_stacked_margin),
+    description="object resting on another object",
 )

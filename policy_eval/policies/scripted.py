@@ -1,6 +1,7 @@
 """Scripted policies for the tabletop tasks: a privileged expert and graded image-based variants.
 
-Both share the same controllers (push / lift) and differ only in where the object's position
+Both share the same controllers (push / lift / place, the last for pick-and-place into a region and for
+stacking on another object) and differ only in where the objects' positions
 comes from: the simulator's `environment_state` (privileged) or colour segmentation of a camera
 image back-projected with the calibrated camera model (image-based). The image-based family has
 knobs — action noise, perception noise, gripper timing — that make graded variants whose
@@ -23,14 +24,24 @@ from common.types import Observation, Policy
 from policy_eval.policies.base import register_policy
 from policy_eval.policies.perception import locate_on_table
 from scenes.camera import PinholeCamera
-from scenes.predicates import ObjectInRegionParams, ObjectLiftedParams
+from scenes.predicates import (
+    ObjectInRegionParams,
+    ObjectLiftedParams,
+    ObjectPlacedParams,
+    ObjectStackedParams,
+)
 from scenes.spec import SceneSpec
 
 SAFE_Z = 0.10  # tcp height for moving over objects (m)
 
 
 def _task_kind(spec: SceneSpec) -> str:
-    kinds = {"object_in_region": "push", "object_lifted": "lift"}
+    kinds = {
+        "object_in_region": "push",
+        "object_lifted": "lift",
+        "object_placed": "place",
+        "object_stacked": "stack",
+    }
     if spec.task.success is None:
         raise SpecError(f"scene {spec.name!r} has no task.success; scripted policies need a task")
     if spec.task.success.name not in kinds:
@@ -40,7 +51,7 @@ def _task_kind(spec: SceneSpec) -> str:
     return kinds[spec.task.success.name]
 
 
-P = TypeVar("P", ObjectInRegionParams, ObjectLiftedParams)
+P = TypeVar("P", ObjectInRegionParams, ObjectLiftedParams, ObjectPlacedParams, ObjectStackedParams)
 
 
 def _task_params(spec: SceneSpec, kind: type[P]) -> P:
@@ -141,12 +152,99 @@ class LiftController:
         return _step_towards(tcp, target, self.max_step), 0.0
 
 
-def _controller(
-    spec: SceneSpec, obj: str, close_steps: int, close_height: float
-) -> PushController | LiftController:
-    if _task_kind(spec) == "push":
+class PlaceController:
+    """Pick and place: a top-down grasp as `LiftController`'s, carry at a safe height, lower onto the
+    destination (the task's region, or the top of the base object for stacking), open, back off."""
+
+    CARRY_Z = 0.15
+    OPEN_STEPS = 3
+
+    def __init__(self, spec: SceneSpec, obj: str, close_steps: int = 4, close_height: float = 0.0) -> None:
+        o = spec.object(obj)
+        self.grasp_z = max(o.half_height() - 0.01, 0.01) + close_height
+        self.held = o.half_height() - self.grasp_z  # the object's centre above the tcp once grasped
+        self.close_steps = close_steps
+        self.max_step = spec.control.max_delta
+        self.stack = _task_kind(spec) == "stack"
+        if self.stack:
+            sp = _task_params(spec, ObjectStackedParams)
+            self.base: str | None = sp.base
+            self.rise = sp.height  # the object's centre above the base's centre when stacked
+            self.goal: np.ndarray | None = None
+        else:
+            pp = _task_params(spec, ObjectPlacedParams)
+            self.base, self.rise = None, 0.0
+            self.goal = np.asarray(pp.center, dtype=np.float64)
+            self.rest_z = pp.rest_height
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase, self.count = "hover", 0
+
+    def destination(self, base_pos: np.ndarray | None) -> np.ndarray | None:
+        """Where the object's centre goes: (x, y, z)."""
+        if self.goal is not None:
+            return np.array([*self.goal, self.rest_z])
+        if base_pos is None:
+            return None
+        return np.array([base_pos[0], base_pos[1], base_pos[2] + self.rise])
+
+    def __call__(
+        self, tcp: np.ndarray, obj_pos: np.ndarray, base_pos: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        if self.phase == "hover":
+            target = np.array([obj_pos[0], obj_pos[1], SAFE_Z])
+            if np.linalg.norm(tcp[:2] - target[:2]) < 0.006:
+                self.phase = "descend"
+            return _step_towards(tcp, target, self.max_step), 1.0
+        if self.phase == "descend":
+            if abs(tcp[2] - self.grasp_z) < 0.006:
+                self.phase, self.count = "close", 0
+            return _step_towards(tcp, np.array([obj_pos[0], obj_pos[1], self.grasp_z]), self.max_step), 1.0
+        if self.phase == "close":
+            self.count += 1
+            if self.count >= self.close_steps:
+                self.phase = "raise"
+            return np.zeros(3), 0.0
+        dest = self.destination(base_pos)
+        if dest is None:  # the base is not seen: hold the object up
+            return _step_towards(tcp, np.array([tcp[0], tcp[1], self.CARRY_Z]), self.max_step), 0.0
+        place_tcp_z = dest[2] - self.held + 0.004  # the object's centre lands on dest, 4 mm above it
+        if self.phase == "raise":
+            if tcp[2] > self.CARRY_Z - 0.01:
+                self.phase = "carry"
+            return _step_towards(tcp, np.array([tcp[0], tcp[1], self.CARRY_Z]), self.max_step), 0.0
+        if self.phase == "carry":
+            if np.linalg.norm(tcp[:2] - dest[:2]) < 0.006:
+                self.phase = "lower"
+            return _step_towards(tcp, np.array([dest[0], dest[1], self.CARRY_Z]), self.max_step), 0.0
+        if self.phase == "lower":
+            if tcp[2] - place_tcp_z < 0.006:
+                self.phase, self.count = "open", 0
+            return _step_towards(tcp, np.array([dest[0], dest[1], place_tcp_z]), self.max_step / 2), 0.0
+        if self.phase == "open":
+            self.count += 1
+            if self.count >= self.OPEN_STEPS:
+                self.phase = "retreat"
+            return np.zeros(3), 1.0
+        return _step_towards(tcp, np.array([tcp[0], tcp[1], self.CARRY_Z]), self.max_step), 1.0
+
+
+Controller = PushController | LiftController | PlaceController
+
+
+def _controller(spec: SceneSpec, obj: str, close_steps: int, close_height: float) -> Controller:
+    kind = _task_kind(spec)
+    if kind == "push":
         return PushController(spec, obj)
-    return LiftController(spec, obj, close_steps=close_steps, close_height=close_height)
+    if kind == "lift":
+        return LiftController(spec, obj, close_steps=close_steps, close_height=close_height)
+    return PlaceController(spec, obj, close_steps=close_steps, close_height=close_height)
+
+
+def _base_object(ctrl: Controller) -> str | None:
+    """The object a stacking controller places onto (None for every other task)."""
+    return ctrl.base if isinstance(ctrl, PlaceController) else None
 
 
 def _target_object(spec: SceneSpec) -> str:
@@ -165,15 +263,24 @@ class PrivilegedExpert:
         self.obj = _target_object(spec)
         self.index = [o.name for o in spec.objects].index(self.obj)
         self.ctrl = _controller(spec, self.obj, close_steps=4, close_height=0.0)
+        base = _base_object(self.ctrl)
+        self.base_index = None if base is None else [o.name for o in spec.objects].index(base)
 
     def reset(self, seed: int | None = None) -> None:
         self.ctrl.reset()
 
     def act(self, observation: Observation) -> np.ndarray:
-        if observation.environment_state is None:
+        env = observation.environment_state
+        if env is None:
             raise UsageError("the privileged expert needs observation.environment_state (object poses)")
-        obj_pos = observation.environment_state[7 * self.index : 7 * self.index + 3].astype(np.float64)
-        delta, grip = self.ctrl(observation.state[:3].astype(np.float64), obj_pos)
+        obj_pos = env[7 * self.index : 7 * self.index + 3].astype(np.float64)
+        tcp = observation.state[:3].astype(np.float64)
+        if isinstance(self.ctrl, PlaceController):
+            b = self.base_index
+            base = None if b is None else env[7 * b : 7 * b + 3].astype(np.float64)
+            delta, grip = self.ctrl(tcp, obj_pos, base)
+        else:
+            delta, grip = self.ctrl(tcp, obj_pos)
         return np.array([[*delta, grip]], dtype=np.float32)
 
 
@@ -211,6 +318,8 @@ class ImageBasedPolicy:
         self.knobs = knobs
         self.base_seed = seed
         self.ctrl = _controller(spec, self.obj, knobs.close_steps, knobs.close_height)
+        base = _base_object(self.ctrl)
+        self.base = None if base is None else (spec.object(base).color, spec.object(base).half_height())
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
@@ -220,6 +329,7 @@ class ImageBasedPolicy:
             self.rng.normal(0.0, self.knobs.perception_bias, 2) if self.knobs.perception_bias else 0.0
         )
         self.estimate: np.ndarray | None = None
+        self.base_estimate: np.ndarray | None = None
         self.ctrl.reset()
 
     def perceive(self, observation: Observation) -> np.ndarray | None:
@@ -232,6 +342,10 @@ class ImageBasedPolicy:
             if self.knobs.perception_noise:
                 noise[:2] = self.rng.normal(0.0, self.knobs.perception_noise, 2)
             self.estimate = found + self.bias + noise
+        if self.base is not None:  # stacking: the base object, by its own colour (kept while occluded)
+            seen = locate_on_table(image, self.camera, self.base[0], self.base[1])
+            if seen is not None:
+                self.base_estimate = seen + self.bias
         return self.estimate
 
     def act(self, observation: Observation) -> np.ndarray:
@@ -239,7 +353,10 @@ class ImageBasedPolicy:
         est = self.perceive(observation)
         if est is None:  # nothing seen yet: rise to look over the table
             return np.array([[0.0, 0.0, 0.02, 1.0]], dtype=np.float32)
-        delta, grip = self.ctrl(tcp, est)
+        if isinstance(self.ctrl, PlaceController):
+            delta, grip = self.ctrl(tcp, est, self.base_estimate)
+        else:
+            delta, grip = self.ctrl(tcp, est)
         if self.knobs.action_noise:
             delta = delta + self.rng.normal(0.0, self.knobs.action_noise, 3)
         return np.array([[*delta, grip]], dtype=np.float32)
@@ -298,7 +415,7 @@ register_policy(
     "expert",
     PrivilegedExpert,
     privileged=True,
-    description="privileged scripted expert reading object poses from the simulator (push or lift)",
+    description="privileged scripted expert reading object poses from the simulator (push, lift, place, stack)",
 )
 
 

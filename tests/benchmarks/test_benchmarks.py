@@ -106,3 +106,36 @@ def test_worldmodel_fidelity(tmp_path, monkeypatch, tiny_world_model):
     assert len(r["open_loop"]["psnr"]) == 2 and all(math.isfinite(p) for p in r["open_loop"]["psnr"])
     assert r["success_judge"]["episodes"] == 1 and 0 <= r["success_judge"]["predicate_accuracy"] <= 1
     assert r["speed"]["twin_steps_per_s"] > 0 and r["speed"]["imagined_steps_per_s_batched"] > 0
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_perturbation_agreement(tmp_path, monkeypatch, genesis_kernel_cache):
+    """Two axes, one seed, two policies: the sweep in the twin and in the shipped world model."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "scene": str(ROOT / "configs/scenes/push_cube.yaml"),
+                "scene_overrides": {"cameras.0.resolution": [64, 64]},
+                "policies": ["image_expert", "bc_final"],
+                "videos": False,
+                "sampler_steps": 2,
+                "samples": 1,
+                "axes": {
+                    "light": {"type": "light_intensity", "levels": {"dim": {"scale": 0.3}}},
+                    "latency": {"type": "action_latency", "levels": {"two": {"steps": 2}}},
+                },
+            }
+        )
+    )
+    args = ["--config", str(sweep), "--episodes", "1", "--seed", "7000", "--runs", str(tmp_path / "runs")]
+    args += ["--results-dir", str(tmp_path)]
+    run_script("benchmarks.perturbation_agreement", args, monkeypatch)
+    r = read_checked(tmp_path / "perturbation_agreement.json", "benchmarks/perturbation_agreement.py", args)
+    assert r["seeds"] == [7000, 7000]
+    assert set(r["per_axis"]["twin"]) == set(r["per_axis"]["worldmodel"]) == {"light", "latency"}
+    assert r["per_axis"]["twin"]["light"]["bc_final"].keys() == {"control", "dim"}
+    a = r["agreement"]
+    assert a["n"] == 4 and 0 <= a["sign_agreement"] <= 1
+    assert all(-1 <= p["twin"] <= 1 and -1 <= p["imagined"] <= 1 for p in a["pairs"])

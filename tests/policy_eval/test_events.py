@@ -18,7 +18,9 @@ def _two_objects(spec: SceneSpec) -> SceneSpec:
     return SceneSpec.model_validate(d)
 
 
-def _run(spec, ee: list, cube: list, other: list | None = None, width: float = 0.0, success=False, quats=None):
+def _run(
+    spec, ee: list, cube: list, other: list | None = None, width: float = 0.0, success=False, quats=None
+):
     """ee [T+1, 3], cube positions [T+1, 3] (and optionally a second object's) -> events."""
     T = len(ee)
     proprio = np.zeros((T, 11))
@@ -26,7 +28,8 @@ def _run(spec, ee: list, cube: list, other: list | None = None, width: float = 0
     proprio[:, 3] = width
     objs = [cube] + ([other] if other is not None else [])
     env = np.concatenate(
-        [np.concatenate([np.asarray(o), np.tile(QUAT, (T, 1)) if quats is None else quats], 1) for o in objs], 1
+        [np.concatenate([np.asarray(o), np.tile(QUAT, (T, 1)) if quats is None else quats], 1) for o in objs],
+        1,
     )
     return events_from_states(spec, proprio, env, success)
 
@@ -91,25 +94,50 @@ def test_other_objects_bumped_moved_grabbed(push_spec):
     assert ev["GRIPPER_HIT_OBJECT"] == 2
     assert ev["OBJECT_BUMPED"] == 3 and ev["OBJECT_MOVED"] == 6
     assert ev["WRONG_OBJECT_GRABBED"] == 9 and ev["MULTIPLE_OBJECTS_GRABBED"] == 10
-    assert "GRIPPER_HIT_OBJECT" not in _run(spec, np.tile([0.6, 0.3, 0.2], (12, 1)), cube, np.tile(other0, (12, 1)))
+    assert "GRIPPER_HIT_OBJECT" not in _run(
+        spec, np.tile([0.6, 0.3, 0.2], (12, 1)), cube, np.tile(other0, (12, 1))
+    )
 
 
-def test_dropped_and_closed_on_nothing(lift_spec):
-    target = lift_spec.task.success.params["object"]
-    z0 = lift_spec.object(target).pose.pos[2]
-    p0 = np.asarray(lift_spec.object(target).pose.pos)
-    cube = np.tile(p0, (10, 1))
-    cube[3:6, 2] = z0 + 0.06
-    cube[6:, 2] = z0
-    objs = [cube if o.name == target else np.tile(o.pose.pos, (10, 1)) for o in lift_spec.objects]
-    proprio = np.zeros((10, 11))
-    proprio[:, :3] = [0.5, 0.0, 0.2]
-    proprio[:, 3] = lift_spec.control.gripper_max_width
-    proprio[8:, 3] = 0.0
-    env = np.concatenate([np.concatenate([o, np.tile(QUAT, (10, 1))], 1) for o in objs], 1)
-    ev = events_from_states(lift_spec, proprio, env, False)
+def _lift_episode(spec, cube_z, tcp_z, width):
+    target = spec.task.success.params["object"]
+    p0 = np.asarray(spec.object(target).pose.pos)
+    T = len(cube_z)
+    objs = []
+    for o in spec.objects:
+        traj = np.tile(o.pose.pos, (T, 1)).astype(float)
+        if o.name == target:
+            traj[:, 2] = cube_z
+            traj[:, :2] = p0[:2]
+        objs.append(traj)
+    proprio = np.zeros((T, 11))
+    proprio[:, :2] = p0[:2]
+    proprio[:, 2] = tcp_z
+    proprio[:, 3] = width
+    env = np.concatenate([np.concatenate([o, np.tile(QUAT, (T, 1))], 1) for o in objs], 1)
+    return events_from_states(spec, proprio, env, False)
+
+
+def test_dropped_placed_released_and_closed_on_nothing(lift_spec):
+    g = lift_spec.control.gripper_max_width
+    z0 = 0.025
+    up = [z0, z0, z0, z0 + 0.03, z0 + 0.06, z0 + 0.06]
+    hand = [0.2, 0.1, 0.015, 0.045, 0.075, 0.075]
+    held = [g, g, 0.6 * g, 0.6 * g, 0.6 * g, 0.6 * g]
+    # slips out of the closed gripper at step 6
+    ev = _lift_episode(lift_spec, up + [z0, z0], hand + [0.075, 0.075], held + [0.6 * g, 0.6 * g])
     assert ev["TARGET_OBJECT_DROPPED"] == 6
-    assert ev["GRIPPER_FULLY_CLOSED"] == 8
+    # put down with the hand (a place), then let go by an open gripper: no drop
+    ev = _lift_episode(
+        lift_spec,
+        up + [z0 + 0.03, z0, z0, z0],
+        hand + [0.045, 0.015, 0.015, 0.1],
+        held + [0.6 * g, 0.6 * g, g, g],
+    )
+    assert "TARGET_OBJECT_DROPPED" not in ev and "GRIPPER_FULLY_CLOSED" not in ev
+    # opened at reset, closed on nothing
+    ev = _lift_episode(lift_spec, [z0] * 6, [0.2, 0.1, 0.015, 0.015, 0.05, 0.1], [g, g, g, 0.3 * g, 0.0, 0.0])
+    assert ev["GRIPPER_FULLY_CLOSED"] == 4 and "TARGET_OBJECT_DROPPED" not in ev
 
 
 @pytest.mark.sim

@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 
 from policy_eval.evaluate import EpisodeLog
-from policy_eval.perturb import (
-    PerturbConfig,
-    PerturbedPolicy,
-    beta_interval,
-    paired_difference,
-    run_sweep,
-)
+from policy_eval.metrics import beta_posterior_interval, paired_difference
+from policy_eval.perturb import PerturbConfig, PerturbedPolicy, run_sweep
 from scenes.perturbations import ActionLatency, ObservationNoise
 from tests.conftest import PUSH
 from tests.policy_eval.fakes import SKILLS, VariantCoinWorld
@@ -46,11 +41,11 @@ def test_paired_difference_on_newcombes_table():
 
 
 def test_beta_interval_closed_form():
-    lo, hi = beta_interval(0, 10)  # Beta(1, 11): CDF 1 - (1 - x)^11
+    lo, hi = beta_posterior_interval(0, 10)  # Beta(1, 11): CDF 1 - (1 - x)^11
     assert lo == pytest.approx(1 - 0.975 ** (1 / 11)) and hi == pytest.approx(1 - 0.025 ** (1 / 11))
-    lo, hi = beta_interval(10, 10)
+    lo, hi = beta_posterior_interval(10, 10)
     assert lo == pytest.approx(0.025 ** (1 / 11)) and hi == pytest.approx(0.975 ** (1 / 11))
-    assert beta_interval(0, 0) == pytest.approx((0.025, 0.975))
+    assert beta_posterior_interval(0, 0) == pytest.approx((0.025, 0.975))
 
 
 def test_action_latency_delays_by_whole_steps(push_spec):
@@ -82,7 +77,9 @@ def test_observation_noise_is_seeded(push_spec):
             seen.append(obs)
             return np.zeros((1, 4), np.float32)
 
-    obs = Observation(images={"side": np.full((8, 8, 3), 100, np.uint8)}, state=np.zeros(11, np.float32), task="")
+    obs = Observation(
+        images={"side": np.full((8, 8, 3), 100, np.uint8)}, state=np.zeros(11, np.float32), task=""
+    )
     p = PerturbedPolicy(Spy(), ObservationNoise(pixel_std=10, state_std=0.01), push_spec, "noise")
     for _ in range(2):
         p.reset(5)
@@ -104,7 +101,10 @@ def _sweep(tmp_path, name="sweep", **kw) -> PerturbConfig:
         videos=False,
         strips=1,
         axes={
-            "light": {"type": "light_intensity", "levels": {"dim": {"scale": 0.3}, "ranged": {"scale": [0.2, 1.0]}}},
+            "light": {
+                "type": "light_intensity",
+                "levels": {"dim": {"scale": 0.3}, "ranged": {"scale": [0.2, 1.0]}},
+            },
             "latency": {"type": "action_latency", "levels": {"two": {"steps": 2}}},
         },
     )
@@ -122,11 +122,18 @@ def test_sweep_on_a_fake_world(tmp_path):
     # matched seeds: every cell ran every policy on the control's seeds
     for cell in r["cells"]:
         for p in SKILLS:
-            assert sorted(x["seed"] for x in rows if x["cell"] == cell and x["policy"] == p) == list(range(16))
+            assert sorted(x["seed"] for x in rows if x["cell"] == cell and x["policy"] == p) == list(
+                range(16)
+            )
     assert all("events" in x for x in rows)
     dim = [x for x in rows if x["cell"] == "light=dim"]
-    assert all(x["perturbation"]["axis"] == "light" and x["perturbation"]["params"] == {"light.intensity_scale": 0.3} for x in dim)
-    ranged = {x["perturbation"]["params"]["light.intensity_scale"] for x in rows if x["cell"] == "light=ranged"}
+    assert all(
+        x["perturbation"]["axis"] == "light" and x["perturbation"]["params"] == {"light.intensity_scale": 0.3}
+        for x in dim
+    )
+    ranged = {
+        x["perturbation"]["params"]["light.intensity_scale"] for x in rows if x["cell"] == "light=ranged"
+    }
     assert len(ranged) == 16  # drawn per seed, the same for every policy on a seed
     dressed = [v.lights[0].intensity for v in world.variants]
     assert dressed.count(pytest.approx(4.0 * 0.3)) == len(SKILLS) * 16  # every light=dim episode, once
@@ -159,7 +166,9 @@ def test_sweep_report_renders_in_headless_chromium(tmp_path):
     run_sweep(_sweep(tmp_path, episodes=6), progress=False, world=VariantCoinWorld())
     page = tmp_path / "sweep/report.html"
     args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     for marker in ('id="heatmap-success"', 'id="heatmap-diff"', 'id="harm"', 'id="axes"', 'id="events"'):
         assert marker in dom, marker
     assert dom.count("<svg") >= 2 + 2 + 1  # two heatmaps, a curve per axis, event bars

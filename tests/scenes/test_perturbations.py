@@ -23,7 +23,9 @@ def test_fixed_values_and_ranges(push_spec):
     draws = [ranged.apply(push_spec, s)[1]["light.intensity_scale"] for s in range(20)]
     assert all(1.5 <= d <= 2.5 for d in draws) and np.std(draws) > 0.1
     assert draws == [ranged.apply(push_spec, s)[1]["light.intensity_scale"] for s in range(20)]  # per seed
-    other_axis = Perturbation(axis="other", level="l", change={"type": "light_intensity", "scale": [1.5, 2.5]})
+    other_axis = Perturbation(
+        axis="other", level="l", change={"type": "light_intensity", "scale": [1.5, 2.5]}
+    )
     assert draws != [other_axis.apply(push_spec, s)[1]["light.intensity_scale"] for s in range(20)]
 
 
@@ -45,7 +47,9 @@ def test_each_spec_axis_changes_what_it_declares(push_spec):
     assert turn == pytest.approx(0.2) and v.cameras[0].pos == s.cameras[0].pos
     v, _ = P("a", type="camera_pose", roll=0.3).apply(s, 0)
     assert v.cameras[0].lookat == pytest.approx(s.cameras[0].lookat)
-    assert np.degrees(np.arccos(np.clip(np.dot(v.cameras[0].up, [0, 0, 1]), -1, 1))) > 5  # the up vector rolled
+    assert (
+        np.degrees(np.arccos(np.clip(np.dot(v.cameras[0].up, [0, 0, 1]), -1, 1))) > 5
+    )  # the up vector rolled
     v, _ = P("a", type="table_color", color=[0.2, 0.3, 0.4]).apply(s, 0)
     assert v.table.color == (0.2, 0.3, 0.4)
     v, _ = P("a", type="object_color", object="cube", value_scale=0.5).apply(s, 0)
@@ -80,7 +84,9 @@ def test_object_pose_moves_the_region_with_the_same_draw(push_spec):
         v, params = wide.apply(push_spec, seed)
         base = sample_initial_poses(push_spec, seed)["cube"][0] - nominal
         moved = sample_initial_poses(v, seed)["cube"][0] - nominal
-        assert moved[0] == pytest.approx(base[0] * 2) and moved[1] == pytest.approx(base[1] * 2)  # ±5 -> ±10 cm
+        assert moved[0] == pytest.approx(base[0] * 2) and moved[1] == pytest.approx(
+            base[1] * 2
+        )  # ±5 -> ±10 cm
         assert params["cube.x"] == pytest.approx(moved[0] + nominal[0])
 
 
@@ -126,11 +132,26 @@ def _write(tmp_path, axes: str):
     ("axes", "message"),
     [
         ("  a: {type: wind, levels: {x: {speed: 1}}}\n", r"sweep.yaml: axes.a.type: .*'light_intensity'"),
-        ("  a: {type: light_intensity, levels: {x: {scale: 12}}}\n", r"axes.a.levels.x.light_intensity.scale: .*\[0.0, 10.0\]"),
-        ("  a: {type: light_intensity, levels: {x: {scale: [2, 1]}}}\n", r"axes.a.levels.x.*low must be <= high"),
-        ("  a: {type: object_color, levels: {x: {object: ball, hue_deg: 10}}}\n", r"sweep.yaml: axes.a.levels.x.object: scene 'push_cube' has no object 'ball'"),
-        ("  a: {type: camera_pose, levels: {x: {camera: wrist, x: 0.1}}}\n", r"axes.a.levels.x.camera: .*no camera 'wrist'"),
-        ("  a: {type: friction, levels: {x: {scale: 2, surface: ice}}}\n", r"axes.a.levels.x.friction.surface: unknown key"),
+        (
+            "  a: {type: light_intensity, levels: {x: {scale: 12}}}\n",
+            r"axes.a.levels.x.light_intensity.scale: .*\[0.0, 10.0\]",
+        ),
+        (
+            "  a: {type: light_intensity, levels: {x: {scale: [2, 1]}}}\n",
+            r"axes.a.levels.x.*low must be <= high",
+        ),
+        (
+            "  a: {type: object_color, levels: {x: {object: ball, hue_deg: 10}}}\n",
+            r"sweep.yaml: axes.a.levels.x.object: scene 'push_cube' has no object 'ball'",
+        ),
+        (
+            "  a: {type: camera_pose, levels: {x: {camera: wrist, x: 0.1}}}\n",
+            r"axes.a.levels.x.camera: .*no camera 'wrist'",
+        ),
+        (
+            "  a: {type: friction, levels: {x: {scale: 2, surface: ice}}}\n",
+            r"axes.a.levels.x.friction.surface: unknown key",
+        ),
         ("  a: {type: action_latency, levels: {x: {steps: 20}}}\n", r"axes.a.levels.x.action_latency.steps"),
         ("  a: {type: friction, levels: {}}\n", r"axes.a.levels"),
     ],
