@@ -267,7 +267,7 @@ class Evaluator:
 
             if twin is None:
                 twin = DigitalTwin(spec, render=cfg.render or cfg.world.startswith("worldmodel"))
-            twin = PerturbedTwin(twin, spec, cfg.perturbation)  # type: ignore[assignment]
+            twin = PerturbedTwin(twin, spec, cfg.perturbation)
             world_spec = cfg.perturbation.apply(spec, cfg.seed)[0]
         elif twin is not None and hasattr(twin, "set_variant") and getattr(twin, "spec", spec) != spec:
             twin.set_variant(spec)  # a shared twin left dressed as another evaluation's variant

@@ -27,6 +27,7 @@ Proprio is `[ee_x, ee_y, ee_z, gripper_width, joints...]` and the environment st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,8 @@ def events_from_states(
     ti = names.index(target) if target in names else None
     out: dict[str, int] = {}
 
-    def fire(name: str, mask: np.ndarray) -> None:
-        hits = np.flatnonzero(mask)
+    def fire(name: str, mask: Any) -> None:
+        hits = np.flatnonzero(np.asarray(mask))
         if hits.size and name not in out:
             out[name] = int(hits[0])
 

@@ -57,7 +57,7 @@ class AxisConfig(Strict):
         if isinstance(data, dict) and isinstance(data.get("levels"), dict):
             levels = {}
             for name, v in data["levels"].items():
-                if isinstance(v, dict) and "type" in v:
+                if isinstance(v, dict) and v.get("type", data.get("type")) != data.get("type"):
                     raise ValueError(f"levels.{name}.type: the type belongs to the axis, not to a level")
                 levels[name] = {"type": data.get("type"), **v} if isinstance(v, dict) else v
             data = {**data, "levels": levels}
@@ -277,42 +277,84 @@ def _check_sweep(cfg: PerturbConfig, out: Path) -> None:
         atomic_write_text(path, json.dumps({**resolved, "machine": machine_fingerprint()}, indent=2))
 
 
+class CellRunner:
+    """Runs whole cells of a sweep, one after another, each as an `eval` run with one local worker; one per
+    sweep worker. Keeps a twin per scene structure (the nominal one, one with distractors...) across cells."""
+
+    def __init__(self, cfg: PerturbConfig, world: World | None = None) -> None:
+        self.cfg, self.cells = cfg, cfg.cells()
+        self.twins: dict[str, Any] = {}
+        if world is not None:
+            self.twins[self._key(cfg.load_scene())] = world
+
+    @classmethod
+    def from_json(cls, cfg_json: str) -> CellRunner:
+        return cls(PerturbConfig.model_validate_json(cfg_json))
+
+    @staticmethod
+    def _key(spec: SceneSpec) -> str:
+        from scenes.randomization import variable_fields
+
+        return json.dumps(variable_fields(spec), sort_keys=True)
+
+    def run(self, index: int) -> tuple[int, int]:
+        """Run (or resume) cell `index`; (index, episodes logged)."""
+        ccfg = self.cfg.cell_config(self.cells[index]).model_copy(
+            update={"workers": 1, "backend": "local", "ray_address": None}
+        )
+        structure = ccfg.load_scene()
+        key = self._key(structure)
+        if key not in self.twins:
+            from scenes.twin import DigitalTwin
+
+            render = self.cfg.render or self.cfg.world.startswith("worldmodel")
+            self.twins[key] = DigitalTwin(structure, render=render)
+        run_eval(ccfg, progress=False, world=self.twins[key])
+        return index, len(unique_rows(EpisodeLog(Path(ccfg.out) / "episodes.jsonl").read()))
+
+
 def run_sweep(cfg: PerturbConfig, *, progress: bool = True, world: World | None = None) -> dict[str, Any]:
     """Run (or resume) every cell of the sweep, then write the sweep's episodes, results and report.
 
-    `world`: a prebuilt twin of the scene, reused by every cell of the same structure (with one local
-    worker; tests pass one). Otherwise each cell's workers build their own, as `eval`'s do.
+    Cells are fanned out to `cfg.workers` local processes or Ray actors (`CellRunner`), each running whole
+    cells with its own twins; `world`, a prebuilt twin of the scene, is used by a single local worker (tests
+    pass one).
     """
-    from scenes.randomization import variable_fields
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from common.pool import WorkerPool
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_sweep(cfg, out)
-    nominal = cfg.load_scene()
-    twins: dict[str, Any] = {}
-    if world is not None:
-        twins[json.dumps(variable_fields(nominal), sort_keys=True)] = world
-    share = cfg.workers == 1 and cfg.backend == "local"
-    cells: dict[str, list[dict[str, Any]]] = {}
-    for p in cfg.cells():
-        ccfg = cfg.cell_config(p)
-        structure = ccfg.load_scene()
-        key = json.dumps(variable_fields(structure), sort_keys=True)
-        twin = twins.get(key)
-        if twin is None and share:
-            from scenes.twin import DigitalTwin
-
-            twin = twins[key] = DigitalTwin(
-                structure, render=cfg.render or cfg.world.startswith("worldmodel")
-            )
-        run_eval(ccfg, progress=progress, world=twin)
+    cells = cfg.cells()
+    local = CellRunner(cfg, world) if cfg.workers == 1 and cfg.backend == "local" else None
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with (
+        WorkerPool(
+            "policy_eval.perturb:CellRunner.from_json",
+            (cfg.model_dump_json(),),
+            workers=cfg.workers,
+            backend=cfg.backend,
+            address=cfg.ray_address,
+            local=local,
+        ) as pool,
+        Progress(*columns, disable=not progress, transient=False) as bar,
+    ):
+        task = bar.add_task(
+            f"perturbation cells in {cfg.world} ({len(cfg.policies)} policies x {cfg.episodes} seeds each)",
+            total=len(cells),
+        )
+        for _ in pool.map_unordered("run", list(range(len(cells)))):
+            bar.advance(task)
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for p in cells:
         name = CONTROL if p is None else p.cell
-        cells[name] = [
-            {**r, "cell": name} for r in unique_rows(EpisodeLog(Path(ccfg.out) / "episodes.jsonl").read())
-        ]
-    rows = [r for rs in cells.values() for r in rs]
+        log = EpisodeLog(Path(cfg.cell_config(p).out) / "episodes.jsonl")
+        by_cell[name] = [{**r, "cell": name} for r in unique_rows(log.read())]
+    rows = [r for rs in by_cell.values() for r in rs]
     atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    results = summarise_sweep(cfg, cells)
+    results = summarise_sweep(cfg, by_cell)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     from policy_eval.perturb_report import write_sweep_report
 
@@ -327,8 +369,10 @@ def harm_table(results: dict[str, Any], limit: int = 12) -> Any:
     t = Table(
         title=f"{results['scene']} in {results['world']}: largest drops against the control (paired over seeds)"
     )
-    for col in ("policy", "cell", "control", "perturbed", "difference", "95% CI", "significant"):
-        t.add_column(col, justify="left" if col in ("policy", "cell") else "right")
+    t.add_column("policy", no_wrap=True)
+    t.add_column("cell", overflow="fold")
+    for col in ("ctrl", "pert", "diff", "95% CI", "sig"):
+        t.add_column(col, justify="right", no_wrap=True)
     ctrl = results["cells"][CONTROL]["policies"]
     for h in results["most_harmful"][:limit]:
         cell = results["cells"][h["cell"]]["policies"][h["policy"]]
@@ -339,6 +383,6 @@ def harm_table(results: dict[str, Any], limit: int = 12) -> Any:
             f"{cell['success_rate']:.2f}",
             f"{h['value']:+.2f}",
             f"[{h['ci_low']:+.2f}, {h['ci_high']:+.2f}]",
-            "yes" if h["significant"] else "",
+            "*" if h["significant"] else "",
         )
     return t

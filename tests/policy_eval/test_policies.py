@@ -97,3 +97,28 @@ def test_image_expert_solves_push_and_noisy_variants_are_worse(push_twin):
     # measurably lower: both outside what 20 seeds of the expert's rate could plausibly give
     assert medium <= expert - 0.3 and severe <= expert - 0.5, (expert, medium, severe)
     assert severe <= medium
+
+
+@pytest.fixture(scope="module")
+def two_object_twins(genesis_kernel_cache):
+    from scenes.spec import load_scene_spec
+    from scenes.twin import DigitalTwin
+    from tests.conftest import ROOT
+
+    return {
+        task: DigitalTwin(load_scene_spec(ROOT / f"configs/scenes/{task}.yaml", {"cameras.0.resolution": [64, 64]}))
+        for task in ("place_cube", "stack_cube")
+    }
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["place_cube", "stack_cube"])
+def test_two_object_tasks_expert_and_image_expert(two_object_twins, task):
+    """Pick-and-place and stacking: the privileged expert and the image expert solve them, the random floor
+    does not; the image policies find the blue base by its colour."""
+    twin = two_object_twins[task]
+    seeds = range(8)
+    assert _success_rate(twin, "expert", seeds, render=False) >= 0.85
+    assert _success_rate(twin, "image_expert", seeds, render=True) >= 0.75
+    assert _success_rate(twin, "random", range(3), render=False) == 0

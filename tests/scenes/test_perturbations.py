@@ -102,6 +102,10 @@ def test_each_axis_changes_the_rendered_frame(push_twin, push_spec):
     base = frame(push_spec)
     dim = frame(P("a", type="light_intensity", scale=0.3).apply(push_spec, 0)[0])
     assert dim.mean() < base.mean() - 10
+    warm = frame(P("a", type="light_color", color=[1.0, 0.6, 0.3]).apply(push_spec, 0)[0])
+    assert (warm[..., 0] - warm[..., 2]).mean() > (base[..., 0] - base[..., 2]).mean() + 10
+    tilted = frame(P("a", type="light_direction", tilt_deg=50, azimuth_deg=0).apply(push_spec, 0)[0])
+    assert np.abs(tilted - base).mean() > 2  # the table and cube faces are lit differently
     moved = frame(P("a", type="camera_pose", x=0.1, yaw=0.1).apply(push_spec, 0)[0])
     assert np.abs(moved - base).mean() > 5
     centroid = lambda img: np.argwhere((img[..., 0] > 120) & (img[..., 1] < 80)).mean(0)  # noqa: E731  the red cube
@@ -165,8 +169,9 @@ def test_bad_sweep_files_fail_in_one_line_naming_file_and_key(tmp_path, axes, me
 
 
 def test_shipped_sweeps_load():
-    from policy_eval.perturb import load_perturb_config
+    from policy_eval.perturb import PerturbConfig, load_perturb_config
 
     for path in sorted((ROOT / "configs/perturbations").glob("*.yaml")):
         cfg = load_perturb_config(path)
         assert len(cfg.axes) >= 6 and all(len(a.levels) >= 2 for a in cfg.axes.values()), path
+        assert PerturbConfig.model_validate_json(cfg.model_dump_json()) == cfg  # as sweep workers receive it
