@@ -125,12 +125,13 @@ class EvalConfig(Strict):
     def fingerprint(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude=set(RUN_SETTINGS))
 
-    def load_scene(self) -> SceneSpec:
-        """The scene the world is built from (with a perturbation's added bodies, if any)."""
+    def load_scene(self, structure: bool = True) -> SceneSpec:
+        """The scene the world is built from (with a perturbation's added bodies, if any; without them when
+        `structure` is False)."""
         from scenes.spec import load_scene_spec
 
         spec = load_scene_spec(self.scene, dict(self.scene_overrides) or None)
-        return spec if self.perturbation is None else self.perturbation.structure(spec)
+        return spec if self.perturbation is None or not structure else self.perturbation.structure(spec)
 
     def trust_file(self) -> Path | None:
         """The trust.json that scores this evaluation's imagined episodes, if any."""
@@ -244,13 +245,16 @@ class Evaluator:
         self.spec = cfg.load_scene()
         self.out = Path(cfg.out)
         self.infos = {p: policy_info(p) for p in cfg.policies}
+        # a learned world knows the objects of the scene it was trained in: bodies a perturbation adds are
+        # in its first frame, but not in its state, its success judge or its trust score
+        self.judge_spec = self.spec if cfg.world == "twin" else self._known_objects(self.spec)
         # a batched world is used as given; a twin (or any World) is wrapped in cfg.world
         self.world = world if isinstance(world, BatchedWorld) else self._make_world(world)
         trust = cfg.trust_file()
         if trust is not None:
             from policy_eval.trust import TrustChecker
 
-            self.trust: TrustChecker | None = TrustChecker.load(trust, self.spec)
+            self.trust: TrustChecker | None = TrustChecker.load(trust, self.judge_spec)
         else:
             self.trust = None
 
@@ -267,8 +271,9 @@ class Evaluator:
 
             if twin is None:
                 twin = DigitalTwin(spec, render=cfg.render or cfg.world.startswith("worldmodel"))
-            twin = PerturbedTwin(twin, spec, cfg.perturbation)
-            world_spec = cfg.perturbation.apply(spec, cfg.seed)[0]
+            known = None if cfg.world == "twin" else len(self.judge_spec.objects)
+            twin = PerturbedTwin(twin, spec, cfg.perturbation, objects=known)
+            world_spec = self._known_objects(cfg.perturbation.apply(spec, cfg.seed)[0])
         elif twin is not None and hasattr(twin, "set_variant") and getattr(twin, "spec", spec) != spec:
             twin.set_variant(spec)  # a shared twin left dressed as another evaluation's variant
         return make_world(
@@ -279,6 +284,11 @@ class Evaluator:
             samples=cfg.samples,
             sampler_steps=cfg.sampler_steps,
         )
+
+    def _known_objects(self, spec: SceneSpec) -> SceneSpec:
+        """`spec` with only the unperturbed scene's objects (a perturbation appends its bodies after them)."""
+        n = len(self.cfg.load_scene(structure=False).objects)
+        return spec if len(spec.objects) == n else spec.model_copy(update={"objects": spec.objects[:n]})
 
     @classmethod
     def from_json(cls, cfg_json: str) -> Evaluator:
@@ -302,7 +312,7 @@ class Evaluator:
             if unc:
                 row["uncertainty"] = float(np.mean(unc))
             row.update(score)
-            row["events"] = failure_events(self.spec, ep)
+            row["events"] = failure_events(self.judge_spec, ep)
             rows.append(row)
         return rows
 

@@ -109,10 +109,20 @@ def load_perturb_config(path: str | Path, overrides: dict[str, Any] | None = Non
 # ---------------------------------------------------------------------- applying a perturbation
 class PerturbedTwin:
     """The twin dressed, at every reset, as the perturbed scene of that seed (a `World`; anything else is
-    the twin's). `spec` is the structure the twin was built from."""
+    the twin's). `spec` is the structure the twin was built from. With `objects`, observations carry the
+    poses of the first `objects` objects only (what a learned world trained without the added bodies
+    knows; they are still in the frames)."""
 
-    def __init__(self, twin: Any, spec: SceneSpec, perturbation: Perturbation | None) -> None:
-        self.twin, self.base_spec, self.perturbation = twin, spec, perturbation
+    def __init__(
+        self, twin: Any, spec: SceneSpec, perturbation: Perturbation | None, objects: int | None = None
+    ) -> None:
+        self.twin, self.base_spec, self.perturbation, self.objects = twin, spec, perturbation, objects
+        self._added: np.ndarray | None = None
+
+    def _known(self, obs: Observation) -> Observation:
+        if self.objects is None or obs.environment_state is None:
+            return obs
+        return dataclasses.replace(obs, environment_state=obs.environment_state[: 7 * self.objects])
 
     def variant(self, seed: int) -> SceneSpec:
         return (
@@ -122,12 +132,24 @@ class PerturbedTwin:
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> Observation:
         if hasattr(self.twin, "set_variant"):
             self.twin.set_variant(self.variant(seed))
-        obs: Observation = self.twin.reset(seed, options)
-        return obs
+        obs = self.twin.reset(seed, options)
+        self._added = (
+            None if obs.environment_state is None else obs.environment_state[7 * (self.objects or 0) :]
+        )
+        return self._known(obs)
+
+    def show(self, state: np.ndarray, environment_state: np.ndarray) -> Observation:
+        """The twin posed at a learned world's state; added bodies stay where they started."""
+        env = np.asarray(environment_state)
+        if self.objects is not None and self._added is not None:
+            env = np.concatenate([env[: 7 * self.objects], self._added])
+        return self._known(self.twin.show(state, env))
 
     def step(self, action_chunk: np.ndarray) -> StepResult:
         r: StepResult = self.twin.step(action_chunk)
-        return r
+        if self.objects is None:
+            return r
+        return dataclasses.replace(r, observations=[self._known(o) for o in r.observations])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.twin, name)

@@ -217,3 +217,37 @@ def test_sigkilled_sweep_resumes_with_nothing_counted_twice(tmp_path, genesis_ke
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results["cells"]["control"]["policies"]["expert"]["n"] == 2
     assert "friction=high" in results["cells"] and (tmp_path / "out/report.html").exists()
+
+
+@pytest.mark.sim
+def test_added_bodies_in_a_learned_world(genesis_kernel_cache, tmp_path):
+    """Distractors are in the twin (and so in a learned world's first frame) but not in the learned world's
+    state: it runs on the objects it knows, and judges and scores those."""
+    from policy_eval.evaluate import EvalConfig, Evaluator
+    from tests.conftest import ROOT
+
+    pert = {
+        "axis": "d",
+        "level": "two",
+        "change": {"type": "distractors", "count": 2, "x": [0.3, 0.7], "y": [-0.3, 0.3]},
+    }
+    cfg = EvalConfig(
+        scene=str(PUSH),
+        policies=["expert"],
+        world=f"ensemble:{ROOT / 'assets/worldmodels/push_cube_ensemble'}",
+        episodes=2,
+        seed=5,
+        out=str(tmp_path / "e"),
+        render=False,
+        videos=False,
+        strips=0,
+        perturbation=pert,
+    )
+    ev = Evaluator(cfg)
+    assert [o.name for o in ev.spec.objects] == ["cube", "distractor0", "distractor1"]
+    assert [o.name for o in ev.judge_spec.objects] == ["cube"]
+    rows = ev.run([("expert", 5), ("expert", 6)])
+    assert all(r["perturbation"]["params"].keys() >= {"distractor0.x", "distractor1.y"} for r in rows)
+    assert all("OBJECT_STARTED_MOVING" in r["events"] for r in rows)  # judged on the cube it knows
+    first = ev.episodes([("expert", 5)])[0].initial_observation
+    assert first.environment_state.shape == (7,)

@@ -106,7 +106,9 @@ def two_object_twins(genesis_kernel_cache):
     from tests.conftest import ROOT
 
     return {
-        task: DigitalTwin(load_scene_spec(ROOT / f"configs/scenes/{task}.yaml", {"cameras.0.resolution": [64, 64]}))
+        task: DigitalTwin(
+            load_scene_spec(ROOT / f"configs/scenes/{task}.yaml", {"cameras.0.resolution": [64, 64]})
+        )
         for task in ("place_cube", "stack_cube")
     }
 
