@@ -87,7 +87,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs/perturbations/push_cube.yaml"))
     ap.add_argument("--world", default="worldmodel:assets/worldmodels/push_cube_tiny")
-    ap.add_argument("--episodes", type=int, default=20, help="seeds per cell (>= 20 for the reported numbers)")
+    ap.add_argument(
+        "--episodes", type=int, default=20, help="seeds per cell (>= 20 for the reported numbers)"
+    )
     ap.add_argument("--seed", type=int, default=7000)
     ap.add_argument("--policies", default=None, help="comma-separated (default: the config's)")
     ap.add_argument("--workers", type=int, default=1)
@@ -120,7 +122,9 @@ def main() -> None:
         for p, row in axes_t[axis].items():
             t.add_row(p, *[f"{row[lv]:.2f} / {axes_i[axis][p][lv]:.2f}" for lv in levels])
         console.print(t)
-    s = Table(title=f"agreement of the per-cell differences to the control ({agree['n']} policy x cell pairs)")
+    s = Table(
+        title=f"agreement of the per-cell differences to the control ({agree['n']} policy x cell pairs)"
+    )
     s.add_column("measure")
     s.add_column("value", justify="right")
     fmt = lambda x: "undefined" if x is None else f"{x:.3f}"  # noqa: E731

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from common.config import Strict, validate_model
+from common.config import Strict
 from common.errors import DreamTwinError, SpecError
 from common.io import atomic_write_text
 from common.machine import machine_fingerprint
@@ -87,15 +87,9 @@ class PerturbConfig(EvalConfig):
 def load_perturb_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PerturbConfig:
     """The sweep in `path` (YAML), validated strictly and against its scene: a bad axis, level or object
     is one line naming the file and the key."""
-    from common.config import load_yaml, set_dotted
+    from common.config import load_model
 
-    path = Path(path)
-    data = load_yaml(path)
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value, source=str(path))
-    cfg = validate_model(PerturbConfig, data, str(path), context={"base_dir": path.parent})
+    cfg = load_model(PerturbConfig, path, overrides)
     spec = cfg.load_scene()
     for axis, ax in cfg.axes.items():
         for level, change in ax.levels.items():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import colorsys
 import zlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -194,32 +194,34 @@ class CameraPose(_Axis):
 
 
 # ---------------------------------------------------------------------- appearance
-class TableColor(_Axis):
-    type: Literal["table_color"] = "table_color"
-    color: Color | None = Field(None, description="the table's new colour (else hue/value shifts)")
+class _Recolor(_Axis):
+    """A new colour, or hue (degrees) and value (brightness factor) shifts of the nominal one."""
+
+    color: Color | None = Field(None, description="the new colour (else hue/value shifts)")
     hue_deg: Value = 0.0
     value_scale: Value = 1.0
     _c = field_validator("color")(lambda cls, v: v if v is None else _color_ok(v))
     _h = _check(-180.0, 180.0, "hue_deg", "hue_deg")
     _s = _check(0.05, 5.0, "value_scale", "value_scale")
+
+    def recolor(self, nominal: Color, rng: np.random.Generator, key: str) -> tuple[Color, dict[str, float]]:
+        h, v = _draw(self.hue_deg, rng), _draw(self.value_scale, rng)
+        return _recolor(nominal, self.color, h, v), {f"{key}.hue_deg": h, f"{key}.value_scale": v}
+
+
+class TableColor(_Recolor):
+    type: Literal["table_color"] = "table_color"
 
     def apply(
         self, d: dict[str, Any], spec: SceneSpec, rng: np.random.Generator, seed: int
     ) -> dict[str, float]:
-        h, v = _draw(self.hue_deg, rng), _draw(self.value_scale, rng)
-        d["table"]["color"] = _recolor(spec.table.color, self.color, h, v)
-        return {"table.hue_deg": h, "table.value_scale": v}
+        d["table"]["color"], params = self.recolor(spec.table.color, rng, "table")
+        return params
 
 
-class ObjectColor(_Axis):
+class ObjectColor(_Recolor):
     type: Literal["object_color"] = "object_color"
     object: str
-    color: Color | None = Field(None, description="the object's new colour (else hue/value shifts)")
-    hue_deg: Value = 0.0
-    value_scale: Value = 1.0
-    _c = field_validator("color")(lambda cls, v: v if v is None else _color_ok(v))
-    _h = _check(-180.0, 180.0, "hue_deg", "hue_deg")
-    _s = _check(0.05, 5.0, "value_scale", "value_scale")
 
     def check_scene(self, spec: SceneSpec) -> None:
         _has_object(spec, self.object, "object")
@@ -227,10 +229,9 @@ class ObjectColor(_Axis):
     def apply(
         self, d: dict[str, Any], spec: SceneSpec, rng: np.random.Generator, seed: int
     ) -> dict[str, float]:
-        h, v = _draw(self.hue_deg, rng), _draw(self.value_scale, rng)
         od = next(o for o in d["objects"] if o["name"] == self.object)
-        od["color"] = _recolor(spec.object(self.object).color, self.color, h, v)
-        return {f"{self.object}.hue_deg": h, f"{self.object}.value_scale": v}
+        od["color"], params = self.recolor(spec.object(self.object).color, rng, self.object)
+        return params
 
 
 def _has_object(spec: SceneSpec, name: str, key: str, movable: bool = False) -> None:
@@ -346,9 +347,12 @@ class ObjectPose(_Axis):
 
 
 class _PhysicsScale(_Axis):
+    """A physical property of the listed objects (and the table's, for friction) times `scale`."""
+
+    FIELD: ClassVar[str]
     scale: Value
     objects: list[str] | None = Field(
-        None, description="the objects changed (default: every object and the table)"
+        None, description="the objects changed (default: every movable object, and the table for friction)"
     )
     _v = _check(0.01, 100.0, "scale", "scale")
 
@@ -356,33 +360,28 @@ class _PhysicsScale(_Axis):
         for i, name in enumerate(self.objects or []):
             _has_object(spec, name, f"objects.{i}")
 
-
-class Friction(_PhysicsScale):
-    type: Literal["friction"] = "friction"
-
     def apply(
         self, d: dict[str, Any], spec: SceneSpec, rng: np.random.Generator, seed: int
     ) -> dict[str, float]:
         s = _draw(self.scale, rng)
         for od in d["objects"]:
-            if self.objects is None or od["name"] in self.objects:
-                od["friction"] *= s
-        if self.objects is None:
-            d["table"]["friction"] *= s
-        return {"friction_scale": s}
+            if (self.objects is None or od["name"] in self.objects) and not (
+                od["fixed"] and self.FIELD == "mass"
+            ):
+                od[self.FIELD] *= s
+        if self.objects is None and self.FIELD in d["table"]:
+            d["table"][self.FIELD] *= s
+        return {f"{self.FIELD}_scale": s}
+
+
+class Friction(_PhysicsScale):
+    FIELD: ClassVar[str] = "friction"
+    type: Literal["friction"] = "friction"
 
 
 class Mass(_PhysicsScale):
+    FIELD: ClassVar[str] = "mass"
     type: Literal["mass"] = "mass"
-
-    def apply(
-        self, d: dict[str, Any], spec: SceneSpec, rng: np.random.Generator, seed: int
-    ) -> dict[str, float]:
-        s = _draw(self.scale, rng)
-        for od in d["objects"]:
-            if (self.objects is None or od["name"] in self.objects) and not od["fixed"]:
-                od["mass"] *= s
-        return {"mass_scale": s}
 
 
 # ---------------------------------------------------------------------- the policy's stream

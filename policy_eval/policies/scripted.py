@@ -117,22 +117,21 @@ class PushController:
         return np.zeros(3), 0.0
 
 
-class LiftController:
-    """Top-down grasp: hover above the object, descend, close, lift."""
+class _TopDownGrasp:
+    """Hover above the object, descend, close for `close_steps`; then the subclass's own phases."""
 
-    def __init__(self, spec: SceneSpec, obj: str, close_steps: int = 4, close_height: float = 0.0) -> None:
+    def __init__(self, spec: SceneSpec, obj: str, close_steps: int, close_height: float) -> None:
         o = spec.object(obj)
         self.grasp_z = max(o.half_height() - 0.01, 0.01) + close_height
-        self.lift_z = o.half_height() + _task_params(spec, ObjectLiftedParams).height + 0.06
         self.close_steps = close_steps
         self.max_step = spec.control.max_delta
-        self.reset()
 
     def reset(self) -> None:
         self.phase, self.closing = "hover", 0
         self.grasp_xy: np.ndarray | None = None
 
-    def __call__(self, tcp: np.ndarray, obj_pos: np.ndarray) -> tuple[np.ndarray, float]:
+    def grasp(self, tcp: np.ndarray, obj_pos: np.ndarray, then: str) -> tuple[np.ndarray, float] | None:
+        """The grasp's action, or None once it is over (the phase is then `then`)."""
         if self.phase == "hover":
             target = np.array([obj_pos[0], obj_pos[1], SAFE_Z])
             if np.linalg.norm(tcp[:2] - target[:2]) < 0.006:
@@ -146,25 +145,39 @@ class LiftController:
         if self.phase == "close":
             self.closing += 1
             if self.closing >= self.close_steps:
-                self.phase = "lift"
+                self.phase = then
             return np.zeros(3), 0.0
+        return None
+
+
+class LiftController(_TopDownGrasp):
+    """Top-down grasp: hover above the object, descend, close, lift."""
+
+    def __init__(self, spec: SceneSpec, obj: str, close_steps: int = 4, close_height: float = 0.0) -> None:
+        super().__init__(spec, obj, close_steps, close_height)
+        self.lift_z = spec.object(obj).half_height() + _task_params(spec, ObjectLiftedParams).height + 0.06
+        self.reset()
+
+    def __call__(self, tcp: np.ndarray, obj_pos: np.ndarray) -> tuple[np.ndarray, float]:
+        act = self.grasp(tcp, obj_pos, then="lift")
+        if act is not None:
+            return act
         target = np.array([tcp[0], tcp[1], self.lift_z])
         return _step_towards(tcp, target, self.max_step), 0.0
 
 
-class PlaceController:
-    """Pick and place: a top-down grasp as `LiftController`'s, carry at a safe height, lower onto the
+class PlaceController(_TopDownGrasp):
+    """Pick and place: `LiftController`'s top-down grasp, carry at a safe height, lower onto the
     destination (the task's region, or the top of the base object for stacking), open, back off."""
 
     CARRY_Z = 0.15
     OPEN_STEPS = 3
 
     def __init__(self, spec: SceneSpec, obj: str, close_steps: int = 4, close_height: float = 0.0) -> None:
-        o = spec.object(obj)
-        self.grasp_z = max(o.half_height() - 0.01, 0.01) + close_height
-        self.held = o.half_height() - self.grasp_z  # the object's centre above the tcp once grasped
-        self.close_steps = close_steps
-        self.max_step = spec.control.max_delta
+        super().__init__(spec, obj, close_steps, close_height)
+        self.held = (
+            spec.object(obj).half_height() - self.grasp_z
+        )  # the object's centre above the tcp, grasped
         self.stack = _task_kind(spec) == "stack"
         if self.stack:
             sp = _task_params(spec, ObjectStackedParams)
@@ -179,7 +192,8 @@ class PlaceController:
         self.reset()
 
     def reset(self) -> None:
-        self.phase, self.count = "hover", 0
+        super().reset()
+        self.count = 0
 
     def destination(self, base_pos: np.ndarray | None) -> np.ndarray | None:
         """Where the object's centre goes: (x, y, z)."""
@@ -192,20 +206,9 @@ class PlaceController:
     def __call__(
         self, tcp: np.ndarray, obj_pos: np.ndarray, base_pos: np.ndarray | None = None
     ) -> tuple[np.ndarray, float]:
-        if self.phase == "hover":
-            target = np.array([obj_pos[0], obj_pos[1], SAFE_Z])
-            if np.linalg.norm(tcp[:2] - target[:2]) < 0.006:
-                self.phase = "descend"
-            return _step_towards(tcp, target, self.max_step), 1.0
-        if self.phase == "descend":
-            if abs(tcp[2] - self.grasp_z) < 0.006:
-                self.phase, self.count = "close", 0
-            return _step_towards(tcp, np.array([obj_pos[0], obj_pos[1], self.grasp_z]), self.max_step), 1.0
-        if self.phase == "close":
-            self.count += 1
-            if self.count >= self.close_steps:
-                self.phase = "raise"
-            return np.zeros(3), 0.0
+        act = self.grasp(tcp, obj_pos, then="raise")
+        if act is not None:
+            return act
         dest = self.destination(base_pos)
         if dest is None:  # the base is not seen: hold the object up
             return _step_towards(tcp, np.array([tcp[0], tcp[1], self.CARRY_Z]), self.max_step), 0.0

@@ -129,15 +129,22 @@ def _chromium() -> str:
     return exe
 
 
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+
+
+def chromium_dom(page) -> str:
+    """The DOM of an HTML file as headless Chromium renders it (scripts run, SVG and images parsed)."""
+    cmd = [_chromium(), *CHROMIUM_FLAGS, "--dump-dom", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
 def test_report_renders_in_headless_chromium(tmp_path):
     run_eval(_cfg(tmp_path, "gt", episodes=6, strips=2), progress=False, world=CoinWorld())
     cfg = _cfg(tmp_path, "imagined", episodes=6, strips=2, ground_truth=str(tmp_path / "gt"), report=True)
     run_eval(cfg, progress=False, world=CoinWorld(bias=0.2))
     page = tmp_path / "imagined/report.html"
-    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-    dom = subprocess.run(
-        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-    ).stdout
+    args = [_chromium(), *CHROMIUM_FLAGS]
+    dom = chromium_dom(page)
     for marker in ('id="success-bars"', 'id="scatter"', 'id="ranking"', 'id="metrics"', 'id="strips"'):
         assert marker in dom, marker
     assert dom.count("<svg") >= 2  # bars and scatter

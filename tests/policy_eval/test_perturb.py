@@ -16,7 +16,7 @@ from policy_eval.perturb import PerturbConfig, PerturbedPolicy, run_sweep
 from scenes.perturbations import ActionLatency, ObservationNoise
 from tests.conftest import PUSH
 from tests.policy_eval.fakes import SKILLS, VariantCoinWorld
-from tests.policy_eval.test_job import _chromium
+from tests.policy_eval.test_job import chromium_dom
 
 
 def _pairs(a: int, b: int, c: int, d: int) -> tuple[list[bool], list[bool]]:
@@ -164,11 +164,7 @@ def test_sweep_report_renders_in_headless_chromium(tmp_path):
     from tests.policy_eval.fakes import CoinWorld  # noqa: F401  (registers the coin policies)
 
     run_sweep(_sweep(tmp_path, episodes=6), progress=False, world=VariantCoinWorld())
-    page = tmp_path / "sweep/report.html"
-    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-    dom = subprocess.run(
-        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-    ).stdout
+    dom = chromium_dom(tmp_path / "sweep/report.html")
     for marker in ('id="heatmap-success"', 'id="heatmap-diff"', 'id="harm"', 'id="axes"', 'id="events"'):
         assert marker in dom, marker
     assert dom.count("<svg") >= 2 + 2 + 1  # two heatmaps, a curve per axis, event bars
