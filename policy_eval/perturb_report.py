@@ -49,7 +49,9 @@ def _heatmap(results: dict[str, Any], key: str) -> str:
                     ha="center",
                     va="center",
                     fontsize=6.5,
-                    color="white" if key == "success_rate" and m[i, j] < 0.5 else "black",
+                    color="white"
+                    if (m[i, j] < 0.5 if key == "success_rate" else abs(m[i, j]) > 0.6)
+                    else "black",
                 )
     ax.set_xticks(range(len(cells)), cells, rotation=40, ha="right", fontsize=7)
     ax.set_yticks(range(len(pols)), pols, fontsize=7)
