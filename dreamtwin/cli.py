@@ -256,6 +256,11 @@ def scenes_import_scan(
     console.print(f"imported {ply} as {name!r}: mesh {obj.mesh}, appearance {appearance}")
 
 
+def _given(**flags: object) -> dict[str, object]:
+    """The command-line flags a user gave (None: not given, the config's value stands)."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 # ------------------------------------------------------------------ policies
 @policies_app.command("list")
 def policies_list() -> None:
@@ -306,20 +311,19 @@ def eval_run(
         trust_table,
     )
 
-    flags = {
-        "scene": scene,
-        "policies": policies.split(",") if policies else None,
-        "world": world,
-        "episodes": episodes,
-        "seed": seed,
-        "out": out,
-        "videos": videos,
-        "ground_truth": ground_truth,
-        "report": report,
-        "workers": workers,
-        "backend": backend,
-    }
-    flags = {k: v for k, v in flags.items() if v is not None}
+    flags = _given(
+        scene=scene,
+        policies=policies.split(",") if policies else None,
+        world=world,
+        episodes=episodes,
+        seed=seed,
+        out=out,
+        videos=videos,
+        ground_truth=ground_truth,
+        report=report,
+        workers=workers,
+        backend=backend,
+    )
     from common.config import parse_overrides, set_dotted
 
     with _one_line_errors():
@@ -377,16 +381,15 @@ def perturb(
     from common.config import parse_overrides
     from policy_eval.perturb import harm_table, load_perturb_config, run_sweep
 
-    flags = {
-        "world": world,
-        "policies": policies.split(",") if policies else None,
-        "episodes": episodes,
-        "seed": seed,
-        "out": out,
-        "workers": workers,
-        "backend": backend,
-    }
-    flags = {k: v for k, v in flags.items() if v is not None}
+    flags = _given(
+        world=world,
+        policies=policies.split(",") if policies else None,
+        episodes=episodes,
+        seed=seed,
+        out=out,
+        workers=workers,
+        backend=backend,
+    )
     with _one_line_errors():
         flags.update(parse_overrides(set_) if set_ else {})
         cfg = load_perturb_config(config, flags)
@@ -428,21 +431,20 @@ def datagen_rollouts(
     from datagen.rollouts import RolloutJob, generate, load_job, parse_policy_mix
 
     with _one_line_errors():
-        flags = {
-            "scene": scene,
-            "policies": parse_policy_mix(policy) if policy else None,
-            "episodes": episodes,
-            "seed": seed,
-            "out": out,
-            "randomize": randomize,
-            "only_success": only_success,
-            "workers": workers,
-            "backend": backend,
-            "ray_address": ray_address,
-            "scene_overrides": parse_overrides(set_) if set_ else None,
-            "video": {"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
-        }
-        flags = {k: v for k, v in flags.items() if v is not None}
+        flags = _given(
+            scene=scene,
+            policies=parse_policy_mix(policy) if policy else None,
+            episodes=episodes,
+            seed=seed,
+            out=out,
+            randomize=randomize,
+            only_success=only_success,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            scene_overrides=parse_overrides(set_) if set_ else None,
+            video={"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
+        )
         job = load_job(config, flags) if config else validate_model(RolloutJob, flags, "command line")
         summary = generate(job)
     _print_summary(summary)
