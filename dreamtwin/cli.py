@@ -56,11 +56,19 @@ train_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
+serve_app = typer.Typer(
+    help=(
+        "Serve a policy on openpi's websocket protocol (an openpi client, or `remote:ws://HOST:PORT` "
+        "in any DreamTwin job, can drive it). Example: dreamtwin serve policy image_expert --port 8000"
+    ),
+    no_args_is_help=True,
+)
 app.add_typer(scenes_app, name="scenes")
 app.add_typer(policies_app, name="policies")
 app.add_typer(eval_app, name="eval")
 app.add_typer(datagen_app, name="datagen")
 app.add_typer(train_app, name="train")
+app.add_typer(serve_app, name="serve")
 
 
 def _fail(err: Exception) -> NoReturn:
@@ -575,6 +583,54 @@ def train_policy_cmd(
         saved = train_policy(cfg, episodes, meta, out)
     for p in saved:
         typer.echo(f"checkpoint: {p}  (evaluate with: dreamtwin eval --policies {p} ...)")
+
+
+# ------------------------------------------------------------------ serve
+@serve_app.command("policy")
+def serve_policy(
+    policy: str = typer.Argument(..., help="registered policy name, checkpoint directory or policy YAML"),
+    scene: Path = typer.Option(
+        Path("configs/scenes/push_cube.yaml"), help="SceneSpec YAML the policy acts in"
+    ),
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)"),
+    port: int = typer.Option(8000, help="TCP port (0: any free port)"),
+    api_key_env: str | None = typer.Option(
+        None, help="environment variable holding an API key clients must send (Authorization: Api-Key ...)"
+    ),
+    seed: int = typer.Option(
+        0, help="seed the served policy is built with (a DreamTwin client sends its own)"
+    ),
+    max_message_mb: float = typer.Option(32.0, help="largest request accepted, MiB"),
+) -> None:
+    """Serve POLICY until interrupted; GET /healthz answers 200."""
+    import logging
+    import os
+
+    from policy_eval.remote import PolicyServer
+    from scenes.spec import load_scene_spec
+
+    with _one_line_errors():
+        key = None
+        if api_key_env is not None:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise DreamTwinError(f"--api-key-env: environment variable {api_key_env} is not set")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        server = PolicyServer(
+            policy,
+            load_scene_spec(scene),
+            host=host,
+            port=port,
+            api_key=key,
+            max_message_bytes=int(max_message_mb * 2**20),
+            seed=seed,
+        )
+    auth = f", API key from ${api_key_env}" if key else ""
+    console.print(f"serving {policy!r} for scene {server.spec.name!r} at {server.url}{auth} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.close()
 
 
 def main() -> None:

@@ -71,15 +71,9 @@ def load_mpc_config(path: str | Path) -> MPCConfig:
 
 
 def is_mpc_config(name: str) -> bool:
-    p = Path(name)
-    if p.suffix not in (".yaml", ".yml") or not p.is_file():
-        return False
-    import yaml
+    from policy_eval.policies.base import policy_yaml_type
 
-    try:
-        return (yaml.safe_load(p.read_text()) or {}).get("type") == "up_mpc"
-    except (yaml.YAMLError, AttributeError):
-        return False
+    return policy_yaml_type(name) == "up_mpc"
 
 
 class UPMPC:

@@ -17,7 +17,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("group", ["scenes", "eval", "datagen", "train", "policies"])
+@pytest.mark.parametrize("group", ["scenes", "eval", "datagen", "train", "policies", "serve"])
 def test_every_group_has_help_with_an_example(group):
     r = _cli(group, "--help")
     assert r.returncode == 0, r.stderr
@@ -66,3 +66,53 @@ def test_preview_writes_one_png_per_camera_and_a_sheet(tmp_path, push_twin):
     assert Image.open(tmp_path / "side.png").size == (128, 128)
     assert Image.open(tmp_path / "sheet.png").size == (256, 128)  # Genesis | splat
     assert sorted(p.name for p in Path(tmp_path).glob("*.png")) == ["sheet.png", "side.png"]
+
+
+def test_serve_policy_until_interrupted():
+    """`dreamtwin serve policy` on a free loopback port, driven by openpi's own client, then Ctrl-C."""
+    import os
+    import re
+    import signal
+
+    import numpy as np
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dreamtwin",
+            "serve",
+            "policy",
+            "random",
+            "--port",
+            "0",
+            "--api-key-env",
+            "DT_KEY",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "DT_KEY": "k1", "COLUMNS": "200"},
+    )
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"ws://127\.0\.0\.1:\d+", line)
+        assert url, line
+        client = WebsocketClientPolicy(url.group(0), api_key="k1")
+        obs = {
+            "observation/images/side": np.zeros((128, 128, 3), np.uint8),
+            "observation/state": np.zeros(11, np.float32),
+        }
+        assert client.infer(obs)["actions"].shape == (1, 4)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_serve_refuses_a_missing_api_key_in_one_line():
+    r = _cli("serve", "policy", "random", "--port", "0", "--api-key-env", "DT_UNSET_KEY_VAR")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --api-key-env: environment variable DT_UNSET_KEY_VAR is not set"

@@ -35,16 +35,43 @@ def register_policy(
     POLICIES.register(name, PolicyInfo(factory, privileged, description, skill_rank), description=description)
 
 
+def policy_yaml_type(name: str) -> str | None:
+    """The `type:` of a policy YAML file `name` (`up_mpc`, `remote`), or None when `name` is not one."""
+    from pathlib import Path
+
+    p = Path(name)
+    if p.suffix not in (".yaml", ".yml") or not p.is_file():
+        return None
+    import yaml
+
+    try:
+        kind = (yaml.safe_load(p.read_text()) or {}).get("type")
+    except (yaml.YAMLError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def policy_info(name: str) -> PolicyInfo:
-    """The registered policy `name`, a trained checkpoint directory given by path, or a UP-MPC YAML file
-    (`policy_eval.mpc`) around either."""
+    """The registered policy `name`, a trained checkpoint directory given by path, a UP-MPC YAML file
+    (`policy_eval.mpc`) around either, or a policy on a server (`remote:ws://host:port` or a `type: remote`
+    YAML file, `policy_eval.remote`)."""
     if name in POLICIES:
         return POLICIES.get(name)
     from pathlib import Path
 
     from policy_eval.mpc import is_mpc_config
     from policy_eval.policies.bc import is_bc_checkpoint
+    from policy_eval.remote import is_remote
 
+    if is_remote(name) or policy_yaml_type(name) == "remote":
+        from policy_eval.remote import make_remote_policy, remote_config
+
+        rcfg = remote_config(name)
+        return PolicyInfo(
+            lambda spec, seed: make_remote_policy(name, spec, seed),
+            privileged=rcfg.privileged,
+            description=f"policy served at {rcfg.url}",
+        )
     if is_mpc_config(name):
         from policy_eval.mpc import load_mpc_config, make_mpc_policy
 
