@@ -229,6 +229,21 @@ def summarise(rows: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]
     return {"version": RESULTS_VERSION, "policies": per_policy, "ranking": ranking}
 
 
+def robot_summary(ep: Episode) -> dict[str, Any]:
+    """On a robot: why the episode was stopped (if it was), its safety interventions, policy latency."""
+    out: dict[str, Any] = {}
+    lat = [st.info["latency_s"] for st in ep.steps if "latency_s" in st.info]
+    if lat:
+        out["policy_latency_ms"] = {"mean": 1000 * float(np.mean(lat)), "max": 1000 * float(np.max(lat))}
+    notes = [n for st in ep.steps for n in st.info.get("interventions", [])]
+    if lat or notes:
+        out["interventions"] = notes
+    stopped = next((st.info["stopped"] for st in ep.steps if "stopped" in st.info), None)
+    if stopped is not None:
+        out["stopped"] = stopped
+    return out
+
+
 def slug(policy: str) -> str:
     """A file-name-safe form of a policy name or checkpoint path."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in policy.strip("/")).strip("._") or "policy"
@@ -312,6 +327,7 @@ class Evaluator:
             if unc:
                 row["uncertainty"] = float(np.mean(unc))
             row.update(score)
+            row.update(robot_summary(ep))
             row["events"] = failure_events(self.judge_spec, ep)
             rows.append(row)
         return rows

@@ -10,6 +10,14 @@ import numpy as np
 from common.errors import ActionError
 from common.types import BatchedWorld, Episode, EpisodeStep, Policy, World, as_action_chunk
 
+KEPT_INFO = ("success_prob", "uncertainty", "latency_s", "interventions", "stopped")
+
+
+def step_info(info: dict[str, Any]) -> dict[str, Any]:
+    """What an episode keeps of a step's info: a learned world's success probability and uncertainty, a
+    robot's policy latency, safety interventions and why it was stopped."""
+    return {k: info[k] for k in KEPT_INFO if k in info}
+
 
 def rollout(
     world: World,
@@ -40,7 +48,8 @@ def rollout(
         result = world.step(chunk)
         n = len(result.observations)
         for i, (action, o) in enumerate(zip(chunk[:n], result.observations, strict=False)):
-            steps.append(EpisodeStep(np.asarray(action), o, success=result.success and i == n - 1))
+            info = step_info(result.info) if i == n - 1 else {}
+            steps.append(EpisodeStep(np.asarray(action), o, success=result.success and i == n - 1, info=info))
         obs = result.last
         if result.done or (max_steps is not None and len(steps) >= max_steps):
             break
@@ -94,9 +103,7 @@ def rollout_batch(
             chunk = chunks[i]
             assert chunk is not None  # the episode was live, so its policy acted
             for k, (action, o) in enumerate(zip(chunk[:m], r.observations, strict=False)):
-                info: dict[str, Any] = {
-                    key: r.info[key] for key in ("success_prob", "uncertainty") if key in r.info
-                }
+                info = step_info(r.info)
                 steps[i].append(
                     EpisodeStep(np.asarray(action), o, success=r.success and k == m - 1, info=info)
                 )
