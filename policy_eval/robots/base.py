@@ -169,7 +169,7 @@ class RobotWorld:
                 "wrap a LeRobot robot in policy_eval.robots.lerobot.LeRobotRobot"
             )
         self.robot: HoldingRobot = robot
-        self.rate_hz, self.max_steps, self.task = robot, rate_hz, max_steps, task
+        self.rate_hz, self.max_steps, self.task = rate_hz, max_steps, task
         self.limits = limits or SafetyLimits()
         self.realtime, self.reset_fn, self.estop_check = realtime, reset_fn, estop_check
         self.world_id = world_id or f"robot:{getattr(robot, 'name', type(robot).__name__)}"
