@@ -436,6 +436,7 @@ def _write_dreamtwin_meta(
             "policy": m["policy"],
             "success": m["success"],
             "randomization": dict(zip(m["randomization_names"], params[k], strict=True)),
+            **{key: m[key] for key in ("stopped", "interventions", "policy_latency_ms") if key in m},
         }
         for k, m in enumerate(metas)
     ]
@@ -447,6 +448,8 @@ def _write_dreamtwin_meta(
         # episodes imagined by a learned world (not simulated by the twin) are synthetic
         "synthetic": job["job"].get("world", "twin") != "twin",
         "world": job["job"].get("world", "twin"),
+        # recorded through a robot (`dreamtwin record`): the robot's settings, the outcome judged by it
+        "robot": job["job"].get("robot"),
         "scene": spec.model_dump(mode="json"),
         "episodes": episodes,
     }

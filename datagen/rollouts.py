@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.config import Strict, load_model
 from common.errors import DreamTwinError, SpecError, UsageError
@@ -35,6 +35,7 @@ from common.io import atomic_write_text, fsync_dir, fsync_tree, stable_hash
 from common.pool import WorkerPool
 from common.types import Episode
 from common.video import VideoSettings, encode_video
+from policy_eval.robots.twin import TwinRobotConfig
 
 if TYPE_CHECKING:
     from scenes.twin import DigitalTwin
@@ -70,6 +71,11 @@ class RolloutJob(Strict):
     max_attempts_factor: float = Field(
         20.0, gt=1, description="only_success: give up after factor * episodes attempts"
     )
+    robot: TwinRobotConfig | None = Field(
+        None,
+        description="record through a robot (`dreamtwin record`): the twin behind the Robot interface, with its "
+        "safety limits, latency and held-out variant; episodes keep interventions and stop reasons",
+    )
     workers: int = Field(1, ge=1)
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
@@ -84,6 +90,14 @@ class RolloutJob(Strict):
         if w.kind == "worldmodel":
             raise ValueError("datasets come from the twin or a dynamics ensemble (ensemble:PATH)")
         return str(w)
+
+    @model_validator(mode="after")
+    def _robot(self) -> RolloutJob:
+        if self.robot is not None and (self.randomize is not None or self.world != "twin"):
+            raise ValueError(
+                "a robot recording takes neither randomize nor another world (the robot is the world)"
+            )
+        return self
 
     @field_validator("policies")
     @classmethod
@@ -147,6 +161,7 @@ class ResolvedJob:
                 "only_success": j.only_success,
                 "video": j.video.model_dump(),
                 **({"world": j.world, "world_hash": _world_hash(j.world)} if j.world != "twin" else {}),
+                **({"robot": j.robot.model_dump(mode="json")} if j.robot is not None else {}),
             }
         )
 
@@ -190,6 +205,8 @@ class EpisodeMaker:
             from policy_eval.worlds import make_world
 
             self.world = make_world(resolved.job.world, resolved.spec, twin=self.twin)
+        if resolved.job.robot is not None:  # recording: the twin is the stand-in robot behind safety limits
+            self.world = resolved.job.robot.world(self.twin, resolved.spec)
 
     @classmethod
     def from_json(cls, job_json: str, staging: str) -> EpisodeMaker:
@@ -207,7 +224,7 @@ class EpisodeMaker:
         seed, name = self.r.attempt(i)
         variation = sample_variation(self.r.spec, self.r.rnd, seed)
         self.twin.set_variant(variation.spec)
-        if self.world is not self.twin:  # the imagined world is told the variant's physics
+        if self.world is not self.twin and self.r.job.robot is None:  # the imagined world is told the physics
             self.world.ensemble.set_physics(self.world.physics_of(variation.spec))
         policy = make_policy(name, variation.spec, seed=self.r.job.seed)
         t0 = time.perf_counter()
@@ -219,7 +236,12 @@ class EpisodeMaker:
             privileged=policy_info(name).privileged,
             scene_hash=self.spec_hash,
         )
-        meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed)
+        extra: dict[str, Any] = {}
+        if self.r.job.robot is not None:
+            from policy_eval.evaluate import robot_summary
+
+            extra = robot_summary(ep)
+        meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed, extra)
         meta["seconds"] = time.perf_counter() - t0
         return meta
 
@@ -255,9 +277,17 @@ def episode_arrays(ep: Episode) -> dict[str, np.ndarray]:
 
 
 def stage_episode(
-    staging: Path, i: int, ep: Episode, params: dict[str, float], r: ResolvedJob, policy: str, seed: int
+    staging: Path,
+    i: int,
+    ep: Episode,
+    params: dict[str, float],
+    r: ResolvedJob,
+    policy: str,
+    seed: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write attempt i's arrays, videos and metadata; appears atomically as `staging/ep-<i>`."""
+    """Write attempt i's arrays, videos and metadata (+ `extra`, e.g. a robot's interventions); appears
+    atomically as `staging/ep-<i>`."""
     from datagen.lerobot import episode_stats
 
     final = staging / f"ep-{i:06d}"
@@ -286,6 +316,7 @@ def stage_episode(
         "scene_hash": r.spec.hash(),
         "randomization_names": list(params),
         "stats": episode_stats(arrays, frames),
+        **(extra or {}),
     }
     (tmp / "meta.json").write_text(json.dumps(meta))
     fsync_tree(tmp)

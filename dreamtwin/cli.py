@@ -458,6 +458,110 @@ def datagen_rollouts(
     _print_summary(summary)
 
 
+@app.command("record")
+def record(
+    robot: Path = typer.Option(
+        ..., help="robot YAML (configs/robots/*.yaml): the twin stand-in, its limits and variant"
+    ),
+    scene: str = typer.Option("configs/scenes/push_cube.yaml", help="SceneSpec YAML"),
+    policy: str = typer.Option(..., help="policy mix: name[:weight],... e.g. image_expert,image_medium"),
+    episodes: int = typer.Option(..., help="episodes to record"),
+    seed: int = typer.Option(0, help="first seed; episode i uses seed + i"),
+    out: str = typer.Option(..., help="dataset directory (rerun the same command to resume)"),
+    workers: int = typer.Option(1, help="parallel workers, each with its own robot"),
+    lossless: bool = typer.Option(False, help="store frames exactly (H.264 RGB, qp 0) instead of AV1"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"
+    ),
+) -> None:
+    """Run policies on a robot behind its safety limits and record a LeRobot v3.0 dataset with outcomes.
+
+    Example: dreamtwin record --robot configs/robots/twin_heldout.yaml --policy image_expert,image_medium
+    --episodes 20 --seed 9000 --out data/robot_push --set cameras.0.resolution=[64,64]
+    """
+    from common.config import parse_overrides, validate_model
+    from datagen.rollouts import RolloutJob, generate, parse_policy_mix
+    from policy_eval.robots.twin import load_robot_config
+
+    with _one_line_errors():
+        flags = _given(
+            scene=scene,
+            policies=parse_policy_mix(policy),
+            episodes=episodes,
+            seed=seed,
+            out=out,
+            workers=workers,
+            robot=load_robot_config(robot).model_dump(mode="json"),
+            scene_overrides=parse_overrides(set_) if set_ else None,
+            video={"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
+        )
+        summary = generate(validate_model(RolloutJob, flags, "command line"))
+    _print_summary(summary)
+
+
+@app.command("validate")
+def validate_cmd(
+    data: Path = typer.Option(..., help="a dataset recorded on a robot (dreamtwin record)"),
+    world: str = typer.Option(..., help="the world model to validate: worldmodel:PATH"),
+    out: Path = typer.Option(Path("runs/validate"), help="output directory (results.json, report.html)"),
+    horizon: int = typer.Option(10, help="open-loop horizon, steps"),
+    samples: int | None = typer.Option(None, help="world model samples per step (default: the model's)"),
+    sampler_steps: int | None = typer.Option(None, help="denoising steps (default: the model's)"),
+) -> None:
+    """Imagined against real: replay recorded episodes open loop in the world model, rerun their policies
+    closed loop from the recorded first frames, and report the agreement.
+
+    Example: dreamtwin validate --data data/robot_push --world worldmodel:assets/worldmodels/push_cube_tiny
+    --out runs/validate
+    """
+    import json
+
+    from datagen.windows import load_episodes
+    from policy_eval.validate import validate
+    from scenes.spec import SceneSpec
+
+    with _one_line_errors():
+        meta_path = data / "meta" / "dreamtwin.json"
+        if not meta_path.is_file():
+            raise DreamTwinError(f"{data}: no meta/dreamtwin.json (record the dataset with dreamtwin record)")
+        doc = json.loads(meta_path.read_text())
+        episodes, meta = load_episodes(data, progress=True)
+        results = validate(
+            episodes,
+            doc["episodes"],
+            meta["cameras"],
+            SceneSpec.model_validate(doc["scene"]),
+            world,
+            out,
+            policy_seed=int(doc["job"].get("seed", 0)),
+            horizon=horizon,
+            samples=samples,
+            sampler_steps=sampler_steps,
+        )
+    from rich.table import Table
+
+    t = Table(title=f"{results['episodes']} recorded episodes against {world}")
+    for col in ("policy", "n", "real", "imagined", "episodes agreeing"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for p, v in results["policies"].items():
+        t.add_row(
+            p,
+            str(v["n"]),
+            f"{v['real']['success_rate']:.2f}",
+            f"{v['imagined']['success_rate']:.2f}",
+            f"{v['agreement']:.2f}",
+        )
+    console.print(t)
+    for m, v in results["metrics"].items():
+        console.print(f"{m}: {v['value']:.3f}" if v["value"] == v["value"] else f"{m}: undefined")
+    ol = results["open_loop"]
+    console.print(
+        f"open loop at {results['horizon']} steps: PSNR {ol['psnr'][-1]:.1f} dB (hold the start frame "
+        f"{ol['baseline_psnr'][-1]:.1f}), object error {100 * ol['object_error_m'][-1]:.2f} cm"
+    )
+    console.print(f"report: {out / 'report.html'}")
+
+
 def _print_summary(summary: dict) -> None:
     from rich.table import Table
 

@@ -191,7 +191,15 @@ class RobotWorld:
         raw = self.robot.get_observation()
         images = {c: np.asarray(raw[c], np.uint8) for c in self.cameras}
         state = np.array([raw[k] for k in self.state_keys], np.float32)
-        self._last = Observation(images=images, state=state, task=self.task, timestamp=time.time())
+        # ground truth where the robot has it (a twin stand-in); the runner hides it from unprivileged policies
+        env = self.robot.environment_state() if hasattr(self.robot, "environment_state") else None
+        self._last = Observation(
+            images=images,
+            state=state,
+            task=self.task,
+            environment_state=env,
+            timestamp=self._steps / self.rate_hz,
+        )
         return self._last
 
     def _tcp(self) -> np.ndarray:
@@ -279,8 +287,8 @@ class RobotWorld:
                 if self._stopped is not None:
                     break
                 self.robot.send_action(dict(zip(self.actions, (float(x) for x in safe), strict=True)))
-            observations.append(self._observe())
             self._steps += 1
+            observations.append(self._observe())
             success = bool(getattr(self.robot, "success", lambda: False)())
             if success or self._steps >= self.max_steps:
                 break

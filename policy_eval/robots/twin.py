@@ -5,11 +5,15 @@ scene variant (appearance and physics the world model never saw)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, ValidationError
 
-from common.errors import UsageError
+from common.config import Strict, load_model
+from common.errors import SpecError, UsageError
+from policy_eval.robots.base import RobotWorld, SafetyLimits
 from scenes.spec import SceneSpec
 
 JOINTS = [f"joint{i}.pos" for i in range(1, 8)]
@@ -139,5 +143,64 @@ class TwinRobot:
         self._result = None
         self.sent = []
 
+    def environment_state(self) -> np.ndarray:
+        """The twin's object poses (privileged ground truth: recorded, never shown to unprivileged policies)."""
+        self._need()
+        return np.asarray(self.twin.environment_state(), np.float32)
+
     def success(self) -> bool:
         return bool(self._result is not None and self._result.info.get("success"))
+
+
+class TwinRobotConfig(Strict):
+    """A `TwinRobot` stand-in as a job declares it (`configs/robots/*.yaml`, `dreamtwin record --robot`)."""
+
+    kind: Literal["twin"] = "twin"
+    variant: dict[str, Any] = Field(
+        {},
+        description="dotted-key overrides of the scene the robot's twin is dressed as (a held-out appearance "
+        "or physics: table.color, lights.0.intensity, objects.0.friction, ...); the policies are not told",
+    )
+    latency_s: float = Field(0.0, ge=0, description="delay before every command reaches the arm")
+    obs_noise: float = Field(0.0, ge=0, description="std of Gaussian noise on the proprio readings")
+    limits: SafetyLimits = Field(default_factory=SafetyLimits)
+    realtime: bool = Field(False, description="pace actions by the wall clock (a real robot always is)")
+
+    def variant_spec(self, spec: SceneSpec) -> SceneSpec | None:
+        """`spec` with the variant's overrides, checked as a scene (None without a variant)."""
+        if not self.variant:
+            return None
+        from common.config import set_dotted
+        from scenes.randomization import variable_fields
+
+        data = spec.model_dump(mode="json")
+        for key, value in self.variant.items():
+            set_dotted(data, key, value, "robot variant")
+        try:
+            variant = SceneSpec.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SpecError(f"robot variant: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        if variable_fields(variant) != variable_fields(spec):
+            raise SpecError(
+                "robot variant: only what a built twin can change (colours, lights, cameras, friction, mass)"
+            )
+        return variant
+
+    def world(self, twin: Any, spec: SceneSpec) -> RobotWorld:
+        robot = TwinRobot(
+            twin, latency_s=self.latency_s, obs_noise=self.obs_noise, variant=self.variant_spec(spec)
+        )
+        return RobotWorld(
+            robot,
+            rate_hz=spec.control.rate_hz,
+            max_steps=spec.task.max_steps,
+            task=spec.task.instruction,
+            limits=self.limits,
+            realtime=self.realtime,
+            world_id="robot:twin",
+        )
+
+
+def load_robot_config(path: str | Path) -> TwinRobotConfig:
+    return load_model(TwinRobotConfig, path)
