@@ -105,9 +105,11 @@ class SafetyLimits(Strict):
         return self
 
     def filter(
-        self, action: np.ndarray, tcp: np.ndarray, rate_hz: float
+        self, action: np.ndarray, current: dict[str, float], rate_hz: float
     ) -> tuple[np.ndarray | None, list[str]]:
-        """(the safe action or None when it must be refused, what was done to it)."""
+        """(the safe action or None when it must be refused, what was done to it); `current`: the robot's
+        latest float readings (`ee.x`, `ee.y`, `ee.z`: the tool centre point)."""
+        tcp = np.array([current["ee.x"], current["ee.y"], current["ee.z"]], np.float64)
         a = np.asarray(action, np.float64)
         if a.shape != (4,):
             return None, [f"refused: action of shape {list(a.shape)}, expected [4]"]
@@ -120,16 +122,54 @@ class SafetyLimits(Strict):
         if norm > cap + 1e-12:
             delta *= cap / norm
             notes.append(f"step capped: {norm:.4f} m -> {cap:.4f} m")
-        target = np.asarray(tcp, np.float64) + delta
+        target = tcp + delta
         inside = np.clip(target, self.workspace_low, self.workspace_high)
         if not np.allclose(inside, target):
-            delta = inside - np.asarray(tcp, np.float64)
+            delta = inside - tcp
             axes = "".join("xyz"[i] for i in range(3) if not math.isclose(inside[i], target[i]))
             notes.append(f"workspace: target clipped on {axes}")
         grip = float(np.clip(a[3], self.gripper_low, self.gripper_high))
         if grip != a[3]:
             notes.append(f"gripper clipped: {a[3]:.3f} -> {grip:.3f}")
         return np.array([*delta, grip], np.float32), notes
+
+
+class JointLimits(Strict):
+    """What may reach a position-controlled robot (LeRobot arms: `<joint>.pos` targets): every target kept in
+    its range and within `max_step` of the present position; the same watchdog and violation policy."""
+
+    low: dict[str, float] = Field(description="action feature -> lowest target")
+    high: dict[str, float] = Field(description="action feature -> highest target")
+    max_step: float | dict[str, float] = Field(
+        description="largest change of a target from the present position in one control step (per feature)"
+    )
+    deadline_s: float | None = Field(0.5, gt=0)
+    on_violation: Literal["clip", "stop"] = "clip"
+
+    def filter(
+        self, action: np.ndarray, current: dict[str, float], rate_hz: float, names: list[str] | None = None
+    ) -> tuple[np.ndarray | None, list[str]]:
+        names = names or list(self.low)
+        a = np.asarray(action, np.float64)
+        if a.shape != (len(names),):
+            return None, [f"refused: action of shape {list(a.shape)}, expected [{len(names)}]"]
+        if not np.isfinite(a).all():
+            return None, ["refused: NaN or inf in the action"]
+        notes, out = [], a.copy()
+        for i, n in enumerate(names):
+            step = self.max_step if isinstance(self.max_step, float) else self.max_step.get(n)
+            if n in current and step is not None:
+                lo_s, hi_s = current[n] - step, current[n] + step
+                if not lo_s <= out[i] <= hi_s:
+                    notes.append(f"{n}: step capped to {step:g}")
+                    out[i] = min(max(out[i], lo_s), hi_s)
+            if n in self.low and out[i] < self.low[n]:
+                notes.append(f"{n}: below {self.low[n]:g}")
+                out[i] = self.low[n]
+            if n in self.high and out[i] > self.high[n]:
+                notes.append(f"{n}: above {self.high[n]:g}")
+                out[i] = self.high[n]
+        return out.astype(np.float32), notes
 
 
 class RobotWorld:
@@ -155,7 +195,7 @@ class RobotWorld:
         rate_hz: float,
         max_steps: int,
         task: str = "",
-        limits: SafetyLimits | None = None,
+        limits: SafetyLimits | JointLimits | None = None,
         realtime: bool = True,
         reset_fn: Callable[[int], None] | None = None,
         estop_check: Callable[[], bool] | None = None,
@@ -202,9 +242,10 @@ class RobotWorld:
         )
         return self._last
 
-    def _tcp(self) -> np.ndarray:
+    def _current(self) -> dict[str, float]:
+        """The latest float readings by feature name."""
         assert self._last is not None
-        return np.asarray(self._last.state[:3], np.float64)
+        return dict(zip(self.state_keys, map(float, self._last.state), strict=True))
 
     # ------------------------------------------------------------------ stopping
     def estop(self, reason: str = "e-stop") -> None:
@@ -271,7 +312,10 @@ class RobotWorld:
                 self.estop()
             if self._stopped is not None:
                 break
-            safe, what = self.limits.filter(action, self._tcp(), self.rate_hz)
+            if isinstance(self.limits, JointLimits):
+                safe, what = self.limits.filter(action, self._current(), self.rate_hz, self.actions)
+            else:
+                safe, what = self.limits.filter(action, self._current(), self.rate_hz)
             notes += [{"step": self._steps, "what": w} for w in what]
             if safe is None or (what and self.limits.on_violation == "stop"):
                 self._halt(what[0] if safe is None else f"safety limit: {what[0]}")
@@ -309,6 +353,10 @@ class RobotWorld:
         return StepResult(observations=observations, done=done, info=info)
 
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(self.limits, JointLimits):
+            low = [self.limits.low.get(n, -np.inf) for n in self.actions]
+            high = [self.limits.high.get(n, np.inf) for n in self.actions]
+            return np.array(low, np.float32), np.array(high, np.float32)
         m = min(self.limits.max_step_m, self.limits.max_speed_m_s / self.rate_hz)
         lo = np.array([-m, -m, -m, self.limits.gripper_low], np.float32)
         return lo, np.array([m, m, m, self.limits.gripper_high], np.float32)

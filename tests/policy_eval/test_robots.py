@@ -116,7 +116,7 @@ def test_safety_limits_clip_refuse_and_stop(robot, push_spec):
     assert robot.sent[-1] == robot.hold_action()
     # a target outside the workspace box is pulled back to its face
     world.reset(0)
-    z = world._tcp()[2]
+    z = world._current()["ee.z"]
     world.limits = SafetyLimits(workspace_high=(0.75, 0.4, z + 0.01), deadline_s=None)
     r = world.step(np.array([[0.0, 0.0, 0.03, 0.5]], np.float32))
     assert r.info["interventions"][0]["what"] == "workspace: target clipped on z"
