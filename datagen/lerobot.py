@@ -436,7 +436,11 @@ def _write_dreamtwin_meta(
             "policy": m["policy"],
             "success": m["success"],
             "randomization": dict(zip(m["randomization_names"], params[k], strict=True)),
-            **{key: m[key] for key in ("stopped", "interventions", "policy_latency_ms") if key in m},
+            **{
+                key: m[key]
+                for key in ("stopped", "interventions", "policy_latency_ms", "success_known")
+                if key in m
+            },
         }
         for k, m in enumerate(metas)
     ]

@@ -97,6 +97,14 @@ class RolloutJob(Strict):
             raise ValueError(
                 "a robot recording takes neither randomize nor another world (the robot is the world)"
             )
+        if (
+            self.robot is not None
+            and self.robot.outcome == "prompt"
+            and (self.workers != 1 or self.backend != "local")
+        ):
+            raise ValueError(
+                "outcomes asked at the prompt need one local worker (workers: 1, backend: local)"
+            )
         return self
 
     @field_validator("policies")
@@ -423,6 +431,12 @@ def _claim_output(out: Path, resolved: ResolvedJob) -> Path:
     return private
 
 
+def _in_process(job: RolloutJob, twin: DigitalTwin | None) -> bool:
+    """One local worker runs here when a twin is given, or when a person answers prompts at this terminal."""
+    prompt = job.robot is not None and job.robot.outcome == "prompt"
+    return job.workers == 1 and (twin is not None or prompt)
+
+
 def generate(job: RolloutJob, *, progress: bool = True, twin: DigitalTwin | None = None) -> dict[str, Any]:
     """Run (or finish) the job; returns the summary. `twin`: an already built DigitalTwin of the
     job's scene to use with one local worker (saves a build)."""
@@ -454,7 +468,7 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: DigitalTwin | None
             workers=job.workers,
             backend=job.backend,
             address=job.ray_address,
-            local=EpisodeMaker(resolved, staging, twin) if twin is not None and job.workers == 1 else None,
+            local=EpisodeMaker(resolved, staging, twin) if _in_process(job, twin) else None,
         )
         limit = resolved.max_attempts()
         arrivals: list[float] = []

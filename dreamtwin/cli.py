@@ -473,6 +473,10 @@ def record(
     set_: list[str] | None = typer.Option(
         None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"
     ),
+    outcome: str | None = typer.Option(
+        None,
+        help="robot: success from the robot's state; prompt: ask after every episode (default: the YAML's)",
+    ),
 ) -> None:
     """Run policies on a robot behind its safety limits and record a LeRobot v3.0 dataset with outcomes.
 
@@ -491,7 +495,8 @@ def record(
             seed=seed,
             out=out,
             workers=workers,
-            robot=load_robot_config(robot).model_dump(mode="json"),
+            robot=load_robot_config(robot).model_dump(mode="json")
+            | ({"outcome": outcome} if outcome else {}),
             scene_overrides=parse_overrides(set_) if set_ else None,
             video={"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
         )
@@ -525,6 +530,12 @@ def validate_cmd(
         if not meta_path.is_file():
             raise DreamTwinError(f"{data}: no meta/dreamtwin.json (record the dataset with dreamtwin record)")
         doc = json.loads(meta_path.read_text())
+        unjudged = [e for e in doc["episodes"] if e.get("success_known") is False]
+        if unjudged:
+            raise DreamTwinError(
+                f"{meta_path}: {len(unjudged)} episodes have no outcome (the robot cannot judge success); "
+                "record them with --outcome prompt"
+            )
         episodes, meta = load_episodes(data, progress=True)
         results = validate(
             episodes,

@@ -230,7 +230,8 @@ def summarise(rows: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]
 
 
 def robot_summary(ep: Episode) -> dict[str, Any]:
-    """On a robot: why the episode was stopped (if it was), its safety interventions, policy latency."""
+    """On a robot: why the episode was stopped (if it was), its safety interventions, policy latency, and
+    `success_known: False` where neither the robot nor a person judged the outcome."""
     out: dict[str, Any] = {}
     lat = [st.info["latency_s"] for st in ep.steps if "latency_s" in st.info]
     if lat:
@@ -241,6 +242,8 @@ def robot_summary(ep: Episode) -> dict[str, Any]:
     stopped = next((st.info["stopped"] for st in ep.steps if "stopped" in st.info), None)
     if stopped is not None:
         out["stopped"] = stopped
+    if ep.steps and ep.steps[-1].info.get("success_known") is False:  # nobody judged it: not a failure
+        out["success_known"] = False
     return out
 
 

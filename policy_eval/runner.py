@@ -10,12 +10,12 @@ import numpy as np
 from common.errors import ActionError
 from common.types import BatchedWorld, Episode, EpisodeStep, Policy, World, as_action_chunk
 
-KEPT_INFO = ("success_prob", "uncertainty", "latency_s", "interventions", "stopped")
+KEPT_INFO = ("success_prob", "uncertainty", "latency_s", "interventions", "stopped", "success_known")
 
 
 def step_info(info: dict[str, Any]) -> dict[str, Any]:
     """What an episode keeps of a step's info: a learned world's success probability and uncertainty, a
-    robot's policy latency, safety interventions and why it was stopped."""
+    robot's policy latency, safety interventions, why it was stopped and whether it could judge success."""
     return {k: info[k] for k in KEPT_INFO if k in info}
 
 

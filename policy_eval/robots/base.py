@@ -184,8 +184,10 @@ class RobotWorld:
     `interventions` and, when the episode was stopped, `stopped` (why).
 
     The robot's scene is reset through `robot.reset_scene(seed)` when it has one, else through
-    `reset_fn(seed)` (for a real robot: a person resetting the table); `success` comes from
-    `robot.success()` when it has one (else False, and `success_known` is False in the info).
+    `reset_fn(seed)` (for a real robot: a person resetting the table). Success is `outcome_fn(seed,
+    steps, stopped)` at the end of the episode when given (a person's verdict: `ask_outcome`; the
+    episode then runs to `max_steps` or a stop), else `robot.success()` after every step when the robot
+    can judge it, else unknown (False, with `success_known` False in the info).
     """
 
     def __init__(
@@ -200,6 +202,7 @@ class RobotWorld:
         reset_fn: Callable[[int], None] | None = None,
         estop_check: Callable[[], bool] | None = None,
         world_id: str | None = None,
+        outcome_fn: Callable[[int, int, str | None], bool] | None = None,
     ) -> None:
         if not isinstance(robot, Robot):
             raise UsageError(f"{type(robot).__name__} does not implement the Robot interface")
@@ -212,6 +215,9 @@ class RobotWorld:
         self.rate_hz, self.max_steps, self.task = rate_hz, max_steps, task
         self.limits = limits or SafetyLimits()
         self.realtime, self.reset_fn, self.estop_check = realtime, reset_fn, estop_check
+        self.outcome_fn = outcome_fn
+        self._judge = outcome_fn is None and hasattr(robot, "success")
+        self._seed = 0
         self.world_id = world_id or f"robot:{getattr(robot, 'name', type(robot).__name__)}"
         self.actions = list(robot.action_features)
         self.action_dim = len(self.actions)
@@ -289,7 +295,7 @@ class RobotWorld:
             self.reset_fn(seed)
         else:
             raise UsageError(f"{self.world_id}: cannot reset its scene; pass reset_fn (e.g. ask a person)")
-        self._stopped, self._steps = None, 0
+        self._stopped, self._steps, self._seed = None, 0, seed
         self._estop.clear()
         obs = self._observe()
         self._next_tick = time.perf_counter()
@@ -333,15 +339,17 @@ class RobotWorld:
                 self.robot.send_action(dict(zip(self.actions, (float(x) for x in safe), strict=True)))
             self._steps += 1
             observations.append(self._observe())
-            success = bool(getattr(self.robot, "success", lambda: False)())
+            success = self._judge and bool(self.robot.success())  # type: ignore[attr-defined]
             if success or self._steps >= self.max_steps:
                 break
         done = success or self._steps >= self.max_steps or self._stopped is not None
+        if done and self.outcome_fn is not None:
+            success = bool(self.outcome_fn(self._seed, self._steps, self._stopped))
         if not observations:
             observations.append(self._last)
         info: dict[str, Any] = {
             "success": success,
-            "success_known": hasattr(self.robot, "success"),
+            "success_known": self._judge or self.outcome_fn is not None,
             "step": self._steps,
             "latency_s": latency,
             "interventions": notes,
@@ -365,3 +373,18 @@ class RobotWorld:
         self._disarm()
         if self.robot.is_connected:
             self.robot.disconnect()
+
+
+def ask_outcome(seed: int, steps: int, stopped: str | None) -> bool:
+    """A person's verdict at the terminal (`RobotWorld(outcome_fn=ask_outcome)`, `record --outcome prompt`)."""
+    why = f", stopped: {stopped}" if stopped else ""
+    prompt = f"episode seed {seed} ended after {steps} steps{why}. Success? [y/n] "
+    while True:
+        try:
+            answer = input(prompt).strip().lower()
+        except EOFError:
+            raise UsageError(f"episode seed {seed}: no answer at the outcome prompt (stdin closed)") from None
+        if answer in ("y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError
 
 from common.config import Strict, load_model
 from common.errors import SpecError, UsageError
-from policy_eval.robots.base import RobotWorld, SafetyLimits
+from policy_eval.robots.base import RobotWorld, SafetyLimits, ask_outcome
 from scenes.spec import SceneSpec
 
 JOINTS = [f"joint{i}.pos" for i in range(1, 8)]
@@ -165,6 +165,11 @@ class TwinRobotConfig(Strict):
     obs_noise: float = Field(0.0, ge=0, description="std of Gaussian noise on the proprio readings")
     limits: SafetyLimits = Field(default_factory=SafetyLimits)
     realtime: bool = Field(False, description="pace actions by the wall clock (a real robot always is)")
+    outcome: Literal["robot", "prompt"] = Field(
+        "robot",
+        description="who judges success: the robot's state, or a person asked at the terminal after every "
+        "episode (`record --outcome prompt`, one worker)",
+    )
 
     def variant_spec(self, spec: SceneSpec) -> SceneSpec | None:
         """`spec` with the variant's overrides, checked as a scene (None without a variant)."""
@@ -199,6 +204,7 @@ class TwinRobotConfig(Strict):
             limits=self.limits,
             realtime=self.realtime,
             world_id="robot:twin",
+            outcome_fn=ask_outcome if self.outcome == "prompt" else None,
         )
 
 

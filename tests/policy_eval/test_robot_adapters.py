@@ -10,6 +10,7 @@ import pytest
 
 from common.errors import UsageError
 from policy_eval.robots import JointLimits, Robot, RobotWorld
+from policy_eval.robots.base import ask_outcome
 from policy_eval.robots.lerobot import LeRobotRobot
 from policy_eval.robots.replay import ReplayRobot
 from policy_eval.runner import rollout
@@ -118,6 +119,29 @@ def test_lerobot_arm_held_by_the_watchdog():
     # the hold: every joint's present position as its target
     hold = fake.received[-1]
     assert hold == {f"{j}.pos": float(p) for j, p in zip(JOINTS, fake.pos, strict=True)}
+
+
+def test_a_person_judges_outcomes_where_the_robot_cannot(monkeypatch):
+    ep = rollout(_world(FakeSO101()), Reach(), 0)
+    assert not ep.success and ep.steps[-1].info["success_known"] is False
+    asked: list[tuple[int, int, str | None]] = []
+    world = _world(
+        FakeSO101(), outcome_fn=lambda seed, steps, stopped: asked.append((seed, steps, stopped)) or True
+    )
+    ep = rollout(world, Reach(), 7)
+    assert ep.success and ep.length == 8 and asked == [(7, 8, None)]  # asked once, at the end
+    assert ep.steps[-1].info["success_known"] is True
+    # at the terminal: unclear answers are asked again; a closed stdin is a clear error
+    answers = iter(["maybe", "", "Y"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert ask_outcome(3, 8, None) is True
+
+    def closed(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", closed)
+    with pytest.raises(UsageError, match="seed 3: no answer"):
+        ask_outcome(3, 8, "watchdog")
 
 
 def test_robots_are_checked_at_the_boundary():

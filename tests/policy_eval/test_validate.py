@@ -100,6 +100,35 @@ def test_validate_a_world_model_against_the_recording(recording, tiny_world_mode
     assert dom.count("<img") == 2 * 4  # real and imagined strip per episode
 
 
+def test_record_asks_a_person_for_outcomes(push_twin, push_spec, tmp_path, monkeypatch):
+    """`outcome: prompt`: the robot's own judgement is not used; the answers at the terminal are the outcomes."""
+    from datagen.rollouts import RolloutJob, generate
+    from policy_eval.robots import SafetyLimits
+    from policy_eval.robots.twin import TwinRobotConfig
+
+    asked: list[str] = []
+    answers = iter(["y", "no"])
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or next(answers))
+    robot = TwinRobotConfig(limits=SafetyLimits(deadline_s=None), outcome="prompt")
+    job = RolloutJob(
+        scene=str(PUSH), policies={"random": 1.0}, episodes=2, seed=9200, out=str(tmp_path / "d"), robot=robot
+    )
+    with pytest.raises(ValueError, match="one local worker"):
+        RolloutJob(**{**job.model_dump(), "workers": 2})
+    generate(job, progress=False, twin=push_twin)
+    assert len(asked) == 2 and all("Success? [y/n]" in a for a in asked)
+    eps = sorted(
+        json.loads((tmp_path / "d" / "meta" / "dreamtwin.json").read_text())["episodes"],
+        key=lambda e: e["seed"],
+    )
+    # random never succeeds in the twin; the person's verdicts stand, and each episode ran its full length
+    assert [e["success"] for e in eps] == [True, False]
+    from datagen.windows import load_episodes
+
+    arrays, _ = load_episodes(tmp_path / "d")
+    assert all(a["frames"].shape[0] == push_spec.task.max_steps + 1 for a in arrays)
+
+
 def test_validate_refuses_a_dataset_not_recorded_here(tmp_path):
     import subprocess
     import sys
