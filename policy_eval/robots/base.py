@@ -119,7 +119,7 @@ class SafetyLimits(Strict):
         delta = a[:3].copy()
         cap = min(self.max_step_m, self.max_speed_m_s / rate_hz)
         norm = float(np.linalg.norm(delta))
-        if norm > cap + 1e-12:
+        if norm > cap * (1 + 1e-6):  # a step of exactly the cap, rounded to float32, is within it
             delta *= cap / norm
             notes.append(f"step capped: {norm:.4f} m -> {cap:.4f} m")
         target = tcp + delta

@@ -198,3 +198,16 @@ def test_replay_robot_plays_recorded_episodes_back():
     assert len(robot.asked) == 5
     with pytest.raises(UsageError, match="no recorded episode with seed 5"):
         world.reset(5)
+
+
+def test_a_step_of_exactly_the_cap_is_no_intervention():
+    from policy_eval.robots import SafetyLimits
+
+    limits = SafetyLimits(deadline_s=None)  # 3 cm a step at 10 Hz
+    here = {"ee.x": 0.5, "ee.y": 0.0, "ee.z": 0.2}
+    for step in ([0.03, 0.0, 0.0], np.float32([0.018, 0.024, 0.0]), [0.0, 0.0, -0.03]):
+        safe, notes = limits.filter(np.array([*step, 1.0], np.float32), here, 10.0)
+        assert notes == [] and safe is not None
+        np.testing.assert_array_equal(safe[:3], np.float32(step))
+    safe, notes = limits.filter(np.array([0.0301, 0.0, 0.0, 1.0], np.float32), here, 10.0)
+    assert notes == ["step capped: 0.0301 m -> 0.0300 m"] and safe is not None
