@@ -130,7 +130,7 @@ def scenes_preview(
         spec = load_scene_spec(path)
         if not spec.cameras:
             raise DreamTwinError(f"{path}: cameras: the scene has no cameras to preview")
-        from scenes.twin import DigitalTwin
+        from scenes.twin import DigitalTwin, preview_images
 
         twin = DigitalTwin(spec, render=True)
         obs = twin.reset(seed=seed)
@@ -138,17 +138,30 @@ def scenes_preview(
         for name, img in obs.images.items():
             Image.fromarray(img).save(out / f"{name}.png")
             console.print(f"wrote {out / f'{name}.png'} ({img.shape[1]}x{img.shape[0]}, {spec.renderer})")
-        rows = []
-        genesis_imgs = twin.render("genesis")
-        splat_imgs = twin.render("splat") if splat else {}
-        for cam in spec.cameras:
-            row = [genesis_imgs[cam.name]] + ([splat_imgs[cam.name]] if splat else [])
-            rows.append(np.concatenate(row, axis=1))
+        rows = list(preview_images(twin, seed, splat).values())
         width = max(r.shape[1] for r in rows)
         sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
         Image.fromarray(sheet).save(out / "sheet.png")
         label = "Genesis | splat" if splat else "Genesis"
         console.print(f"wrote {out / 'sheet.png'} (rows: cameras; columns: {label})")
+
+
+@scenes_app.command("edit")
+def scenes_edit(
+    path: Path = typer.Argument(..., help="SceneSpec YAML to edit"),
+    port: int = typer.Option(8080, help="port of the editor's web page"),
+    host: str = typer.Option(
+        "127.0.0.1", help="interface to bind (0.0.0.0 exposes the editor to the network)"
+    ),
+    preview: bool = typer.Option(True, help="render every camera (Genesis | splat) after each edit"),
+) -> None:
+    """Edit a scene in the browser: the scene in 3D, gizmos and a panel to move, add, delete and recolour
+    objects, markers and cameras, a preview of every camera, undo, save. Example:
+    dreamtwin scenes edit configs/scenes/push_cube.yaml"""
+    from scenes.editor import edit_scene
+
+    with _one_line_errors():
+        edit_scene(path, host=host, port=port, preview=preview)
 
 
 @scenes_app.command("new")

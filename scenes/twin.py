@@ -467,3 +467,15 @@ class DigitalTwin:
             environment_state=self.environment_state(),
             timestamp=(self._step_count or 0) / self.spec.control.rate_hz,
         )
+
+
+def preview_images(twin: DigitalTwin, seed: int, splat: bool = True) -> dict[str, np.ndarray]:
+    """Camera name -> the Genesis render and (with `splat`) the splat render of the scene reset at `seed`,
+    side by side: what `dreamtwin scenes preview` and the scene editor show."""
+    twin.reset(seed=seed)
+    genesis_imgs = twin.render("genesis")
+    splat_imgs = twin.render("splat") if splat else {}
+    return {
+        cam.name: np.concatenate([genesis_imgs[cam.name]] + ([splat_imgs[cam.name]] if splat else []), axis=1)
+        for cam in twin.spec.cameras
+    }
