@@ -228,6 +228,7 @@ class PolicyServer:
         self.stats = {"connections": 0, "requests": 0, "errors": 0}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._live: set[Any] = set()  # open connections, closed with the server
         from websockets.sync.server import serve
 
         try:
@@ -267,6 +268,8 @@ class PolicyServer:
         from policy_eval.policies import make_policy
 
         self._count("connections")
+        with self._lock:
+            self._live.add(conn)
         peer = conn.remote_address
         policy: Policy | None = None
         policy_seed: int | None = None
@@ -316,6 +319,9 @@ class PolicyServer:
                 conn.close(code=1011, reason="policy server error"[:120])
             except ConnectionClosed:
                 pass
+        finally:
+            with self._lock:
+                self._live.discard(conn)
 
     def start(self) -> PolicyServer:
         """Serve from a daemon thread; returns self (its `url` names the bound port)."""
@@ -327,7 +333,13 @@ class PolicyServer:
         self._server.serve_forever()
 
     def close(self) -> None:
+        """Stop accepting, then close every open connection (going away, 1001): no client keeps talking
+        to a closed server."""
         self._server.shutdown()
+        with self._lock:
+            live = list(self._live)
+        for conn in live:
+            conn.close(code=1001, reason="policy server shutting down")
         if self._thread is not None:
             self._thread.join(timeout=10)
 
