@@ -64,8 +64,14 @@ class RolloutJob(Strict):
     randomize: str | None = Field(None, description="randomisation YAML (configs/randomization/...)")
     world: str = Field(
         "twin",
-        description="twin, or ensemble:PATH for synthetic episodes imagined by a dynamics ensemble (frames "
-        "from the twin posed at its states; the dataset is tagged synthetic)",
+        description="twin; ensemble:PATH for synthetic episodes imagined by a dynamics ensemble (frames from "
+        "the twin posed at its states); worldmodel:PATH for episodes imagined by a video world model from the "
+        "twin's first frame (frames, state read-out and success all imagined: `dreamtwin datagen imagine`). "
+        "Learned worlds' datasets are tagged synthetic",
+    )
+    samples: int | None = Field(None, ge=1, description="worldmodel: samples per step (default: the model's)")
+    sampler_steps: int | None = Field(
+        None, ge=1, description="worldmodel: denoising steps (default: the model's)"
     )
     only_success: bool = False
     max_attempts_factor: float = Field(
@@ -86,10 +92,7 @@ class RolloutJob(Strict):
     def _world(cls, v: str) -> str:
         from policy_eval.worlds import parse_world
 
-        w = parse_world(v)
-        if w.kind == "worldmodel":
-            raise ValueError("datasets come from the twin or a dynamics ensemble (ensemble:PATH)")
-        return str(w)
+        return str(parse_world(v))
 
     @model_validator(mode="after")
     def _robot(self) -> RolloutJob:
@@ -169,6 +172,7 @@ class ResolvedJob:
                 "only_success": j.only_success,
                 "video": j.video.model_dump(),
                 **({"world": j.world, "world_hash": _world_hash(j.world)} if j.world != "twin" else {}),
+                **({"sampler": [j.samples, j.sampler_steps]} if j.samples or j.sampler_steps else {}),
                 **({"robot": j.robot.model_dump(mode="json")} if j.robot is not None else {}),
             }
         )
@@ -212,7 +216,13 @@ class EpisodeMaker:
         if resolved.job.world != "twin":  # synthetic: an ensemble imagines, the twin starts and draws
             from policy_eval.worlds import make_world
 
-            self.world = make_world(resolved.job.world, resolved.spec, twin=self.twin)
+            self.world = make_world(
+                resolved.job.world,
+                resolved.spec,
+                twin=self.twin,
+                samples=resolved.job.samples,
+                sampler_steps=resolved.job.sampler_steps,
+            )
         if resolved.job.robot is not None:  # recording: the twin is the stand-in robot behind safety limits
             self.world = resolved.job.robot.world(self.twin, resolved.spec)
 
@@ -233,7 +243,7 @@ class EpisodeMaker:
         variation = sample_variation(self.r.spec, self.r.rnd, seed)
         self.twin.set_variant(variation.spec)
         if self.world is not self.twin and self.r.job.robot is None:  # the imagined world is told the physics
-            self.world.ensemble.set_physics(self.world.physics_of(variation.spec))
+            self.world.dress(variation.spec)
         policy = make_policy(name, variation.spec, seed=self.r.job.seed)
         t0 = time.perf_counter()
         ep = rollout(

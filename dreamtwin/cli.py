@@ -471,6 +471,56 @@ def datagen_rollouts(
     _print_summary(summary)
 
 
+@datagen_app.command("imagine")
+def datagen_imagine(
+    world: str = typer.Option(..., help="the learned world: worldmodel:PATH (or ensemble:PATH)"),
+    policy: str = typer.Option(..., help="policy mix: name[:weight],... e.g. bc_mid"),
+    episodes: int = typer.Option(..., help="episodes in the finished dataset"),
+    seed: int = typer.Option(
+        0, help="first seed; attempt i starts from the twin's initial state at seed + i"
+    ),
+    out: str = typer.Option(..., help="dataset directory (rerun the same command to resume)"),
+    scene: str = typer.Option(
+        "configs/scenes/push_cube.yaml", help="SceneSpec YAML the world was trained on"
+    ),
+    randomize: str | None = typer.Option(None, help="randomisation YAML for the initial states"),
+    only_success: bool = typer.Option(
+        True, "--only-success/--all", help="keep the episodes the imagined judge calls successful"
+    ),
+    workers: int = typer.Option(1, help="parallel workers, each with its own twin and world"),
+    samples: int | None = typer.Option(None, help="world model samples per step (default: the model's)"),
+    sampler_steps: int | None = typer.Option(None, help="denoising steps (default: the model's)"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"
+    ),
+) -> None:
+    """Roll policies out in a learned world from the twin's initial states and keep what it imagines as a
+    dataset (by default only the episodes its judge calls successful), tagged synthetic. Example:
+    dreamtwin datagen imagine --world worldmodel:assets/worldmodels/push_cube_tiny --policy bc_mid
+    --episodes 20 --seed 30000 --out data/imagined --set "cameras.0.resolution=[64,64]"
+    """
+    from common.config import parse_overrides, validate_model
+    from datagen.rollouts import RolloutJob, generate, parse_policy_mix
+
+    with _one_line_errors():
+        flags = _given(
+            scene=scene,
+            world=world,
+            policies=parse_policy_mix(policy),
+            episodes=episodes,
+            seed=seed,
+            out=out,
+            randomize=randomize,
+            only_success=only_success,
+            workers=workers,
+            samples=samples,
+            sampler_steps=sampler_steps,
+            scene_overrides=parse_overrides(set_) if set_ else None,
+        )
+        summary = generate(validate_model(RolloutJob, flags, "command line"))
+    _print_summary(summary)
+
+
 @app.command("record")
 def record(
     robot: Path = typer.Option(
@@ -693,11 +743,14 @@ def train_ensemble_cmd(
 @train_app.command("policy")
 def train_policy_cmd(
     config: Path = typer.Option(..., help="policy + training YAML (configs/policies/*.yaml)"),
-    data: Path = typer.Option(..., help="a LeRobot v3.0 dataset directory (dreamtwin datagen rollouts)"),
+    data: list[Path] = typer.Option(
+        ..., help="LeRobot v3.0 dataset directories (datagen rollouts / imagine); repeat to train on several"
+    ),
     out: Path = typer.Option(..., help="run directory: config.json, log.jsonl, step-XXXXXX/ checkpoints"),
     set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. steps=500"),
 ) -> None:
-    """Train a behaviour-cloning CNN policy (images + proprio -> actions) with Lightning.
+    """Train a behaviour-cloning CNN policy (images + proprio -> actions) with Lightning; `init: CHECKPOINT`
+    in the config fine-tunes a trained one.
 
     Example: dreamtwin train policy --config configs/policies/bc_cnn.yaml --data data/push_cube_small --out runs/bc_push
     """
@@ -707,7 +760,14 @@ def train_policy_cmd(
 
     with _one_line_errors():
         cfg = load_bc_config(config, parse_overrides(set_) if set_ else None)
-        episodes, meta = load_episodes(data, cfg.cameras or None, progress=True)
+        episodes, meta = load_episodes(data[0], cfg.cameras or None, progress=True)
+        for more in data[1:]:
+            extra, other = load_episodes(more, meta["cameras"], progress=True)
+            if tuple(other["image_size"]) != tuple(meta["image_size"]):
+                raise DreamTwinError(
+                    f"{more}: frames {other['image_size']}, but {data[0]} has {meta['image_size']}"
+                )
+            episodes += extra
         saved = train_policy(cfg, episodes, meta, out)
     for p in saved:
         typer.echo(f"checkpoint: {p}  (evaluate with: dreamtwin eval --policies {p} ...)")

@@ -111,6 +111,10 @@ class StateImaginedWorld(_TwinStarted):
         trained = self.ensemble.model.cfg.scene
         return physics_scales(spec, SceneSpec.model_validate(trained)) if trained is not None else {}
 
+    def dress(self, spec: SceneSpec) -> None:
+        """The twin now wears the variant `spec`: the ensemble is told its physics."""
+        self.ensemble.set_physics(self.physics_of(spec))
+
     def reset_batch(self, seeds: list[int]) -> list[Observation]:
         return self.ensemble.reset_batch([self.twin.reset(s) for s in seeds], list(seeds))
 
@@ -126,6 +130,13 @@ class ImaginedWorld(_TwinStarted):
         self.physics = dict(physics or {})
         self.action_dim = video_world.action_dim
         self.world_id = "worldmodel"
+
+    def dress(self, spec: SceneSpec) -> None:
+        """The twin now wears the variant `spec`: a physics-conditioned model is told its physics."""
+        from scenes.randomization import physics_scales
+
+        trained = self.video.cfg.scene
+        self.physics = physics_scales(spec, SceneSpec.model_validate(trained)) if trained is not None else {}
 
     def reset_batch(self, seeds: list[int]) -> list[Observation]:
         from worldmodels.video_world import Context

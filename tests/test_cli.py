@@ -95,6 +95,8 @@ def test_serve_policy_until_interrupted():
         text=True,
         cwd=ROOT,
         env={**os.environ, "DT_KEY": "k1", "COLUMNS": "200"},
+        # as from a terminal: Ctrl-C is delivered even when this test process runs with SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = proc.stdout.readline()

@@ -55,6 +55,10 @@ class BCConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     shift: int = Field(4, ge=0, description="random-shift augmentation (pixels)")
     only_success: bool = Field(True, description="train on successful episodes only")
+    init: str | None = Field(
+        None,
+        description="fine-tune this checkpoint (its weights and normalisation) instead of a fresh network",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -248,11 +252,22 @@ def train_policy(
     imgs, states, chunks = _samples(episodes, cfg)
     torch.manual_seed(cfg.seed)
     net = BCNet(cfg)
-    net.state_mean.copy_(torch.from_numpy(states.mean(0)))
-    net.state_std.copy_(torch.from_numpy(states.std(0) + 1e-3))
-    flat = chunks.reshape(-1, cfg.action_dim)
-    net.action_mean.copy_(torch.from_numpy(flat.mean(0)))
-    net.action_std.copy_(torch.from_numpy(flat.std(0) + 1e-4))
+    if cfg.init is not None:  # fine-tuning: the base's weights and normalisation, the same architecture
+        base = BCNet.from_pretrained(cfg.init)
+        fields = ("cameras", "image_size", "action_dim", "chunk", "channels", "hidden")
+        differ = [f for f in fields if getattr(base.cfg, f) != getattr(cfg, f)]
+        if differ:
+            raise BCTrainingError(
+                f"init {cfg.init}: "
+                + ", ".join(f"{f} {getattr(base.cfg, f)} != {getattr(cfg, f)}" for f in differ)
+            )
+        net.load_state_dict(base.state_dict())
+    else:
+        net.state_mean.copy_(torch.from_numpy(states.mean(0)))
+        net.state_std.copy_(torch.from_numpy(states.std(0) + 1e-3))
+        flat = chunks.reshape(-1, cfg.action_dim)
+        net.action_mean.copy_(torch.from_numpy(flat.mean(0)))
+        net.action_std.copy_(torch.from_numpy(flat.std(0) + 1e-4))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
     imgs_t, states_t, chunks_t = torch.from_numpy(imgs), torch.from_numpy(states), torch.from_numpy(chunks)

@@ -75,6 +75,36 @@ def test_training_learns_the_toy_task_and_saves_requested_steps(tmp_path):
     assert losses[-1] < losses[0] / 5
 
 
+def test_fine_tuning_starts_from_the_checkpoint(tmp_path):
+    eps = _toy_episodes()
+    (base,) = train_policy(BCConfig(steps=20, **TINY), eps, META, tmp_path / "base", progress=False)
+    # zero steps of learning rate ~0: the fine-tuned net is the base (weights and normalisation kept)
+    cfg = BCConfig(steps=1, init=str(base), **{**TINY, "lr": 1e-12})
+    (tuned,) = train_policy(cfg, _toy_episodes(seed=1), META, tmp_path / "tuned", progress=False)
+    a, b = BCNet.from_pretrained(base), BCNet.from_pretrained(tuned)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
+    # and it goes on learning from there, with the base's normalisation
+    (more,) = train_policy(
+        BCConfig(steps=150, init=str(base), **TINY), eps, META, tmp_path / "more", progress=False
+    )
+    x = torch.from_numpy(np.concatenate([e["frames"] for e in eps]))
+    s = torch.from_numpy(np.concatenate([e["state"] for e in eps]))
+    act = np.concatenate([e["actions"] for e in eps])[:, :2]
+    err = lambda net: float(np.abs(net.act(x, s)[:, 0, :2].detach().numpy() - act).mean())  # noqa: E731
+    tuned_net = BCNet.from_pretrained(more)
+    assert err(tuned_net) < 0.7 * err(a)
+    assert torch.equal(tuned_net.action_mean, a.action_mean) and torch.equal(tuned_net.state_std, a.state_std)
+    with pytest.raises(Exception, match="hidden 64 != 32"):
+        train_policy(
+            BCConfig(steps=1, init=str(base), **{**TINY, "hidden": 32}),
+            eps,
+            META,
+            tmp_path / "x",
+            progress=False,
+        )
+
+
 def test_policy_acts_on_observations_of_another_size(tmp_path):
     net = BCNet(BCConfig(cameras=["side"], image_size=(32, 32), **TINY))
     net.save_pretrained(tmp_path / "ckpt")
