@@ -2,14 +2,17 @@
 the world model imagines it succeeding in?
 
     python experiments/imagined_finetune.py [--model assets/worldmodels/push_cube_tiny] [--policy bc_mid]
-        [--attempts 200] [--eval-episodes 50] [--train-seeds 0 1 2]
+        [--explore configs/policies/bc_mid_explore.yaml] [--attempts 200] [--eval-episodes 50]
+        [--train-seeds 0 1 2] [--runs runs/imagined_finetune] [--name imagined_finetune]
 
-1. `dreamtwin datagen imagine --all`: the policy rolled out in the video world model from the twin's
+1. `dreamtwin datagen imagine --all`: the policy (or `--explore`, e.g. the policy with action noise)
+   rolled out in the video world model from the twin's
    initial states (seeds 30000+, frames 64², `make demo`'s sampler: 4 steps, 1 sample); every attempt
    kept, with the imagined judge's verdict.
 2. Fine-tune the policy's checkpoint (`init`) on (a) the attempts the judge calls successful and (b) a
    random subset of all attempts of the same size (the control: the same amount of imagined data, not
-   filtered), once per training seed. The recipe (steps, learning rate) is fixed beforehand, not chosen
+   filtered), and (c) as an upper bound, the same number of the policy's successes in the twin itself
+   (real frames, true successes); once per training seed. The recipe (steps, learning rate) is fixed beforehand, not chosen
    on any evaluation.
 3. Evaluate the base and every fine-tuned checkpoint in the twin on held-out seeds (40000+, never used
    for anything else): success with Wilson 95% intervals per checkpoint and pooled per arm, and the gain
@@ -43,7 +46,7 @@ def imagine(args: argparse.Namespace, out: Path) -> Path:
         scene=str(SCENE),
         scene_overrides=RES,
         world=f"worldmodel:{args.model}",
-        policies={args.policy: 1.0},
+        policies={args.explore or args.policy: 1.0},
         episodes=args.attempts,
         seed=args.imagine_seed,
         out=str(out),
@@ -51,6 +54,25 @@ def imagine(args: argparse.Namespace, out: Path) -> Path:
         workers=args.workers,
         samples=1,
         sampler_steps=4,
+    )
+    generate(job)
+    return out
+
+
+def twin_successes(args: argparse.Namespace, n: int, out: Path) -> Path:
+    """The oracle arm's data: the same policy's first `n` successes in the twin itself, from the same seeds."""
+    from datagen.rollouts import RolloutJob, generate
+
+    job = RolloutJob(
+        scene=str(SCENE),
+        scene_overrides=RES,
+        policies={args.explore or args.policy: 1.0},
+        episodes=n,
+        seed=args.imagine_seed,
+        out=str(out),
+        only_success=True,
+        max_attempts_factor=40,
+        workers=args.workers,
     )
     generate(job)
     return out
@@ -100,7 +122,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "assets" / "worldmodels" / "push_cube_tiny"))
-    ap.add_argument("--policy", default="bc_mid")
+    ap.add_argument("--policy", default="bc_mid", help="the BC checkpoint (or zoo name) fine-tuned")
+    ap.add_argument(
+        "--explore",
+        default=None,
+        help="the policy imagined (e.g. configs/policies/bc_mid_explore.yaml); default --policy",
+    )
     ap.add_argument("--attempts", type=int, default=200, help="imagined episodes")
     ap.add_argument("--imagine-seed", type=int, default=30000)
     ap.add_argument("--eval-episodes", type=int, default=50)
@@ -119,14 +146,18 @@ def main() -> None:
     console.print(f"{len(ok)} of {len(episodes)} imagined episodes judged successful")
     if not ok:
         raise SystemExit("no imagined success to fine-tune on; imagine more attempts")
-    checkpoints: dict[str, list[str]] = {"judged successes": [], "random subset": []}
+    oracle, _ = load_episodes(twin_successes(args, len(ok), runs / "twin_successes"))
+    checkpoints: dict[str, list[str]] = {"judged successes": [], "random subset": [], "twin successes": []}
     for seed in args.train_seeds:
         rng = np.random.default_rng([seed, 0xF1E])
         subset = sorted(rng.choice(len(episodes), size=len(ok), replace=False).tolist())
-        for arm, idx in (("judged successes", ok), ("random subset", subset)):
-            slug = "success" if arm == "judged successes" else "random"
-            ckpt = fine_tune(args, [episodes[i] for i in idx], meta, runs / f"{slug}_seed{seed}", seed)
-            checkpoints[arm].append(str(ckpt))
+        arms = {
+            "success": ("judged successes", [episodes[i] for i in ok]),
+            "random": ("random subset", [episodes[i] for i in subset]),
+            "oracle": ("twin successes", oracle),
+        }
+        for slug, (arm, data) in arms.items():
+            checkpoints[arm].append(str(fine_tune(args, data, meta, runs / f"{slug}_seed{seed}", seed)))
     base = str(checkpoint_path(args.policy)) if args.policy.startswith("bc_") else args.policy
     res = evaluate(
         args, [base] + checkpoints["judged successes"] + checkpoints["random subset"], runs / "eval"
@@ -144,7 +175,8 @@ def main() -> None:
             "episodes": total,
         }
 
-    arms = {"base": arm_stats([base])} | {arm: arm_stats(paths) for arm, paths in checkpoints.items()}
+    arms: dict[str, Any] = {"base": arm_stats([base])}
+    arms |= {arm: arm_stats(paths) for arm, paths in checkpoints.items()}
     for arm in checkpoints:
         arms[arm]["gain_points"] = 100 * (arms[arm]["success_rate"] - arms["base"]["success_rate"])
     table = Table(
@@ -166,6 +198,7 @@ def main() -> None:
         {
             "experiment": "imagined_finetune",
             "policy": args.policy,
+            "imagined_policy": args.explore or args.policy,
             "world": f"worldmodel:{args.model}",
             "recipe": RECIPE,
             "imagined": {

@@ -53,7 +53,8 @@ def policy_yaml_type(name: str) -> str | None:
 
 def policy_info(name: str) -> PolicyInfo:
     """The registered policy `name`, a trained checkpoint directory given by path, a UP-MPC YAML file
-    (`policy_eval.mpc`) around either, or a policy on a server (`remote:ws://host:port` or a `type: remote`
+    (`policy_eval.mpc`) or an exploration YAML (`type: noisy`, `policy_eval.policies.noisy`) around either,
+    or a policy on a server (`remote:ws://host:port` or a `type: remote`
     YAML file, `policy_eval.remote`)."""
     if name in POLICIES:
         return POLICIES.get(name)
@@ -83,6 +84,16 @@ def policy_info(name: str) -> PolicyInfo:
             description=f"UP-MPC ({cfg.mode}) around {cfg.base}",
         )
 
+    if policy_yaml_type(name) == "noisy":
+        from policy_eval.policies.noisy import load_noisy_config, make_noisy_policy
+
+        ncfg = load_noisy_config(name)
+        base = policy_info(ncfg.base)  # the base must exist
+        return PolicyInfo(
+            lambda spec, seed: make_noisy_policy(name, spec, seed),
+            privileged=base.privileged,
+            description=f"{ncfg.base} with Gaussian action noise (std {ncfg.action_std})",
+        )
     if is_bc_checkpoint(name):
         return PolicyInfo(
             lambda spec, seed: _load_bc(name), privileged=False, description=f"BC CNN from {name}"
