@@ -159,10 +159,9 @@ def main() -> None:
         for slug, (arm, data) in arms.items():
             checkpoints[arm].append(str(fine_tune(args, data, meta, runs / f"{slug}_seed{seed}", seed)))
     base = str(checkpoint_path(args.policy)) if args.policy.startswith("bc_") else args.policy
-    res = evaluate(
-        args, [base] + checkpoints["judged successes"] + checkpoints["random subset"], runs / "eval"
-    )
-    per = res["policies"]
+    imagined_arms = [base] + checkpoints["judged successes"] + checkpoints["random subset"]
+    per = dict(evaluate(args, imagined_arms, runs / "eval")["policies"])
+    per |= evaluate(args, checkpoints["twin successes"], runs / "eval_oracle")["policies"]
     n = args.eval_episodes
 
     def arm_stats(paths: list[str]) -> dict[str, Any]:
