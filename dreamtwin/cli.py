@@ -442,6 +442,9 @@ def datagen_rollouts(
     set_: list[str] | None = typer.Option(
         None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"
     ),
+    world: str | None = typer.Option(None, help="twin (default), ensemble:PATH or worldmodel:PATH"),
+    samples: int | None = typer.Option(None, help="world model samples per step (default: the model's)"),
+    sampler_steps: int | None = typer.Option(None, help="denoising steps (default: the model's)"),
 ) -> None:
     """Roll policies out in randomised twins and write a LeRobot v3.0 dataset (resumable).
 
@@ -465,6 +468,9 @@ def datagen_rollouts(
             ray_address=ray_address,
             scene_overrides=parse_overrides(set_) if set_ else None,
             video={"codec": "libx264rgb", "pix_fmt": "rgb24", "crf": 0} if lossless else None,
+            world=world,
+            samples=samples,
+            sampler_steps=sampler_steps,
         )
         job = load_job(config, flags) if config else validate_model(RolloutJob, flags, "command line")
         summary = generate(job)
@@ -499,26 +505,24 @@ def datagen_imagine(
     dreamtwin datagen imagine --world worldmodel:assets/worldmodels/push_cube_tiny --policy bc_mid
     --episodes 20 --seed 30000 --out data/imagined --set "cameras.0.resolution=[64,64]"
     """
-    from common.config import parse_overrides, validate_model
-    from datagen.rollouts import RolloutJob, generate, parse_policy_mix
-
-    with _one_line_errors():
-        flags = _given(
-            scene=scene,
-            world=world,
-            policies=parse_policy_mix(policy),
-            episodes=episodes,
-            seed=seed,
-            out=out,
-            randomize=randomize,
-            only_success=only_success,
-            workers=workers,
-            samples=samples,
-            sampler_steps=sampler_steps,
-            scene_overrides=parse_overrides(set_) if set_ else None,
-        )
-        summary = generate(validate_model(RolloutJob, flags, "command line"))
-    _print_summary(summary)
+    datagen_rollouts(
+        config=None,
+        scene=scene,
+        policy=policy,
+        episodes=episodes,
+        seed=seed,
+        out=out,
+        randomize=randomize,
+        only_success=only_success,
+        workers=workers,
+        backend=None,
+        ray_address=None,
+        lossless=False,
+        set_=set_,
+        world=world,
+        samples=samples,
+        sampler_steps=sampler_steps,
+    )
 
 
 @app.command("record")

@@ -118,3 +118,20 @@ def test_serve_refuses_a_missing_api_key_in_one_line():
     r = _cli("serve", "policy", "random", "--port", "0", "--api-key-env", "DT_UNSET_KEY_VAR")
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --api-key-env: environment variable DT_UNSET_KEY_VAR is not set"
+
+
+def test_datagen_imagine_checks_its_world_in_one_line(tmp_path):
+    r = _cli(
+        "datagen",
+        "imagine",
+        "--world",
+        "dream:x",
+        "--policy",
+        "bc_mid",
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path / "d"),
+    )
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "world" in r.stderr and "worldmodel:PATH" in r.stderr
