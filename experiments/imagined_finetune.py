@@ -88,12 +88,13 @@ def fine_tune(
     from policy_eval.policies.bc import BCConfig, BCNet, train_policy
     from policy_eval.policies.zoo import checkpoint_path
 
-    final = out / f"step-{RECIPE['steps']:06d}"
+    recipe = {**RECIPE, "steps": args.steps}
+    final = out / f"step-{args.steps:06d}"
     if (final / "model.safetensors").is_file():
         return final
     base = checkpoint_path(args.policy) if args.policy.startswith("bc_") else Path(args.policy)
     arch = BCNet.from_pretrained(base).cfg.model_dump(include={"channels", "hidden", "chunk", "shift"})
-    cfg = BCConfig(**arch, **RECIPE, init=str(base), seed=seed)
+    cfg = BCConfig(**arch, **recipe, init=str(base), seed=seed)
     (saved,) = train_policy(cfg, episodes, meta, out)
     return saved
 
@@ -133,6 +134,9 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--eval-seed", type=int, default=40000)
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--steps", type=int, default=RECIPE["steps"], help="fine-tuning steps (smoke runs: fewer)"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs", default="runs/imagined_finetune")
     add_result_arguments(ap, ROOT / "experiments" / "results", "imagined_finetune")
@@ -199,7 +203,7 @@ def main() -> None:
             "policy": args.policy,
             "imagined_policy": args.explore or args.policy,
             "world": f"worldmodel:{args.model}",
-            "recipe": RECIPE,
+            "recipe": {**RECIPE, "steps": args.steps},
             "imagined": {
                 "attempts": len(episodes),
                 "judged_successes": len(ok),

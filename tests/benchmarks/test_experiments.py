@@ -190,3 +190,20 @@ def test_coplanner(tmp_path, monkeypatch, genesis_kernel_cache):
     for key in ("plain", "conservative"):
         errors = r["report"][key]["object_error_cm"]
         assert len(errors) == 10 and all(e >= 0 for e in errors if e == e)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_imagined_finetune(tmp_path, monkeypatch, genesis_kernel_cache):
+    """bc_mid exploring, imagined by the shipped world model: 4 attempts, one training seed of 5 steps per arm,
+    two twin episodes per checkpoint."""
+    args = ["--explore", str(ROOT / "configs/policies/bc_mid_explore.yaml"), "--attempts", "4"]
+    args += ["--eval-episodes", "2", "--train-seeds", "0", "--steps", "5", "--workers", "1"]
+    args += ["--runs", str(tmp_path / "runs"), "--results-dir", str(tmp_path)]
+    run_script("experiments.imagined_finetune", args, monkeypatch)
+    r = read_checked(tmp_path / "imagined_finetune.json", "experiments/imagined_finetune.py", args)
+    assert r["imagined"]["attempts"] == 4 and 1 <= r["imagined"]["judged_successes"] <= 4
+    assert set(r["arms"]) == {"base", "judged successes", "random subset", "twin successes"}
+    for v in r["arms"].values():
+        assert v["episodes"] == 2 and v["ci"][0] <= v["success_rate"] <= v["ci"][1]
+    assert r["recipe"]["steps"] == 5
