@@ -248,7 +248,5 @@ def test_an_ensemble_imagines_a_synthetic_dataset(tmp_path, push_twin, push_spec
     meta = json.loads((out / "meta" / "dreamtwin.json").read_text())
     assert meta["synthetic"] is True and meta["world"].startswith("ensemble:")
     assert verify_dataset(out)["episodes"] == 2
-    with pytest.raises(Exception, match="twin or a dynamics ensemble"):
-        RolloutJob.model_validate(
-            job_dict(tmp_path / "y", world="worldmodel:assets/worldmodels/push_cube_tiny")
-        )
+    with pytest.raises(Exception, match="expected 'twin', 'worldmodel:PATH' or 'ensemble:PATH'"):
+        RolloutJob.model_validate(job_dict(tmp_path / "y", world="splat:assets/worldmodels/push_cube_tiny"))
