@@ -450,8 +450,10 @@ def _write_dreamtwin_meta(
         "fingerprint": job["fingerprint"],
         "job": job["job"],
         # episodes imagined by a learned world (not simulated by the twin) are synthetic
-        "synthetic": job["job"].get("world", "twin") != "twin",
+        "synthetic": job["job"].get("world", "twin") != "twin" or job["job"].get("synth") is not None,
         "world": job["job"].get("world", "twin"),
+        # sampled by a trajectory diffusion model (`datagen synth`): the generator and its guidance
+        "generator": job["job"].get("synth"),
         # recorded through a robot (`dreamtwin record`): the robot's settings, the outcome judged by it
         "robot": job["job"].get("robot"),
         "scene": spec.model_dump(mode="json"),

@@ -47,6 +47,27 @@ class DatagenError(DreamTwinError):
     """A generation job that cannot run as asked (its message names the file or option)."""
 
 
+class SynthSettings(Strict):
+    """`dreamtwin datagen synth`: episodes sampled by a trajectory diffusion model (`worldmodels.trajectory`)
+    instead of rolled out, guided towards the job's one policy (PGD) or unguided (guidance 0)."""
+
+    model: str = Field(description="trajectory diffusion checkpoint directory (`dreamtwin train trajectory`)")
+    guidance: float = Field(0.0, ge=0, description="PGD's guidance coefficient; 0 = unguided")
+    batch: int = Field(64, ge=1, description="windows sampled together (attempt i: window i % batch)")
+    sampler_steps: int | None = Field(None, ge=1, description="Heun steps (default: the model's)")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        from worldmodels.trajectory import is_trajectory_checkpoint
+
+        if not is_trajectory_checkpoint(v):
+            raise ValueError(
+                f"{v}: not a trajectory diffusion checkpoint (config.json of type trajectory_diffusion)"
+            )
+        return v
+
+
 class RolloutJob(Strict):
     """What to generate. Everything except `episodes`, `out`, `workers`, `backend` and
     `ray_address` decides the content and goes into the job's fingerprint."""
@@ -73,6 +94,11 @@ class RolloutJob(Strict):
     sampler_steps: int | None = Field(
         None, ge=1, description="worldmodel: denoising steps (default: the model's)"
     )
+    synth: SynthSettings | None = Field(
+        None,
+        description="sample the episodes with a trajectory diffusion model guided towards the one policy "
+        "(frames from the twin posed at the sampled states); the dataset is tagged synthetic",
+    )
     only_success: bool = False
     max_attempts_factor: float = Field(
         20.0, gt=1, description="only_success: give up after factor * episodes attempts"
@@ -93,6 +119,19 @@ class RolloutJob(Strict):
         from policy_eval.worlds import parse_world
 
         return str(parse_world(v))
+
+    @model_validator(mode="after")
+    def _synth(self) -> RolloutJob:
+        if self.synth is not None and (
+            self.world != "twin"
+            or self.robot is not None
+            or self.randomize is not None
+            or len(self.policies) != 1
+        ):
+            raise ValueError(
+                "synth takes exactly one policy (the guide) and neither another world, a robot nor randomize"
+            )
+        return self
 
     @model_validator(mode="after")
     def _robot(self) -> RolloutJob:
@@ -174,6 +213,11 @@ class ResolvedJob:
                 **({"world": j.world, "world_hash": _world_hash(j.world)} if j.world != "twin" else {}),
                 **({"sampler": [j.samples, j.sampler_steps]} if j.samples or j.sampler_steps else {}),
                 **({"robot": j.robot.model_dump(mode="json")} if j.robot is not None else {}),
+                **(
+                    {"synth": {**j.synth.model_dump(), "model_hash": _model_hash(j.synth.model)}}
+                    if j.synth
+                    else {}
+                ),
             }
         )
 
@@ -190,6 +234,12 @@ class ResolvedJob:
             if self.job.only_success
             else self.job.episodes
         )
+
+
+def _model_hash(path: str) -> str:
+    from common.io import files_sha256
+
+    return files_sha256([Path(path) / "config.json", Path(path) / "model.safetensors"])
 
 
 def _world_hash(world: str) -> str | None:
@@ -225,6 +275,7 @@ class EpisodeMaker:
             )
         if resolved.job.robot is not None:  # recording: the twin is the stand-in robot behind safety limits
             self.world = resolved.job.robot.world(self.twin, resolved.spec)
+        self.synth = _window_source(resolved, self.twin) if resolved.job.synth is not None else None
 
     @classmethod
     def from_json(cls, job_json: str, staging: str) -> EpisodeMaker:
@@ -246,14 +297,17 @@ class EpisodeMaker:
             self.world.dress(variation.spec)
         policy = make_policy(name, variation.spec, seed=self.r.job.seed)
         t0 = time.perf_counter()
-        ep = rollout(
-            self.world,
-            policy,
-            seed,
-            policy_id=name,
-            privileged=policy_info(name).privileged,
-            scene_hash=self.spec_hash,
-        )
+        if self.synth is not None:
+            ep = self.synth.episode(i, policy_id=name, world_id="synth", scene_hash=self.spec_hash)
+        else:
+            ep = rollout(
+                self.world,
+                policy,
+                seed,
+                policy_id=name,
+                privileged=policy_info(name).privileged,
+                scene_hash=self.spec_hash,
+            )
         extra: dict[str, Any] = {}
         if self.r.job.robot is not None:
             from policy_eval.evaluate import robot_summary
@@ -262,6 +316,36 @@ class EpisodeMaker:
         meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed, extra)
         meta["seconds"] = time.perf_counter() - t0
         return meta
+
+
+def _window_source(resolved: ResolvedJob, twin: Any) -> Any:
+    """The job's trajectory sampler, guided by its one policy when guidance > 0."""
+    from policy_eval.policies import make_policy
+    from worldmodels.trajectory import TrajectoryDiffusion, WindowSource
+
+    job = resolved.job
+    assert job.synth is not None
+    st = job.synth
+    model = TrajectoryDiffusion.from_pretrained(st.model)
+    guide: Any = None
+    if st.guidance > 0:
+        (name,) = job.policies
+        guide = make_policy(name, resolved.spec, seed=job.seed)
+        if not callable(getattr(guide, "log_prob", None)):
+            raise DatagenError(
+                f"guidance needs a policy with an action log-likelihood (log_prob), e.g. a td3bc checkpoint; "
+                f"{name} has none (use guidance 0 for unguided samples)"
+            )
+    return WindowSource(
+        model,
+        twin.show,
+        seed=job.seed,
+        batch=st.batch,
+        policy=guide,
+        coeff=st.guidance,
+        steps=st.sampler_steps,
+        task=resolved.spec.task.instruction,
+    )
 
 
 def episode_arrays(ep: Episode) -> dict[str, np.ndarray]:

@@ -525,6 +525,50 @@ def datagen_imagine(
     )
 
 
+@datagen_app.command("synth")
+def datagen_synth(
+    model: str = typer.Option(
+        ..., help="trajectory diffusion checkpoint (dreamtwin train trajectory ... /model)"
+    ),
+    policy: str = typer.Option(
+        ..., help="the guide: a policy with an action log-likelihood (a td3bc checkpoint)"
+    ),
+    guidance: float = typer.Option(0.0, help="PGD's guidance coefficient (0: unguided samples)"),
+    episodes: int = typer.Option(..., help="episodes in the finished dataset"),
+    seed: int = typer.Option(0, help="sampling seed; attempt i is window i %% batch of batch i // batch"),
+    out: str = typer.Option(..., help="dataset directory (rerun the same command to resume)"),
+    scene: str = typer.Option("configs/scenes/push_cube.yaml", help="SceneSpec YAML that renders the states"),
+    batch: int = typer.Option(64, help="windows sampled together"),
+    sampler_steps: int | None = typer.Option(None, help="Heun steps (default: the model's)"),
+    workers: int = typer.Option(1, help="parallel workers, each with its own twin and sampler"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="scene override key=value, e.g. cameras.0.resolution=[64,64]"
+    ),
+) -> None:
+    """Sample synthetic episodes with a trajectory diffusion model, guided towards a policy (Policy-Guided
+    Diffusion), render them in the twin posed at the sampled states and write them as a dataset tagged
+    synthetic (resumable like rollouts). Example:
+    dreamtwin datagen synth --model runs/traj/model --policy runs/td3bc/step-020000 --guidance 0.3
+    --episodes 200 --out data/pgd --set "cameras.0.resolution=[64,64]"
+    """
+    from common.config import parse_overrides, validate_model
+    from datagen.rollouts import RolloutJob, generate
+
+    with _one_line_errors():
+        flags = _given(
+            scene=scene,
+            policies={policy: 1.0},
+            episodes=episodes,
+            seed=seed,
+            out=out,
+            workers=workers,
+            scene_overrides=parse_overrides(set_) if set_ else None,
+            synth={"model": model, "guidance": guidance, "batch": batch, "sampler_steps": sampler_steps},
+        )
+        summary = generate(validate_model(RolloutJob, flags, "command line"))
+    _print_summary(summary)
+
+
 @app.command("record")
 def record(
     robot: Path = typer.Option(
@@ -708,6 +752,33 @@ def train_worldmodel_cmd(
         typer.echo(f"model saved to {done}")
 
 
+@train_app.command("trajectory")
+def train_trajectory_cmd(
+    config: Path = typer.Option(
+        ..., help="trajectory diffusion + training YAML (configs/worldmodels/trajectory.yaml)"
+    ),
+    data: Path = typer.Option(..., help="a LeRobot v3.0 dataset directory (dreamtwin datagen rollouts)"),
+    out: Path = typer.Option(..., help="run directory: config.json, log.jsonl, model/"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="config override key=value, e.g. train.steps=500"
+    ),
+) -> None:
+    """Train a diffusion model over state/action/success windows (EDM, for policy-guided synthesis).
+
+    Example: dreamtwin train trajectory --config configs/worldmodels/trajectory.yaml --data data/push_cube_small
+    --out runs/traj
+    """
+    from common.config import parse_overrides
+    from datagen.windows import load_episodes
+    from worldmodels.trajectory import load_trajectory_config, train_trajectory
+
+    with _one_line_errors():
+        cfg = load_trajectory_config(config, parse_overrides(set_) if set_ else None)
+        episodes, meta = load_episodes(data, frames=False)
+        saved = train_trajectory(cfg, episodes, meta, out)
+    typer.echo(f"model saved to {saved} (sample with: dreamtwin datagen synth --model {saved} ...)")
+
+
 @train_app.command("ensemble")
 def train_ensemble_cmd(
     config: Path = typer.Option(..., help="ensemble + training YAML (configs/worldmodels/ensemble.yaml)"),
@@ -753,26 +824,42 @@ def train_policy_cmd(
     out: Path = typer.Option(..., help="run directory: config.json, log.jsonl, step-XXXXXX/ checkpoints"),
     set_: list[str] | None = typer.Option(None, "--set", help="config override key=value, e.g. steps=500"),
 ) -> None:
-    """Train a behaviour-cloning CNN policy (images + proprio -> actions) with Lightning; `init: CHECKPOINT`
-    in the config fine-tunes a trained one.
+    """Train a policy with Lightning, by the config's `type`: `bc_cnn`, a behaviour-cloning CNN (images +
+    proprio -> actions; `init: CHECKPOINT` fine-tunes a trained one), or `td3bc`, offline RL on states
+    (TD3+BC, its reward from the scene of the first dataset's meta).
 
     Example: dreamtwin train policy --config configs/policies/bc_cnn.yaml --data data/push_cube_small --out runs/bc_push
     """
     from common.config import parse_overrides
     from datagen.windows import load_episodes
-    from policy_eval.policies.bc import load_bc_config, train_policy
+    from policy_eval.policies.base import policy_yaml_type
 
     with _one_line_errors():
-        cfg = load_bc_config(config, parse_overrides(set_) if set_ else None)
-        episodes, meta = load_episodes(data[0], cfg.cameras or None, progress=True)
-        for more in data[1:]:
-            extra, other = load_episodes(more, meta["cameras"], progress=True)
-            if tuple(other["image_size"]) != tuple(meta["image_size"]):
-                raise DreamTwinError(
-                    f"{more}: frames {other['image_size']}, but {data[0]} has {meta['image_size']}"
-                )
-            episodes += extra
-        saved = train_policy(cfg, episodes, meta, out)
+        overrides = parse_overrides(set_) if set_ else None
+        kind = policy_yaml_type(str(config))
+        if kind not in (None, "bc_cnn", "td3bc"):
+            raise DreamTwinError(f"{config}: type {kind!r}; train policy trains type bc_cnn or td3bc")
+        if kind == "td3bc":
+            from policy_eval.policies.td3bc import dataset_scene, load_td3bc_config, train_td3bc, transitions
+
+            rl_cfg = load_td3bc_config(config, overrides)
+            episodes, meta = load_episodes(data[0], progress=True, frames=False)
+            for more in data[1:]:
+                episodes += load_episodes(more, progress=True, frames=False)[0]
+            saved = train_td3bc(rl_cfg, transitions(episodes, dataset_scene(meta, data[0])), out)
+        else:
+            from policy_eval.policies.bc import load_bc_config, train_policy
+
+            cfg = load_bc_config(config, overrides)
+            episodes, meta = load_episodes(data[0], cfg.cameras or None, progress=True)
+            for more in data[1:]:
+                extra, other = load_episodes(more, meta["cameras"], progress=True)
+                if tuple(other["image_size"]) != tuple(meta["image_size"]):
+                    raise DreamTwinError(
+                        f"{more}: frames {other['image_size']}, but {data[0]} has {meta['image_size']}"
+                    )
+                episodes += extra
+            saved = train_policy(cfg, episodes, meta, out)
     for p in saved:
         typer.echo(f"checkpoint: {p}  (evaluate with: dreamtwin eval --policies {p} ...)")
 

@@ -434,6 +434,24 @@ class DigitalTwin:
             out[name] = (img, _np(seg)) if segmentation else img
         return out
 
+    def set_state(self, state: np.ndarray, environment_state: np.ndarray, seed: int = 0) -> Observation:
+        """Start an episode at a given kinematic state (zero velocities) instead of a seed's initial one: the arm
+        and objects as `show` poses them, the controller holding that pose and gripper width, the task's
+        initial poses those given. `step` then simulates from there (how synthetic transitions are
+        checked against the physics)."""
+        self.reset(seed)
+        with self.rendering(False):
+            obs = self.show(state, environment_state)
+        q = _np(self.robot.get_qpos()).astype(np.float64)
+        self.robot.control_dofs_position(q[:ARM_DOFS], self._arm)
+        self.robot.control_dofs_position(q[ARM_DOFS : ARM_DOFS + 2], self._fingers)
+        self._target = self._tcp_pos()
+        self._gripper_cmd = float(
+            np.clip(float(state[3]) / (2 * self.spec.control.gripper_max_width), 0.0, 1.0)
+        )
+        self._initial_poses = self.object_poses()
+        return obs
+
     def show(self, state: np.ndarray, environment_state: np.ndarray) -> Observation:
         """The observation of a kinematic state, rendered without simulating: the arm's joints and the
         gripper width from proprio `state` [11] (ee xyz, width, 7 joints), the objects' poses from

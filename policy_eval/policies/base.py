@@ -52,16 +52,17 @@ def policy_yaml_type(name: str) -> str | None:
 
 
 def policy_info(name: str) -> PolicyInfo:
-    """The registered policy `name`, a trained checkpoint directory given by path, a UP-MPC YAML file
-    (`policy_eval.mpc`) or an exploration YAML (`type: noisy`, `policy_eval.policies.noisy`) around either,
-    or a policy on a server (`remote:ws://host:port` or a `type: remote`
-    YAML file, `policy_eval.remote`)."""
+    """The registered policy `name`, a trained checkpoint directory given by path (BC CNN or TD3+BC), a
+    UP-MPC YAML file (`policy_eval.mpc`) or an exploration YAML (`type: noisy`, `policy_eval.policies.noisy`)
+    around either, or a policy on a server (`remote:ws://host:port` or a `type: remote` YAML file,
+    `policy_eval.remote`)."""
     if name in POLICIES:
         return POLICIES.get(name)
     from pathlib import Path
 
     from policy_eval.mpc import is_mpc_config
     from policy_eval.policies.bc import is_bc_checkpoint
+    from policy_eval.policies.td3bc import is_td3bc_checkpoint
     from policy_eval.remote import is_remote
 
     if is_remote(name) or policy_yaml_type(name) == "remote":
@@ -98,8 +99,14 @@ def policy_info(name: str) -> PolicyInfo:
         return PolicyInfo(
             lambda spec, seed: _load_bc(name), privileged=False, description=f"BC CNN from {name}"
         )
+    if is_td3bc_checkpoint(name):
+        return PolicyInfo(
+            lambda spec, seed: _load_td3bc(name), privileged=True, description=f"TD3+BC from {name}"
+        )
     if Path(name).exists():
-        raise SpecError(f"{name}: not a policy checkpoint (a directory with config.json of type bc_cnn)")
+        raise SpecError(
+            f"{name}: not a policy checkpoint (a directory with config.json of type bc_cnn or td3bc)"
+        )
     return POLICIES.get(name)  # the unknown-name error listing what is registered
 
 
@@ -107,6 +114,12 @@ def _load_bc(path: str) -> Policy:
     from policy_eval.policies.bc import BCPolicy
 
     return BCPolicy.from_pretrained(path)
+
+
+def _load_td3bc(path: str) -> Policy:
+    from policy_eval.policies.td3bc import TD3BCPolicy
+
+    return TD3BCPolicy.from_pretrained(path)
 
 
 def make_policy(name: str, spec: SceneSpec, seed: int = 0) -> Policy:

@@ -15,6 +15,7 @@ import pytest
 
 from common.results import ENVELOPE_KEYS
 from tests.benchmarks.tiny import train_tiny_model
+from tests.conftest import ROOT
 
 
 def run_script(module: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +46,26 @@ def tiny_world_model(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_world_model")
     model = train_tiny_model(data, out)
     return data, model, out / "recipe.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_pgd_models(small_dataset, tmp_path_factory):
+    """(dataset, trajectory diffusion model, TD3+BC checkpoint), each trained for a few steps on the
+    session's small dataset."""
+    from datagen.windows import load_episodes
+    from policy_eval.policies.td3bc import dataset_scene, load_td3bc_config, train_td3bc, transitions
+    from worldmodels.trajectory import TrajectoryConfig, train_trajectory
+
+    data = small_dataset[0]
+    out = tmp_path_factory.mktemp("tiny_pgd")
+    episodes, meta = load_episodes(data, frames=False)
+    train = {"steps": 20, "batch_size": 16, "holdout_episodes": 2, "val_every": 10}
+    cfg = TrajectoryConfig.model_validate(
+        {"horizon": 8, "dim": 16, "depth": 1, "heads": 2, "sampler_steps": 3, "train": train}
+    )
+    model = train_trajectory(cfg, episodes, meta, out / "traj", progress=False)
+    pcfg = load_td3bc_config(ROOT / "configs/policies/td3bc.yaml", {"steps": 20, "hidden": 16, "save_at": []})
+    (policy,) = train_td3bc(
+        pcfg, transitions(episodes, dataset_scene(meta, data)), out / "td3bc", progress=False
+    )
+    return data, model, policy

@@ -139,3 +139,31 @@ def test_perturbation_agreement(tmp_path, monkeypatch, genesis_kernel_cache):
     a = r["agreement"]
     assert a["n"] == 4 and 0 <= a["sign_agreement"] <= 1
     assert all(-1 <= p["twin"] <= 1 and -1 <= p["imagined"] <= 1 for p in a["pairs"])
+
+
+@pytest.mark.sim
+def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
+    """Two coefficients, 6 windows each, 4 transitions replayed in the twin a source."""
+    data, model, policy = tiny_pgd_models
+    args = ["--data", str(data), "--trajectory", str(model), "--policy", str(policy), "--coeffs", "0,0.5"]
+    args += ["--windows", "6", "--checked", "4", "--results-dir", str(tmp_path)]
+    run_script("benchmarks.pgd_synthesis", args, monkeypatch)
+    r = read_checked(tmp_path / "pgd_synthesis.json", "benchmarks/pgd_synthesis.py", args)
+    assert set(r["on_policy"]) == {
+        "0",
+        "0.5",
+        "ensemble rollouts (sampled)",
+        "ensemble rollouts (elites' mean)",
+        "dataset",
+    }
+    assert set(r["dynamics_error"]) == {
+        "unguided diffusion",
+        "PGD 0.5",
+        "ensemble rollouts (sampled)",
+        "ensemble rollouts (elites' mean)",
+        "dataset",
+    }
+    for e in r["dynamics_error"].values():
+        assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
+    # the ensemble rolls out the target policy's own actions
+    assert r["on_policy"]["ensemble rollouts (elites' mean)"]["action_distance"] < 1e-5

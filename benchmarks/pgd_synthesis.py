@@ -1,0 +1,215 @@
+"""Policy-guided trajectory diffusion against model rollouts: dynamics error in the twin and on-policy-ness.
+
+    python benchmarks/pgd_synthesis.py --data data/push_cube_small --trajectory runs/traj/model \
+        --policy runs/td3bc/step-020000 --ensemble assets/worldmodels/push_cube_ensemble \
+        [--coeffs 0,0.03,0.1,0.3,1 --windows 256 --checked 400 --seed 100]
+
+For each guidance coefficient, `--windows` windows are sampled (seed `--seed`; coefficient 0 is unguided
+diffusion). On-policy-ness: the target policy's mean action log-likelihood log pi(a | s) over every
+synthetic transition (up to each window's first solved step), and the mean distance of the actions from
+the policy's own, per coefficient (a curve). Dynamics error: `--checked` transitions (s_t, a_t, s_t+1)
+drawn uniformly from each source are replayed in the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`,
+nominal physics) and the twin's next state compared with s_t+1: the mean distance (cm) over the end
+effector's and the objects' positions together, and each alone. The sources: every coefficient's
+windows; autoregressive rollouts of the dynamics ensemble under the same target policy (its actions,
+an elite member drawn per step and sampled, COPlanner's way; and the elites' mean) over the same
+horizon from the start states of dataset windows, cut at the first solved step as the windows are;
+and the dataset's own transitions, the floor that resetting the twin to a recorded state (velocities
+zero, physics nominal) leaves. Writes benchmarks/results/pgd_synthesis.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from common.results import add_result_arguments, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def solved_steps(spec: Any, states: np.ndarray) -> np.ndarray:
+    """bool [B, T]: the scene's success predicate on each step's object poses (initial poses: step 0's)."""
+    from scenes.predicates import PREDICATES
+
+    s = spec.task.success
+    entry, params = PREDICATES.get(s.name), s.typed_params()
+    d = states.shape[-1] - 7 * len(spec.objects)
+
+    def poses(x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {
+            o.name: (
+                x[d + 7 * i : d + 7 * i + 3].astype(np.float64),
+                x[d + 7 * i + 3 : d + 7 * i + 7].astype(np.float64),
+            )
+            for i, o in enumerate(spec.objects)
+        }
+
+    out = np.zeros(states.shape[:2], bool)
+    for b in range(len(states)):
+        first = poses(states[b, 0])
+        out[b] = [bool(entry.fn(params, poses(x), first)) for x in states[b]]
+    return out
+
+
+def ensemble_rollouts(
+    ensemble: Any, policy: Any, starts: np.ndarray, horizon: int, seed: int, sample: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(states [B, H, S], actions [B, H, A]) of the ensemble rolled out under the policy's actions."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed) if sample else None
+    s = torch.from_numpy(starts.astype(np.float32))
+    states, actions = [s], []
+    with torch.no_grad():
+        for _ in range(horizon - 1):
+            a = policy.mean_action(s)
+            actions.append(a)
+            s = ensemble.step(s, a, None, gen).next
+            states.append(s)
+        actions.append(policy.mean_action(s))
+    return torch.stack(states, 1).numpy(), torch.stack(actions, 1).numpy()
+
+
+def cut(
+    states: np.ndarray, actions: np.ndarray, solved: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(s_t, a_t, s_t+1) up to each row's first solved step, as `Windows.transitions`."""
+    from worldmodels.trajectory import Windows
+
+    return Windows(states=states, actions=actions, success=solved).transitions()
+
+
+def dynamics_error(
+    twin: Any, s: np.ndarray, a: np.ndarray, n: np.ndarray, checked: int, seed: int, state_dim: int
+) -> dict[str, float]:
+    """Replay `checked` random transitions in the twin; mean position errors (cm)."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(s), size=min(checked, len(s)), replace=False)
+    ee, obj, both = [], [], []
+    for k in pick:
+        twin.set_state(s[k, :state_dim], s[k, state_dim:])
+        twin.step(a[k][None])
+        got = np.concatenate([twin.proprio(), twin.environment_state()])
+        e = np.linalg.norm(got[:3] - n[k, :3]) * 100
+        o = np.linalg.norm(got[state_dim : state_dim + 3] - n[k, state_dim : state_dim + 3]) * 100
+        ee.append(e)
+        obj.append(o)
+        pos = [slice(0, 3)] + [
+            slice(state_dim + 7 * i, state_dim + 7 * i + 3) for i in range((len(got) - state_dim) // 7)
+        ]
+        both.append(np.linalg.norm(np.concatenate([got[p] - n[k, p] for p in pos])) * 100)
+    return {
+        "positions_cm": float(np.mean(both)),
+        "ee_cm": float(np.mean(ee)),
+        "object_cm": float(np.mean(obj)),
+        "transitions": int(len(pick)),
+    }
+
+
+def on_policy(policy: Any, s: np.ndarray, a: np.ndarray) -> dict[str, float]:
+    import torch
+
+    with torch.no_grad():
+        st, ac = torch.from_numpy(s.astype(np.float32)), torch.from_numpy(a.astype(np.float32))
+        ll = policy.log_prob(st, ac)
+        dist = (ac - policy.mean_action(st)).norm(dim=-1)
+    return {"log_likelihood": float(ll.mean()), "action_distance": float(dist.mean()), "transitions": len(s)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "data/push_cube_small"))
+    ap.add_argument("--trajectory", required=True, help="trajectory diffusion checkpoint")
+    ap.add_argument("--policy", required=True, help="target policy (a td3bc checkpoint)")
+    ap.add_argument("--ensemble", default=str(ROOT / "assets/worldmodels/push_cube_ensemble"))
+    ap.add_argument("--coeffs", default="0,0.03,0.1,0.3,1", help="guidance coefficients (0: unguided)")
+    ap.add_argument("--windows", type=int, default=256, help="windows sampled per coefficient")
+    ap.add_argument("--checked", type=int, default=400, help="transitions replayed in the twin per source")
+    ap.add_argument("--seed", type=int, default=100, help="sampling seed")
+    add_result_arguments(ap, ROOT / "benchmarks/results", "pgd_synthesis")
+    args = ap.parse_args()
+
+    import torch
+
+    from datagen.windows import load_episodes
+    from policy_eval.policies.td3bc import TD3BCPolicy
+    from scenes.spec import SceneSpec
+    from scenes.twin import DigitalTwin
+    from worldmodels.ensemble import DynamicsEnsemble
+    from worldmodels.trajectory import TrajectoryDiffusion, dataset_windows
+
+    model = TrajectoryDiffusion.from_pretrained(args.trajectory)
+    policy = TD3BCPolicy.from_pretrained(args.policy)
+    ensemble = DynamicsEnsemble.from_pretrained(args.ensemble)
+    episodes, meta = load_episodes(args.data, frames=False)
+    spec = SceneSpec.model_validate(meta["scene"])
+    cfg = model.cfg
+    H, d = cfg.horizon, cfg.state_dim
+    twin = DigitalTwin(spec.model_copy(update={"cameras": []}), render=False)
+    coeffs = [float(c) for c in args.coeffs.split(",")]
+
+    sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    curve = {}
+    for c in coeffs:
+        w = model.sample(args.windows, torch.Generator().manual_seed(args.seed), policy=policy, coeff=c)
+        s, a, n = w.transitions()
+        label = "unguided diffusion" if c == 0 else f"PGD {c:g}"
+        sources[label] = (s, a, n)
+        curve[f"{c:g}"] = on_policy(policy, s, a)
+    real = dataset_windows(episodes, H, list(range(len(episodes))))
+    rng = np.random.default_rng(args.seed)
+    starts = real.states[rng.choice(len(real.states), size=args.windows, replace=False), 0]
+    for label, sample in (("ensemble rollouts (sampled)", True), ("ensemble rollouts (elites' mean)", False)):
+        st, ac = ensemble_rollouts(ensemble, policy, starts, H, args.seed, sample)
+        sources[label] = cut(st, ac, solved_steps(spec, st))
+        curve_label = label
+        curve[curve_label] = on_policy(policy, sources[label][0], sources[label][1])
+    sources["dataset"] = real.transitions()
+    curve["dataset"] = on_policy(policy, sources["dataset"][0], sources["dataset"][1])
+
+    errors = {}
+    for i, (label, (s, a, n)) in enumerate(sources.items()):
+        errors[label] = dynamics_error(twin, s, a, n, args.checked, args.seed + i, d)
+
+    console = Console()
+    t = Table(title=f"dynamics error in the twin ({args.checked} transitions a source, horizon {H})")
+    for col in ("source", "positions (cm)", "end effector (cm)", "object (cm)", "log pi(a|s)", "|a - mu(s)|"):
+        t.add_column(col, justify="right" if col != "source" else "left")
+    keys = [f"{c:g}" for c in coeffs] + [k for k in curve if k not in {f"{c:g}" for c in coeffs}]
+    for label, key in zip(sources, keys, strict=True):
+        e, o = errors[label], curve[key]
+        t.add_row(
+            label,
+            f"{e['positions_cm']:.3f}",
+            f"{e['ee_cm']:.3f}",
+            f"{e['object_cm']:.3f}",
+            f"{o['log_likelihood']:.2f}",
+            f"{o['action_distance']:.4f}",
+        )
+    console.print(t)
+    write_result(
+        args.name,
+        {
+            "benchmark": "pgd_synthesis",
+            "data": args.data,
+            "trajectory": args.trajectory,
+            "policy": args.policy,
+            "ensemble": args.ensemble,
+            "seed": args.seed,
+            "windows": args.windows,
+            "horizon": H,
+            "on_policy": curve,
+            "dynamics_error": errors,
+        },
+        args.results_dir,
+    )
+
+
+if __name__ == "__main__":
+    main()
