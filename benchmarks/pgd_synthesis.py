@@ -10,10 +10,11 @@ synthetic transition (up to each window's first solved step), and the mean dista
 the policy's own, per coefficient (a curve). Dynamics error: `--checked` transitions (s_t, a_t, s_t+1)
 drawn uniformly from each source are replayed in the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`,
 nominal physics) and the twin's next state compared with s_t+1: the mean distance (cm) over the end
-effector's and the objects' positions together, and each alone. The sources: every coefficient's
+effector's and the objects' positions together, and each alone; and how far the end effector the state
+records is from where its joints put it (a state that contradicts itself). The sources: every coefficient's
 windows; autoregressive rollouts of the dynamics ensemble under the same target policy (its actions,
 an elite member drawn per step and sampled, COPlanner's way; and the elites' mean) over the same
-horizon from the start states of dataset windows, cut at the first solved step as the windows are;
+horizon from the start states of dataset windows (told the nominal physics where it takes physics), cut at the first solved step as the windows are;
 and the dataset's own transitions, the floor that resetting the twin to a recorded state (velocities
 zero, physics nominal) leaves. Writes benchmarks/results/pgd_synthesis.json.
 """
@@ -65,12 +66,14 @@ def ensemble_rollouts(
 
     gen = torch.Generator().manual_seed(seed) if sample else None
     s = torch.from_numpy(starts.astype(np.float32))
+    # nominal physics (log scale 0), as the twin that checks the transitions
+    phys = torch.zeros(len(s), len(ensemble.cfg.physics)) if ensemble.cfg.physics else None
     states, actions = [s], []
     with torch.no_grad():
         for _ in range(horizon - 1):
             a = policy.mean_action(s)
             actions.append(a)
-            s = ensemble.step(s, a, None, gen).next
+            s = ensemble.step(s, a, phys, gen).next
             states.append(s)
         actions.append(policy.mean_action(s))
     return torch.stack(states, 1).numpy(), torch.stack(actions, 1).numpy()
@@ -91,9 +94,11 @@ def dynamics_error(
     """Replay `checked` random transitions in the twin; mean position errors (cm)."""
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(s), size=min(checked, len(s)), replace=False)
-    ee, obj, both = [], [], []
+    ee, obj, both, fk = [], [], [], []
     for k in pick:
         twin.set_state(s[k, :state_dim], s[k, state_dim:])
+        # the end effector where the state's joints put it, against the state's own end effector
+        fk.append(np.linalg.norm(twin.proprio()[:3] - s[k, :3]) * 100)
         twin.step(a[k][None])
         got = np.concatenate([twin.proprio(), twin.environment_state()])
         e = np.linalg.norm(got[:3] - n[k, :3]) * 100
@@ -108,6 +113,7 @@ def dynamics_error(
         "positions_cm": float(np.mean(both)),
         "ee_cm": float(np.mean(ee)),
         "object_cm": float(np.mean(obj)),
+        "ee_vs_joints_cm": float(np.mean(fk)),
         "transitions": int(len(pick)),
     }
 
@@ -138,7 +144,7 @@ def main() -> None:
     import torch
 
     from datagen.windows import load_episodes
-    from policy_eval.policies.td3bc import TD3BCPolicy
+    from policy_eval.policies.td3bc import TD3BCPolicy, transitions
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
     from worldmodels.ensemble import DynamicsEnsemble
@@ -170,7 +176,8 @@ def main() -> None:
         sources[label] = cut(st, ac, solved_steps(spec, st))
         curve_label = label
         curve[curve_label] = on_policy(policy, sources[label][0], sources[label][1])
-    sources["dataset"] = real.transitions()
+    data = transitions(episodes, spec)  # each recorded transition once, up to the episode's first success
+    sources["dataset"] = (data.obs, data.actions, data.next_obs)
     curve["dataset"] = on_policy(policy, sources["dataset"][0], sources["dataset"][1])
 
     errors = {}
@@ -179,7 +186,15 @@ def main() -> None:
 
     console = Console()
     t = Table(title=f"dynamics error in the twin ({args.checked} transitions a source, horizon {H})")
-    for col in ("source", "positions (cm)", "end effector (cm)", "object (cm)", "log pi(a|s)", "|a - mu(s)|"):
+    for col in (
+        "source",
+        "positions (cm)",
+        "end effector (cm)",
+        "object (cm)",
+        "ee vs joints (cm)",
+        "log pi(a|s)",
+        "|a - mu(s)|",
+    ):
         t.add_column(col, justify="right" if col != "source" else "left")
     keys = [f"{c:g}" for c in coeffs] + [k for k in curve if k not in {f"{c:g}" for c in coeffs}]
     for label, key in zip(sources, keys, strict=True):
@@ -189,6 +204,7 @@ def main() -> None:
             f"{e['positions_cm']:.3f}",
             f"{e['ee_cm']:.3f}",
             f"{e['object_cm']:.3f}",
+            f"{e['ee_vs_joints_cm']:.3f}",
             f"{o['log_likelihood']:.2f}",
             f"{o['action_distance']:.4f}",
         )

@@ -47,8 +47,8 @@ from common.types import Episode, EpisodeStep, Observation
 
 
 class TrajectoryTrainConfig(Strict):
-    steps: int = Field(12000, ge=1)
-    batch_size: int = Field(128, ge=1, description="windows per step")
+    steps: int = Field(8000, ge=1)
+    batch_size: int = Field(64, ge=1, description="windows per step")
     lr: float = Field(3e-4, gt=0)
     warmup: int = Field(200, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -65,7 +65,7 @@ class TrajectoryConfig(Strict):
     type: Literal["trajectory_diffusion"] = "trajectory_diffusion"
     horizon: int = Field(32, ge=2, description="control steps per window (PGD: 32)")
     dim: int = Field(128, ge=8)
-    depth: int = Field(4, ge=1)
+    depth: int = Field(3, ge=1)
     heads: int = Field(4, ge=1)
     sigma_data: float = Field(1.0, gt=0, description="EDM: the data's std (channels are standardised)")
     sigma_min: float = Field(0.002, gt=0)
