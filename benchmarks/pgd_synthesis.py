@@ -11,7 +11,9 @@ the policy's own, per coefficient (a curve). Dynamics error: `--checked` transit
 drawn uniformly from each source are replayed in the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`,
 nominal physics) and the twin's next state compared with s_t+1: the mean distance (cm) over the end
 effector's and the objects' positions together, and each alone; and how far the end effector the state
-records is from where its joints put it (a state that contradicts itself). The sources: every coefficient's
+records is from where its joints put it (a state that contradicts itself), and the end effector's error
+against the next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth`
+records, since it poses the arm by the joints). The sources: every coefficient's
 windows; autoregressive rollouts of the dynamics ensemble under the same target policy (its actions,
 an elite member drawn per step and sampled, COPlanner's way; and the elites' mean) over the same
 horizon from the start states of dataset windows (told the nominal physics where it takes physics), cut at the first solved step as the windows are;
@@ -94,13 +96,16 @@ def dynamics_error(
     """Replay `checked` random transitions in the twin; mean position errors (cm)."""
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(s), size=min(checked, len(s)), replace=False)
-    ee, obj, both, fk = [], [], [], []
+    ee, obj, both, fk, kin = [], [], [], [], []
     for k in pick:
         twin.set_state(s[k, :state_dim], s[k, state_dim:])
         # the end effector where the state's joints put it, against the state's own end effector
         fk.append(np.linalg.norm(twin.proprio()[:3] - s[k, :3]) * 100)
         twin.step(a[k][None])
         got = np.concatenate([twin.proprio(), twin.environment_state()])
+        with twin.rendering(False):  # the next state's end effector where its joints put it
+            twin.show(n[k, :state_dim], n[k, state_dim:])
+        kin.append(np.linalg.norm(got[:3] - twin.proprio()[:3]) * 100)
         e = np.linalg.norm(got[:3] - n[k, :3]) * 100
         o = np.linalg.norm(got[state_dim : state_dim + 3] - n[k, state_dim : state_dim + 3]) * 100
         ee.append(e)
@@ -114,6 +119,7 @@ def dynamics_error(
         "ee_cm": float(np.mean(ee)),
         "object_cm": float(np.mean(obj)),
         "ee_vs_joints_cm": float(np.mean(fk)),
+        "ee_kinematic_cm": float(np.mean(kin)),
         "transitions": int(len(pick)),
     }
 
@@ -192,6 +198,7 @@ def main() -> None:
         "end effector (cm)",
         "object (cm)",
         "ee vs joints (cm)",
+        "ee from joints (cm)",
         "log pi(a|s)",
         "|a - mu(s)|",
     ):
@@ -205,6 +212,7 @@ def main() -> None:
             f"{e['ee_cm']:.3f}",
             f"{e['object_cm']:.3f}",
             f"{e['ee_vs_joints_cm']:.3f}",
+            f"{e['ee_kinematic_cm']:.3f}",
             f"{o['log_likelihood']:.2f}",
             f"{o['action_distance']:.4f}",
         )

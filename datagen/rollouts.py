@@ -336,9 +336,17 @@ def _window_source(resolved: ResolvedJob, twin: Any) -> Any:
                 f"guidance needs a policy with an action log-likelihood (log_prob), e.g. a td3bc checkpoint; "
                 f"{name} has none (use guidance 0 for unguided samples)"
             )
+
+    def render(state: np.ndarray, environment_state: np.ndarray) -> Any:
+        """The twin posed at a sampled state (the arm by its joints); the recorded end effector is where the
+        joints put it, so that a synthetic episode's state agrees with its frames."""
+        obs = twin.show(state, environment_state)
+        obs.state = twin.proprio()
+        return obs
+
     return WindowSource(
         model,
-        twin.show,
+        render,
         seed=job.seed,
         batch=st.batch,
         policy=guide,

@@ -99,26 +99,10 @@ def fine_tune(
     return saved
 
 
-def evaluate(args: argparse.Namespace, policies: list[str], out: Path) -> dict[str, Any]:
-    from policy_eval.evaluate import EvalConfig, run_eval
-
-    cfg = EvalConfig(
-        scene=str(SCENE),
-        scene_overrides=RES,
-        policies=policies,
-        episodes=args.eval_episodes,
-        seed=args.eval_seed,
-        out=str(out),
-        videos=False,
-        strips=0,
-        workers=args.workers,
-    )
-    return run_eval(cfg)
-
-
 def main() -> None:
     from datagen.windows import load_episodes
-    from policy_eval.metrics import wilson_interval
+    from policy_eval.evaluate import evaluate_in_twin
+    from policy_eval.metrics import pooled_success
     from policy_eval.policies.zoo import checkpoint_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -164,19 +148,15 @@ def main() -> None:
             checkpoints[arm].append(str(fine_tune(args, data, meta, runs / f"{slug}_seed{seed}", seed)))
     base = str(checkpoint_path(args.policy)) if args.policy.startswith("bc_") else args.policy
     imagined_arms = [base] + checkpoints["judged successes"] + checkpoints["random subset"]
-    per = dict(evaluate(args, imagined_arms, runs / "eval")["policies"])
-    per |= evaluate(args, checkpoints["twin successes"], runs / "eval_oracle")["policies"]
     n = args.eval_episodes
+    ev = {"episodes": n, "seed": args.eval_seed, "workers": args.workers, "scene_overrides": RES}
+    per = dict(evaluate_in_twin(str(SCENE), imagined_arms, out=runs / "eval", **ev)["policies"])
+    per |= evaluate_in_twin(str(SCENE), checkpoints["twin successes"], out=runs / "eval_oracle", **ev)[
+        "policies"
+    ]
 
     def arm_stats(paths: list[str]) -> dict[str, Any]:
-        k = sum(round(per[p]["success_rate"] * n) for p in paths)
-        total = n * len(paths)
-        return {
-            "success_rate": k / total,
-            "ci": list(wilson_interval(k, total)),
-            "per_seed": [per[p]["success_rate"] for p in paths],
-            "episodes": total,
-        }
+        return pooled_success(per, paths, n)
 
     arms: dict[str, Any] = {"base": arm_stats([base])}
     arms |= {arm: arm_stats(paths) for arm, paths in checkpoints.items()}

@@ -12,7 +12,8 @@ Per training seed k (the recipe fixed beforehand, not chosen on any evaluation):
 3. TD3+BC from scratch (seed k) with `--fraction` of every batch drawn from the synthetic transitions: the
    *real + PGD* arm and the *real + unguided* control (PGD's paper: synthetic data helps when it follows
    the target policy; the unguided arm separates that from "more data").
-Every checkpoint is evaluated in the twin on held-out seeds (40000+, never used for anything else): success
+Every checkpoint is evaluated in the twin on held-out seeds (40000+, never used for anything else; a
+coefficient is chosen with `--eval-seed 2000`, the choose range): success
 with Wilson 95% intervals per checkpoint and pooled per arm, the gain over the real arm in points. Writes
 experiments/results/pgd_offline.json; `--runs` keeps the checkpoints and evaluations (resumable: each step
 skips what is already there).
@@ -63,26 +64,10 @@ def synthetic(model: Any, policy_path: str, coeff: float, windows: int, seed: in
     return window_transitions(states, actions, spec)
 
 
-def evaluate(args: argparse.Namespace, policies: list[str], out: Path) -> dict[str, Any]:
-    from policy_eval.evaluate import EvalConfig, run_eval
-
-    cfg = EvalConfig(
-        scene=str(SCENE),
-        scene_overrides=NO_CAMERAS,
-        policies=policies,
-        episodes=args.eval_episodes,
-        seed=args.eval_seed,
-        out=str(out),
-        videos=False,
-        strips=0,
-        workers=args.workers,
-    )
-    return run_eval(cfg)
-
-
 def main() -> None:
     from datagen.windows import load_episodes
-    from policy_eval.metrics import wilson_interval
+    from policy_eval.evaluate import evaluate_in_twin
+    from policy_eval.metrics import pooled_success
     from policy_eval.policies.td3bc import dataset_scene, transitions
     from worldmodels.trajectory import TrajectoryDiffusion
 
@@ -113,24 +98,26 @@ def main() -> None:
         over = {"steps": args.steps, "seed": seed, "save_at": []}
         target = train(over, real, runs / f"real_seed{seed}")
         checkpoints["real"].append(target)
-        for arm, coeff, slug in (("real + PGD", args.coeff, "pgd"), ("real + unguided", 0.0, "unguided")):
+        for arm, coeff, slug in (
+            ("real + PGD", args.coeff, f"pgd{args.coeff:g}"),
+            ("real + unguided", 0.0, "unguided"),
+        ):
             extra = synthetic(model, target, coeff, args.windows, seed, spec)
             sizes[arm].append(len(extra))
             checkpoints[arm].append(train(over, real, runs / f"{slug}_seed{seed}", extra, args.fraction))
-    per = evaluate(args, [p for paths in checkpoints.values() for p in paths], runs / "eval")["policies"]
+    evals = runs / f"eval_{args.eval_seed}_{args.eval_episodes}_pgd{args.coeff:g}"
     n = args.eval_episodes
-
-    def arm_stats(paths: list[str]) -> dict[str, Any]:
-        k = sum(round(per[p]["success_rate"] * n) for p in paths)
-        total = n * len(paths)
-        return {
-            "success_rate": k / total,
-            "ci": list(wilson_interval(k, total)),
-            "per_seed": [per[p]["success_rate"] for p in paths],
-            "episodes": total,
-        }
-
-    arms = {arm: arm_stats(paths) for arm, paths in checkpoints.items()}
+    every = [p for paths in checkpoints.values() for p in paths]
+    per = evaluate_in_twin(
+        str(SCENE),
+        every,
+        episodes=n,
+        seed=args.eval_seed,
+        out=evals,
+        workers=args.workers,
+        scene_overrides=NO_CAMERAS,
+    )["policies"]
+    arms = {arm: pooled_success(per, paths, n) for arm, paths in checkpoints.items()}
     for arm in ("real + PGD", "real + unguided"):
         arms[arm]["gain_points"] = 100 * (arms[arm]["success_rate"] - arms["real"]["success_rate"])
         arms[arm]["synthetic_transitions"] = sizes[arm]

@@ -744,3 +744,30 @@ def agreement_table(metrics: dict[str, Any]) -> Table:
         f"ground truth: {' > '.join(metrics['ranking_ground_truth'])}"
     )
     return table
+
+
+def evaluate_in_twin(
+    scene: str,
+    policies: list[str],
+    *,
+    episodes: int,
+    seed: int,
+    out: str | Path,
+    workers: int = 1,
+    scene_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every policy on seeds seed..seed+episodes-1 in the twin of `scene`, without videos (`dreamtwin eval`,
+    resumable in `out`): the evaluation's results (per policy `success_rate`, ...). What experiments that
+    train policies evaluate them with."""
+    cfg = EvalConfig(
+        scene=scene,
+        scene_overrides=scene_overrides or {},
+        policies=policies,
+        episodes=episodes,
+        seed=seed,
+        out=str(out),
+        videos=False,
+        strips=0,
+        workers=workers,
+    )
+    return run_eval(cfg)

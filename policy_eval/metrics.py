@@ -240,3 +240,17 @@ def bootstrap_agreement(
         )
         out[k] = {"value": point[k], "low": lo, "high": hi}
     return out
+
+
+def pooled_success(per: dict[str, Any], paths: list[str], episodes: int) -> dict[str, Any]:
+    """The success of an arm of checkpoints (e.g. one per training seed), each evaluated on the same
+    `episodes` seeds (`per`: an evaluation's `policies`): the pooled rate with its Wilson 95% interval, and
+    each checkpoint's rate."""
+    k = sum(round(per[p]["success_rate"] * episodes) for p in paths)
+    total = episodes * len(paths)
+    return {
+        "success_rate": k / total,
+        "ci": list(wilson_interval(k, total)),
+        "per_seed": [per[p]["success_rate"] for p in paths],
+        "episodes": total,
+    }

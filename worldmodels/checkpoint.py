@@ -51,6 +51,30 @@ def save_pretrained(model: torch.nn.Module, config: BaseModel, path: str | Path)
     return path
 
 
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def checkpoint_type(path: str | Path) -> str | None:
+    """The `type` in a directory's config.json (`bc_cnn`, `td3bc`, `dynamics_ensemble`, ...), None when it has
+    none or no readable config."""
+    f = Path(path) / CONFIG_NAME
+    try:
+        kind = json.loads(f.read_text()).get("type") if f.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def load_module(model_cls: Any, config_cls: type[C], path: str | Path, map_location: str = "cpu") -> Any:
+    """`model_cls(config)` with a checkpoint's weights, checked to fit exactly, in eval mode: the body of
+    every `from_pretrained` that builds its model from its config alone."""
+    state, cfg = load_pretrained(path, config_cls, map_location)
+    model = model_cls(cfg)
+    check_state(model, state, Path(path) / WEIGHTS_NAME)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load_config(path: str | Path, config_cls: type[C]) -> C:
     """The validated config of a checkpoint directory (an older format version is upgraded by the
     config class itself, or refused in one line)."""

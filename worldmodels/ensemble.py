@@ -240,21 +240,16 @@ class DynamicsEnsemble(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> DynamicsEnsemble:
-        from worldmodels.checkpoint import check_state, load_pretrained
+        from worldmodels.checkpoint import load_module
 
-        state, cfg = load_pretrained(path, EnsembleConfig, map_location)
-        model = cls(cfg)
-        check_state(model, state, Path(path) / "model.safetensors")
-        model.load_state_dict(state)
-        return model.eval()
+        model: DynamicsEnsemble = load_module(cls, EnsembleConfig, path, map_location)
+        return model
 
 
 def is_ensemble_checkpoint(path: str | Path) -> bool:
-    f = Path(path) / "config.json"
-    try:
-        return f.is_file() and json.loads(f.read_text()).get("type") == "dynamics_ensemble"
-    except (OSError, ValueError):
-        return False
+    from worldmodels.checkpoint import checkpoint_type
+
+    return checkpoint_type(path) == "dynamics_ensemble"
 
 
 # ---------------------------------------------------------------------- data

@@ -64,8 +64,8 @@ class TrajectoryConfig(Strict):
     version: int = 1
     type: Literal["trajectory_diffusion"] = "trajectory_diffusion"
     horizon: int = Field(32, ge=2, description="control steps per window (PGD: 32)")
-    dim: int = Field(128, ge=8)
-    depth: int = Field(3, ge=1)
+    dim: int = Field(192, ge=8)
+    depth: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
     sigma_data: float = Field(1.0, gt=0, description="EDM: the data's std (channels are standardised)")
     sigma_min: float = Field(0.002, gt=0)
@@ -322,21 +322,16 @@ class TrajectoryDiffusion(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> TrajectoryDiffusion:
-        from worldmodels.checkpoint import check_state, load_pretrained
+        from worldmodels.checkpoint import load_module
 
-        state, cfg = load_pretrained(path, TrajectoryConfig, map_location)
-        model = cls(cfg)
-        check_state(model, state, Path(path) / "model.safetensors")
-        model.load_state_dict(state)
-        return model.eval()
+        model: TrajectoryDiffusion = load_module(cls, TrajectoryConfig, path, map_location)
+        return model
 
 
 def is_trajectory_checkpoint(path: str | Path) -> bool:
-    f = Path(path) / "config.json"
-    try:
-        return f.is_file() and json.loads(f.read_text()).get("type") == "trajectory_diffusion"
-    except (OSError, ValueError):
-        return False
+    from worldmodels.checkpoint import checkpoint_type
+
+    return checkpoint_type(path) == "trajectory_diffusion"
 
 
 # ---------------------------------------------------------------------- training

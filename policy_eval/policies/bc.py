@@ -136,21 +136,16 @@ class BCNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> BCNet:
-        from worldmodels.checkpoint import check_state, load_pretrained
+        from worldmodels.checkpoint import load_module
 
-        state, cfg = load_pretrained(path, BCConfig)
-        net = cls(cfg)
-        check_state(net, state, Path(path) / "model.safetensors")
-        net.load_state_dict(state)
-        return net.eval()
+        net: BCNet = load_module(cls, BCConfig, path)
+        return net
 
 
 def is_bc_checkpoint(path: str | Path) -> bool:
-    f = Path(path) / "config.json"
-    try:
-        return f.is_file() and json.loads(f.read_text()).get("type") == "bc_cnn"
-    except (OSError, json.JSONDecodeError):
-        return False
+    from worldmodels.checkpoint import checkpoint_type
+
+    return checkpoint_type(path) == "bc_cnn"
 
 
 class BCPolicy:

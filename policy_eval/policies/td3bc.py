@@ -342,21 +342,16 @@ class TD3BC(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> TD3BC:
-        from worldmodels.checkpoint import check_state, load_pretrained
+        from worldmodels.checkpoint import load_module
 
-        state, cfg = load_pretrained(path, TD3BCConfig)
-        model = cls(cfg)
-        check_state(model, state, Path(path) / "model.safetensors")
-        model.load_state_dict(state)
-        return model.eval()
+        model: TD3BC = load_module(cls, TD3BCConfig, path)
+        return model
 
 
 def is_td3bc_checkpoint(path: str | Path) -> bool:
-    f = Path(path) / "config.json"
-    try:
-        return f.is_file() and json.loads(f.read_text()).get("type") == "td3bc"
-    except (OSError, json.JSONDecodeError):
-        return False
+    from worldmodels.checkpoint import checkpoint_type
+
+    return checkpoint_type(path) == "td3bc"
 
 
 class TD3BCPolicy:

@@ -122,3 +122,13 @@ def test_bootstrap_agreement_intervals():
     assert reversed_["pearson"]["high"] < 0
     with pytest.raises(ValueError, match="policy 0"):
         bootstrap_agreement([[True]], [[True, False]])
+
+
+def test_pooled_success_counts_every_checkpoints_episodes():
+    from policy_eval.metrics import pooled_success
+
+    per = {"a": {"success_rate": 0.5}, "b": {"success_rate": 0.9}, "c": {"success_rate": 0.0}}
+    r = pooled_success(per, ["a", "b"], 10)
+    assert r["success_rate"] == pytest.approx(0.7) and r["episodes"] == 20 and r["per_seed"] == [0.5, 0.9]
+    assert tuple(r["ci"]) == pytest.approx(wilson_interval(14, 20))
+    assert pooled_success(per, ["c"], 50)["ci"][0] == 0.0
