@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=256, help="windows sampled per coefficient")
     ap.add_argument("--checked", type=int, default=400, help="transitions replayed in the twin per source")
     ap.add_argument("--seed", type=int, default=100, help="sampling seed")
+    ap.add_argument("--sampler-steps", type=int, default=None, help="Heun steps (default: the model's)")
     add_result_arguments(ap, ROOT / "benchmarks/results", "pgd_synthesis")
     args = ap.parse_args()
 
@@ -169,7 +170,8 @@ def main() -> None:
     sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     curve = {}
     for c in coeffs:
-        w = model.sample(args.windows, torch.Generator().manual_seed(args.seed), policy=policy, coeff=c)
+        gen = torch.Generator().manual_seed(args.seed)
+        w = model.sample(args.windows, gen, policy=policy, coeff=c, steps=args.sampler_steps)
         s, a, n = w.transitions()
         label = "unguided diffusion" if c == 0 else f"PGD {c:g}"
         sources[label] = (s, a, n)
@@ -226,6 +228,7 @@ def main() -> None:
             "policy": args.policy,
             "ensemble": args.ensemble,
             "seed": args.seed,
+            "sampler_steps": args.sampler_steps or model.cfg.sampler_steps,
             "windows": args.windows,
             "horizon": H,
             "on_policy": curve,
