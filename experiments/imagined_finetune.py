@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from common.results import add_result_arguments, write_result
 
@@ -102,7 +101,7 @@ def fine_tune(
 def main() -> None:
     from datagen.windows import load_episodes
     from policy_eval.evaluate import evaluate_in_twin
-    from policy_eval.metrics import pooled_success
+    from policy_eval.metrics import arms_table, pooled_success
     from policy_eval.policies.zoo import checkpoint_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -162,20 +161,11 @@ def main() -> None:
     arms |= {arm: arm_stats(paths) for arm, paths in checkpoints.items()}
     for arm in checkpoints:
         arms[arm]["gain_points"] = 100 * (arms[arm]["success_rate"] - arms["base"]["success_rate"])
-    table = Table(
-        title=f"{args.policy} fine-tuned on imagined episodes; twin success on seeds {args.eval_seed}+"
-    )
-    for col in ("arm", "success", "95% CI", "per training seed", "gain (points)"):
-        table.add_column(col)
-    for arm, v in arms.items():
-        table.add_row(
-            arm,
-            f"{v['success_rate']:.2f}",
-            f"[{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]",
-            " ".join(f"{x:.2f}" for x in v["per_seed"]),
-            f"{v.get('gain_points', 0.0):+.1f}",
+    console.print(
+        arms_table(
+            arms, f"{args.policy} fine-tuned on imagined episodes; twin success on seeds {args.eval_seed}+"
         )
-    console.print(table)
+    )
     write_result(
         args.name,
         {

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from common.results import add_result_arguments, write_result
 
@@ -67,7 +66,7 @@ def synthetic(model: Any, policy_path: str, coeff: float, windows: int, seed: in
 def main() -> None:
     from datagen.windows import load_episodes
     from policy_eval.evaluate import evaluate_in_twin
-    from policy_eval.metrics import pooled_success
+    from policy_eval.metrics import arms_table, pooled_success
     from policy_eval.policies.td3bc import dataset_scene, transitions
     from worldmodels.trajectory import TrajectoryDiffusion
 
@@ -121,18 +120,7 @@ def main() -> None:
     for arm in ("real + PGD", "real + unguided"):
         arms[arm]["gain_points"] = 100 * (arms[arm]["success_rate"] - arms["real"]["success_rate"])
         arms[arm]["synthetic_transitions"] = sizes[arm]
-    table = Table(title=f"TD3+BC, twin success on seeds {args.eval_seed}+ ({n} a checkpoint)")
-    for col in ("arm", "success", "95% CI", "per training seed", "gain (points)"):
-        table.add_column(col)
-    for arm, v in arms.items():
-        table.add_row(
-            arm,
-            f"{v['success_rate']:.2f}",
-            f"[{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]",
-            " ".join(f"{x:.2f}" for x in v["per_seed"]),
-            f"{v.get('gain_points', 0.0):+.1f}",
-        )
-    console.print(table)
+    console.print(arms_table(arms, f"TD3+BC, twin success on seeds {args.eval_seed}+ ({n} a checkpoint)"))
     write_result(
         args.name,
         {

@@ -254,3 +254,21 @@ def pooled_success(per: dict[str, Any], paths: list[str], episodes: int) -> dict
         "per_seed": [per[p]["success_rate"] for p in paths],
         "episodes": total,
     }
+
+
+def arms_table(arms: dict[str, dict[str, Any]], title: str) -> Any:
+    """A rich Table of `pooled_success` arms (with an optional `gain_points` against a reference arm)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("arm", "success", "95% CI", "per training seed", "gain (points)"):
+        table.add_column(col)
+    for arm, v in arms.items():
+        table.add_row(
+            arm,
+            f"{v['success_rate']:.2f}",
+            f"[{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]",
+            " ".join(f"{x:.2f}" for x in v["per_seed"]),
+            f"{v.get('gain_points', 0.0):+.1f}",
+        )
+    return table
