@@ -27,11 +27,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from common.config import Strict, load_model
@@ -281,16 +281,21 @@ def transitions(
     )
 
 
+StateConfig = TypeVar("StateConfig", bound=BaseModel)
+
+
 def resolve_config(
-    cfg: EnsembleConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any]
-) -> EnsembleConfig:
+    cfg: StateConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any]
+) -> StateConfig:
+    """A state model's config (the ensemble's, the trajectory diffusion model's) with the fields that come
+    from the dataset: state, object-pose and action sizes, fps and the scene."""
     e = episodes[0]
     return cfg.model_copy(
         update={
             "state_dim": int(e["state"].shape[1]),
             "env_dim": int(e["env_state"].shape[1]),
             "action_dim": int(e["actions"].shape[1]),
-            "fps": float(meta.get("fps") or cfg.fps),
+            "fps": float(meta.get("fps") or cfg.fps),  # type: ignore[attr-defined]
             "scene": meta.get("scene"),
         }
     )

@@ -335,21 +335,6 @@ def is_trajectory_checkpoint(path: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------- training
-def resolve_config(
-    cfg: TrajectoryConfig, episodes: list[dict[str, np.ndarray]], meta: dict[str, Any]
-) -> TrajectoryConfig:
-    e = episodes[0]
-    return cfg.model_copy(
-        update={
-            "state_dim": int(e["state"].shape[1]),
-            "env_dim": int(e["env_state"].shape[1]),
-            "action_dim": int(e["actions"].shape[1]),
-            "fps": float(meta.get("fps") or cfg.fps),
-            "scene": meta.get("scene"),
-        }
-    )
-
-
 def train_trajectory(
     cfg: TrajectoryConfig,
     episodes: list[dict[str, np.ndarray]],
@@ -360,6 +345,7 @@ def train_trajectory(
 ) -> Path:
     """Train on dataset episodes (`datagen.windows.load_episodes(..., frames=False)` form); writes
     `out/config.json`, `out/log.jsonl` and `out/model/`; returns `out/model`."""
+    from worldmodels.ensemble import resolve_config
     from worldmodels.training import split
 
     out = Path(out)
