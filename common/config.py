@@ -108,15 +108,29 @@ def load_model(model: type[M], path: str | Path, overrides: dict[str, Any] | Non
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, source: str = "<overrides>") -> None:
+    """Set `key` (dotted; list items by index) in `data`. An index one past a list's end appends
+    (`cameras.1={...}` adds a second camera)."""
     node: Any = data
     parts = key.split(".")
+
+    def index(items: list[Any], p: str, appending: bool) -> int:
+        if not p.lstrip("-").isdigit() or not 0 <= int(p) <= len(items) - (0 if appending else 1):
+            raise SpecError(
+                f"{source}: cannot set {key}: {p!r} is not an index of a list of {len(items)} "
+                f"(0..{len(items) - 1}{f', or {len(items)} to append' if appending else ''})"
+            )
+        return int(p)
+
     for p in parts[:-1]:
         if isinstance(node, list):
-            node = node[int(p)]
-        else:
+            node = node[index(node, p, False)]
+        elif isinstance(node, dict):
             node = node.setdefault(p, {})
+        else:
+            raise SpecError(f"{source}: cannot set {key}: {p!r} is inside a {type(node).__name__}")
     if isinstance(node, list):
-        node[int(parts[-1])] = value
+        i = index(node, parts[-1], True)
+        node.append(value) if i == len(node) else node.__setitem__(i, value)
     elif isinstance(node, dict):
         node[parts[-1]] = value
     else:

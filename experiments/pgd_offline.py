@@ -12,6 +12,10 @@ Per training seed k (the recipe fixed beforehand, not chosen on any evaluation):
 3. TD3+BC from scratch (seed k) with `--fraction` of every batch drawn from the synthetic transitions: the
    *real + PGD* arm and the *real + unguided* control (PGD's paper: synthetic data helps when it follows
    the target policy; the unguided arm separates that from "more data").
+4. With `--regen-every N`, the *real + PGD (regenerated)* arm, PGD's own loop: TD3+BC from scratch (seed k)
+   starts on the unguided windows (the agent is untrained, so there is nothing to guide towards yet) and
+   every N steps replaces them with `--windows` new ones guided towards the agent as it is then
+   (sampling seed k and the step).
 Every checkpoint is evaluated in the twin on held-out seeds (40000+, never used for anything else; a
 coefficient is chosen with `--eval-seed 2000`, the choose range): success
 with Wilson 95% intervals per checkpoint and pooled per arm, the gain over the real arm in points. Writes
@@ -22,12 +26,14 @@ skips what is already there).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
+from common.io import atomic_write_text
 from common.results import add_result_arguments, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,15 +53,47 @@ def train(
     return str(last)
 
 
-def synthetic(model: Any, policy_path: str, coeff: float, windows: int, seed: int, spec: Any) -> Any:
+def train_regenerated(
+    cfg_overrides: dict[str, Any],
+    real: Any,
+    out: Path,
+    first: Any,
+    fraction: float,
+    regenerate: Any,
+    every: int,
+) -> str:
+    from policy_eval.policies.td3bc import load_td3bc_config, train_td3bc
+
+    cfg = load_td3bc_config(ROOT / "configs" / "policies" / "td3bc.yaml", cfg_overrides)
+    last = out / f"step-{cfg.steps:06d}"
+    if not (last / "model.safetensors").exists():
+        train_td3bc(
+            cfg,
+            real,
+            out,
+            extra=first,
+            extra_fraction=fraction,
+            regenerate=regenerate,
+            regenerate_every=every,
+            progress=False,
+        )
+    return str(last)
+
+
+def synthetic(
+    model: Any, policy: Any, coeff: float, windows: int, seed: int, spec: Any, stream: int | None = None
+) -> Any:
+    """Transitions of `windows` windows guided towards `policy` (a checkpoint path or a policy object)."""
     import torch
 
     from policy_eval.policies.td3bc import TD3BCPolicy, window_transitions
 
-    policy = TD3BCPolicy.from_pretrained(policy_path)
+    if isinstance(policy, str | Path):
+        policy = TD3BCPolicy.from_pretrained(policy)
     parts = []
     for b in range(0, windows, 256):
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, b, 0x9D]).generate_state(1)[0]))
+        key = [seed, b, 0x9D] + ([] if stream is None else [stream])
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
         w = model.sample(min(256, windows - b), gen, policy=policy, coeff=coeff)
         parts.append((w.states, w.actions[:, :-1]))
     states = np.concatenate([p[0] for p in parts])
@@ -67,7 +105,7 @@ def main() -> None:
     from datagen.windows import load_episodes
     from policy_eval.evaluate import evaluate_in_twin
     from policy_eval.metrics import arms_table, pooled_success
-    from policy_eval.policies.td3bc import dataset_scene, transitions
+    from policy_eval.policies.td3bc import TD3BCPolicy, dataset_scene, transitions
     from worldmodels.trajectory import TrajectoryDiffusion
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,6 +115,9 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=2048, help="synthetic windows per arm and training seed")
     ap.add_argument("--fraction", type=float, default=0.5, help="share of each batch from synthetic data")
     ap.add_argument("--steps", type=int, default=20000, help="TD3+BC steps (smoke runs: fewer)")
+    ap.add_argument(
+        "--regen-every", type=int, default=0, help="also the regenerated-PGD arm, new windows every N steps"
+    )
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--eval-seed", type=int, default=40000)
     ap.add_argument("--eval-episodes", type=int, default=50)
@@ -91,8 +132,11 @@ def main() -> None:
     spec = dataset_scene(meta, args.data)
     real = transitions(episodes, spec)
     model = TrajectoryDiffusion.from_pretrained(args.trajectory)
+    regen = "real + PGD (regenerated)"
     checkpoints: dict[str, list[str]] = {"real": [], "real + PGD": [], "real + unguided": []}
-    sizes: dict[str, list[int]] = {"real + PGD": [], "real + unguided": []}
+    if args.regen_every:
+        checkpoints[regen] = []
+    sizes: dict[str, list[int]] = {arm: [] for arm in checkpoints if arm != "real"}
     for seed in args.train_seeds:
         over = {"steps": args.steps, "seed": seed, "save_at": []}
         target = train(over, real, runs / f"real_seed{seed}")
@@ -101,10 +145,41 @@ def main() -> None:
             ("real + PGD", args.coeff, f"pgd{args.coeff:g}"),
             ("real + unguided", 0.0, "unguided"),
         ):
-            extra = synthetic(model, target, coeff, args.windows, seed, spec)
-            sizes[arm].append(len(extra))
-            checkpoints[arm].append(train(over, real, runs / f"{slug}_seed{seed}", extra, args.fraction))
+            out = runs / f"{slug}_seed{seed}"
+            record = (
+                out / "synthetic.json"
+            )  # the synthetic set's size, so a finished arm is not sampled again
+            if not (record.exists() and (out / Path(target).name / "model.safetensors").exists()):
+                extra = synthetic(model, target, coeff, args.windows, seed, spec)
+                train(over, real, out, extra, args.fraction)
+                atomic_write_text(record, json.dumps({"transitions": len(extra)}))
+            sizes[arm].append(json.loads(record.read_text())["transitions"])
+            checkpoints[arm].append(str(out / Path(target).name))
+        if args.regen_every:
+            unguided = synthetic(model, target, 0.0, args.windows, seed, spec)
+
+            def regenerate(agent: Any, step: int, seed: int = seed) -> Any:
+                fresh = synthetic(
+                    model, TD3BCPolicy(agent), args.coeff, args.windows, seed, spec, stream=step
+                )
+                sizes[regen].append(len(fresh))
+                return fresh
+
+            slug = f"pgd{args.coeff:g}_regen{args.regen_every}"
+            checkpoints[regen].append(
+                train_regenerated(
+                    over,
+                    real,
+                    runs / f"{slug}_seed{seed}",
+                    unguided,
+                    args.fraction,
+                    regenerate,
+                    args.regen_every,
+                )
+            )
     evals = runs / f"eval_{args.eval_seed}_{args.eval_episodes}_pgd{args.coeff:g}"
+    if args.regen_every:  # another policy list: another evaluation
+        evals = evals.with_name(f"{evals.name}_regen{args.regen_every}")
     n = args.eval_episodes
     every = [p for paths in checkpoints.values() for p in paths]
     per = evaluate_in_twin(
@@ -117,7 +192,7 @@ def main() -> None:
         scene_overrides=NO_CAMERAS,
     )["policies"]
     arms = {arm: pooled_success(per, paths, n) for arm, paths in checkpoints.items()}
-    for arm in ("real + PGD", "real + unguided"):
+    for arm in sizes:
         arms[arm]["gain_points"] = 100 * (arms[arm]["success_rate"] - arms["real"]["success_rate"])
         arms[arm]["synthetic_transitions"] = sizes[arm]
     console.print(arms_table(arms, f"TD3+BC, twin success on seeds {args.eval_seed}+ ({n} a checkpoint)"))
@@ -132,6 +207,7 @@ def main() -> None:
                 "coeff": args.coeff,
                 "windows": args.windows,
                 "fraction": args.fraction,
+                "regen_every": args.regen_every,
             },
             "real_transitions": len(real),
             "eval_seeds": [args.eval_seed, args.eval_seed + n - 1],

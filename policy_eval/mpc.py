@@ -97,11 +97,12 @@ class UPMPC:
 
             self.obj = _target_object(spec)
             o = spec.object(self.obj)
-            if not spec.cameras:
-                raise SpecError("an image-based UP-MPC needs a camera in the scene")
+            fixed = [c for c in spec.cameras if not c.attach]
+            if not fixed:
+                raise SpecError("an image-based UP-MPC needs a fixed camera in the scene")
             from scenes.camera import PinholeCamera
 
-            self.camera = spec.cameras[0]
+            self.camera = fixed[0]
             self.pinhole = PinholeCamera.from_spec(self.camera)
             self.color, self.centre_z = o.color, o.half_height()
             self.estimate: np.ndarray | None = None

@@ -104,6 +104,8 @@ def check_layout(spec: SceneSpec, path: str | Path) -> None:
     points += [np.array([o.pose.pos]) for o in spec.objects]
     pts = np.concatenate(points)
     for i, c in enumerate(spec.cameras):
+        if c.attach:  # a wrist camera looks where the hand does
+            continue
         cam = PinholeCamera.from_spec(c)
         uv, depth = cam.project(pts)
         seen = (

@@ -543,7 +543,13 @@ class SceneEditor:
             nodes.append(
                 scene.add_box(f"/markers/{m.name}", color=_rgb255(m.color), dimensions=m.size, position=m.pos)
             )
+        # a wrist camera is drawn where the hand holds it, once the twin is built (with the robot)
+        posed = {c.name: c for c in self.twin.camera_specs()} if self.twin is not None else {}
         for c in spec.cameras:
+            if c.attach:
+                if c.name not in posed:
+                    continue
+                c = posed[c.name]
             w, h = c.resolution
             nodes.append(
                 scene.add_camera_frustum(

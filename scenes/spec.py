@@ -149,6 +149,12 @@ class CameraSpec(Strict):
     pos: Vec3
     lookat: Vec3
     up: Vec3 = (0.0, 0.0, 1.0)
+    attach: Literal["hand"] | None = Field(
+        None,
+        description="a robot link the camera is mounted on (a wrist camera): pos, lookat and up are then in "
+        "that link's frame (the hand's z axis points from the wrist to the fingertips) and the camera "
+        "moves with it",
+    )
     fov: float = Field(45.0, gt=1, lt=179, description="vertical field of view, degrees")
     resolution: tuple[int, int] = Field((128, 128), description="[width, height] in pixels")
 
@@ -158,6 +164,17 @@ class CameraSpec(Strict):
         if v[0] < 1 or v[1] < 1:
             raise ValueError(f"resolution must be positive [width, height], got {list(v)}")
         return v
+
+    def in_world(self, link_pos: np.ndarray, link_quat: np.ndarray) -> CameraSpec:
+        """This camera with pos, lookat and up in the world, for a mounted camera whose link is at
+        (`link_pos`, wxyz `link_quat`); a fixed camera is returned as it is."""
+        if self.attach is None:
+            return self
+        R, p = quat_to_rot(link_quat), np.asarray(link_pos, dtype=np.float64)
+        pos, lookat, up = (
+            tuple(float(x) for x in v) for v in (p + R @ self.pos, p + R @ self.lookat, R @ self.up)
+        )
+        return self.model_copy(update={"pos": pos, "lookat": lookat, "up": up, "attach": None})
 
     @model_validator(mode="after")
     def _not_degenerate(self) -> CameraSpec:
@@ -306,6 +323,18 @@ def euler_deg_to_quat(euler_deg: Vec3 | np.ndarray) -> np.ndarray:
     qy = np.array([np.cos(ry), 0, np.sin(ry), 0])
     qz = np.array([np.cos(rz), 0, 0, np.sin(rz)])
     return quat_mul(qz, quat_mul(qy, qx))
+
+
+def quat_to_rot(q: np.ndarray) -> np.ndarray:
+    """wxyz quaternion (normalised here) -> rotation matrix [3, 3]."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from common.errors import SpecError, UsageError
 from common.types import Observation, StepResult, as_action_chunk
 from scenes import genesis_compat
-from scenes.spec import ObjectSpec, SceneSpec, sample_initial_poses
+from scenes.spec import CameraSpec, ObjectSpec, SceneSpec, quat_to_rot, sample_initial_poses
 
 if TYPE_CHECKING:
     from scenes.splat.twin_renderer import SplatTwinRenderer
@@ -88,17 +88,6 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _quat_to_rot(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
 def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
@@ -120,7 +109,7 @@ class DigitalTwin:
         self._build()
         self.build_seconds = time.perf_counter() - t0
         _say(f"built the Genesis scene {spec.name!r} in {self.build_seconds:.1f} s")
-        self._R_ee = _quat_to_rot(np.asarray(spec.control.ee_quat, dtype=np.float64))
+        self._R_ee = quat_to_rot(np.asarray(spec.control.ee_quat, dtype=np.float64))
         self._home_qpos = self._solve_home()
         self._step_count: int | None = None
         self.renderer = spec.renderer
@@ -365,7 +354,7 @@ class DigitalTwin:
     # ---------------------------------------------------------------- state
     def _tcp_pos(self) -> np.ndarray:
         hand_pos = _np(self.hand.get_pos()).astype(np.float64)
-        hand_R = _quat_to_rot(_np(self.hand.get_quat()).astype(np.float64))
+        hand_R = quat_to_rot(_np(self.hand.get_quat()).astype(np.float64))
         return hand_pos + hand_R @ np.array([0.0, 0.0, TCP_OFFSET])
 
     def object_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -422,13 +411,28 @@ class DigitalTwin:
             return self.splat_renderer.images()
         return self.render_genesis()
 
+    def camera_specs(self) -> list[CameraSpec]:
+        """The scene's cameras posed in the world at the current state (a wrist camera where its link is)."""
+        hand = None
+        if any(c.attach for c in self.spec.cameras):
+            hand = (_np(self.hand.get_pos()).astype(np.float64), _np(self.hand.get_quat()).astype(np.float64))
+        return [c.in_world(*hand) if c.attach and hand else c for c in self.spec.cameras]
+
     def render_genesis(self, segmentation: bool = False) -> dict[str, Any]:
         """Genesis's own renderer; with `segmentation`, name -> (rgb, link-level segmentation ids)."""
         out = {}
         force, self._force_render = self._force_render, False
+        posed = {c.name: c for c in self.camera_specs()}
         for name, cam in self.cameras.items():
+            c = posed[name]
+            if self.spec.camera(name).attach:  # a mounted camera moves with its link
+                cam.set_pose(pos=c.pos, lookat=c.lookat, up=c.up)
             rgb, _, seg, _ = cam.render(
-                rgb=True, depth=False, segmentation=segmentation, normal=False, force_render=force
+                rgb=True,
+                depth=False,
+                segmentation=segmentation,
+                normal=False,
+                force_render=force or self.spec.camera(name).attach is not None,
             )
             img = np.ascontiguousarray(_np(rgb).astype(np.uint8))
             out[name] = (img, _np(seg)) if segmentation else img

@@ -126,7 +126,16 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
 def warm_start(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> list[str]:
     """Load `state` into `model` where every tensor fits; a weight whose last (input-feature) dimension grew
     keeps the old columns and gets zeros for the new ones, so new inputs change nothing until training
-    moves them. Returns the names of the grown tensors; raises one line on anything else that differs."""
+    moves them. A model with `adapt_warm_start(state)` first adapts the checkpoint's weights (a video world
+    model seeing more camera views). Returns the names of the grown tensors; raises one line on anything
+    else that differs."""
+    adapt = getattr(model, "adapt_warm_start", None)
+    if adapt is not None:
+        adapted = adapt(state)
+        grown_first = [k for k in adapted if adapted[k] is not state.get(k)]
+        state = adapted
+    else:
+        grown_first = []
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -149,7 +158,7 @@ def warm_start(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
                 f"{source}: {k} has shape {list(old.shape)}, the model expects {list(v.shape)}"
             )
     model.load_state_dict(merged)
-    return grown
+    return grown_first + grown
 
 
 class DiffusersModel(Protocol):

@@ -239,6 +239,28 @@ class VideoDiT(nn.Module):
         if self.separate:
             self.ada_out_state = _ada_zero(dim, chunks=2)
 
+    def grow_views(self, state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """A checkpoint's weights `state` (keys under `prefix`) made to fit this model when it sees more camera
+        views of the same size: the position embedding keeps the old views' rows and the state rows, and
+        each new view starts from the first view's rows plus a small fixed random offset (so the views are
+        told apart from the first step). Anything else is returned as it is."""
+        key = f"{prefix}pos"
+        old = state.get(key)
+        per_view = self.hp * self.wp
+        if old is None or old.shape[0] == self.tokens_per_frame or old.shape[1:] != self.pos.shape[1:]:
+            return state
+        old_views, rest = divmod(old.shape[0] - self.n_state, per_view)
+        if rest or not 1 <= old_views < self.views:
+            return state
+        g = torch.Generator().manual_seed(0)
+        first = old[:per_view]
+        new = [old[: old_views * per_view]]
+        new += [
+            first + torch.randn(first.shape, generator=g).to(old) * 0.02
+            for _ in range(self.views - old_views)
+        ]
+        return {**state, key: torch.cat([*new, old[old_views * per_view :]])}
+
     def _img_tokens(self, img: torch.Tensor) -> torch.Tensor:
         """img [B, Fr, V, c, h, w] -> [B, Fr, n_img, D] (with their position embedding)."""
         t = self.img_in(rearrange(img, "b f v c (hh p) (ww q) -> b f (v hh ww) (c p q)", p=self.p, q=self.p))

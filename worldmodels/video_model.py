@@ -234,6 +234,13 @@ class VideoWorldModel(nn.Module):
             state_stream=b.state_stream,
         )
 
+    def adapt_warm_start(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint's weights made to fit this model where it grew in a way the backbone knows (more
+        camera views); used by `warm_start`."""
+        from worldmodels.dit import VideoDiT
+
+        return self.denoiser.grow_views(state, "denoiser.") if isinstance(self.denoiser, VideoDiT) else state
+
     # ------------------------------------------------------------------ normalisation
     def set_statistics(
         self,

@@ -316,7 +316,16 @@ class ImageBasedPolicy:
         self.obj = _target_object(spec)
         o = spec.object(self.obj)
         self.color, self.centre_z = o.color, o.half_height()
-        cam = spec.camera(camera) if camera else spec.cameras[0]
+        cam = (
+            spec.camera(camera)
+            if camera
+            else next((c for c in spec.cameras if not c.attach), spec.cameras[0])
+        )
+        if cam.attach:
+            raise SpecError(
+                f"scene {spec.name!r}: camera {cam.name!r} is mounted on the {cam.attach}; the image-based policy "
+                "locates objects through a fixed camera"
+            )
         self.camera_name, self.camera = cam.name, PinholeCamera.from_spec(cam)
         self.knobs = knobs
         self.base_seed = seed

@@ -39,6 +39,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -427,28 +429,28 @@ def train_td3bc(
     *,
     extra: Transitions | None = None,
     extra_fraction: float = 0.0,
+    regenerate: Callable[[TD3BC, int], Transitions] | None = None,
+    regenerate_every: int = 0,
     progress: bool = True,
 ) -> list[Path]:
     """Train TD3+BC on `data` (real transitions, which also set the normalisation), with `extra_fraction`
-    of every batch drawn from `extra` (e.g. synthetic transitions). Writes `out/config.json`,
-    `out/log.jsonl` and returns the checkpoints `out/step-XXXXXX` (every `save_at` step and the last)."""
+    of every batch drawn from `extra` (e.g. synthetic transitions). With `regenerate`, the extra
+    transitions are replaced by `regenerate(model, step)` every `regenerate_every` steps (PGD's loop: new
+    synthetic data guided towards the agent as it is now). Writes `out/config.json`, `out/log.jsonl`
+    (a `regenerated` row per replacement) and returns the checkpoints `out/step-XXXXXX` (every `save_at`
+    step and the last)."""
     out = Path(out)
     if not 0.0 <= extra_fraction <= 1.0:
         raise UsageError(f"extra_fraction must be in [0, 1], got {extra_fraction}")
     n_extra = round(cfg.batch_size * extra_fraction) if extra is not None else 0
     if extra_fraction > 0 and (extra is None or len(extra) == 0):
         raise UsageError(f"extra_fraction {extra_fraction} needs extra transitions; none were given")
+    if regenerate is not None and (n_extra == 0 or regenerate_every < 1):
+        raise UsageError("regenerate needs extra transitions, extra_fraction > 0 and regenerate_every >= 1")
     if len(data) == 0:
         raise TrainingError("no training transitions")
-    if extra is not None and (
-        extra.obs.shape[1:] != data.obs.shape[1:]
-        or not np.array_equal(extra.action_low, data.action_low)
-        or not np.array_equal(extra.action_high, data.action_high)
-    ):
-        raise UsageError(
-            f"extra transitions (obs {extra.obs.shape[1]} dims, action bounds {extra.action_high.tolist()}) "
-            f"do not match the data's ({data.obs.shape[1]}, {data.action_high.tolist()})"
-        )
+    if extra is not None:
+        _check_extra(extra, data)
     cfg = cfg.model_copy(update={"obs_dim": data.obs.shape[1], "action_dim": data.actions.shape[1]})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -459,6 +461,7 @@ def train_td3bc(
     model.action_high.copy_(torch.from_numpy(data.action_high))
     real = _normalised(model, data)
     synthetic = _normalised(model, extra) if extra is not None and n_extra > 0 else None
+    regenerated: list[dict[str, float]] = []
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
@@ -507,6 +510,19 @@ def train_td3bc(
         if done % cfg.policy_freq == 0:  # the step that updated the actor
             _soft_update(model.actor_target, model.actor, cfg.tau)
             _soft_update(model.critic_target, model.critic, cfg.tau)
+        if (
+            regenerate is not None
+            and synthetic is not None
+            and done % regenerate_every == 0
+            and done < cfg.steps
+        ):
+            t0 = time.perf_counter()
+            fresh = regenerate(copy.deepcopy(model).eval(), done)  # a copy: the callback may freeze it
+            _check_extra(fresh, data)
+            if len(fresh) == 0:
+                raise TrainingError(f"regeneration at step {done} gave no transitions")
+            synthetic[:] = _normalised(model, fresh)
+            regenerated.append({"step": done, "transitions": len(fresh), "seconds": time.perf_counter() - t0})
         if done in save_at:
             saved.append(model.save_pretrained(out / f"step-{done:06d}"))
 
@@ -524,4 +540,19 @@ def train_td3bc(
         )
     )
     model.eval()
+    if regenerated:
+        with (out / "log.jsonl").open("a") as f:
+            f.writelines(json.dumps({"regenerated": r}) + "\n" for r in regenerated)
     return saved
+
+
+def _check_extra(extra: Transitions, data: Transitions) -> None:
+    if (
+        extra.obs.shape[1:] != data.obs.shape[1:]
+        or not np.array_equal(extra.action_low, data.action_low)
+        or not np.array_equal(extra.action_high, data.action_high)
+    ):
+        raise UsageError(
+            f"extra transitions (obs {extra.obs.shape[1]} dims, action bounds {extra.action_high.tolist()}) "
+            f"do not match the data's ({data.obs.shape[1]}, {data.action_high.tolist()})"
+        )

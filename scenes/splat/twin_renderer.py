@@ -126,8 +126,12 @@ class SplatTwinRenderer:
             g = gaussians_from_mesh(mesh, spacing, color=(0.9, 0.9, 0.9), source=f"robot link {link.name}")
             bodies.append(BodySplat(f"robot:{link.name}", g, entity_pose(link)))
         self.bodies = [BodySplat(b.name, b.gaussians.to(self.device), b.pose) for b in bodies]
-        cams = [PinholeCamera.from_spec(c) for c in spec.cameras]
         self.camera_names = [c.name for c in spec.cameras]
+        self.mounted = any(c.attach for c in spec.cameras)  # a wrist camera: posed again at every render
+        self._pose_cameras(spec.cameras)
+
+    def _pose_cameras(self, specs: list[Any]) -> None:
+        cams = [PinholeCamera.from_spec(c) for c in specs]
         self.cameras = cams
         viewmats, Ks = [c.viewmat for c in cams], [c.K for c in cams]
         self.viewmats = torch.tensor(
@@ -155,6 +159,8 @@ class SplatTwinRenderer:
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per camera (or only camera index `camera`): RGB float [H, W, 3] and alpha [H, W, 1]."""
         g = self.world_gaussians(names)
+        if self.mounted:
+            self._pose_cameras(self.twin.camera_specs())
         sel = slice(None) if camera is None else slice(camera, camera + 1)
         outs, alphas = [], []
         for i, cam in list(enumerate(self.cameras))[sel]:

@@ -215,12 +215,24 @@ def test_pgd_offline(tmp_path, monkeypatch, tiny_pgd_models):
     """One training seed of 10 TD3+BC steps per arm, 6 synthetic windows, two twin episodes a checkpoint."""
     data, model, _ = tiny_pgd_models
     args = ["--data", str(data), "--trajectory", str(model), "--windows", "6", "--steps", "10"]
-    args += ["--train-seeds", "0", "--eval-episodes", "2", "--workers", "1", "--runs", str(tmp_path / "runs")]
+    args += [
+        "--regen-every",
+        "5",
+        "--train-seeds",
+        "0",
+        "--eval-episodes",
+        "2",
+        "--workers",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
     args += ["--results-dir", str(tmp_path)]
     run_script("experiments.pgd_offline", args, monkeypatch)
     r = read_checked(tmp_path / "pgd_offline.json", "experiments/pgd_offline.py", args)
-    assert set(r["arms"]) == {"real", "real + PGD", "real + unguided"}
+    assert set(r["arms"]) == {"real", "real + PGD", "real + unguided", "real + PGD (regenerated)"}
     for v in r["arms"].values():
         assert v["episodes"] == 2 and v["ci"][0] <= v["success_rate"] <= v["ci"][1]
     assert r["arms"]["real + PGD"]["synthetic_transitions"][0] > 0
+    assert len(r["arms"]["real + PGD (regenerated)"]["synthetic_transitions"]) == 1  # regenerated at step 5
     assert r["recipe"]["steps"] == 10

@@ -246,6 +246,44 @@ def test_same_seed_gives_identical_weights_and_synthetic_data_mixes_in(push_spec
         train_td3bc(cfg, data, tmp_path / "e", extra_fraction=0.5, progress=False)
 
 
+def test_regeneration_replaces_the_synthetic_data_with_the_agent_as_it_is(push_spec, tmp_path):
+    data = transitions(_toy_episodes(n=6), push_spec)
+    cfg = TD3BCConfig(steps=30, **TINY)
+
+    def windows(seed: int):
+        eps = _toy_episodes(n=4, seed=seed)
+        states = np.stack([np.concatenate([e["state"], e["env_state"]], 1) for e in eps])
+        return window_transitions(states, np.stack([e["actions"][:-1] for e in eps]), push_spec)
+
+    first = windows(7)
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def regenerate(agent: TD3BC, step: int):
+        assert not agent.training  # a copy of the agent in eval mode: freezing it leaves training alone
+        agent.requires_grad_(False)
+        seen.append((step, agent.actor.net[0].weight.detach().clone()))
+        return windows(100 + step)
+
+    kw = {"extra": first, "extra_fraction": 0.5, "progress": False}
+    (a,) = train_td3bc(cfg, data, tmp_path / "a", regenerate=regenerate, regenerate_every=10, **kw)
+    assert [s for s, _ in seen] == [10, 20]  # not at the last step: nothing would train on it
+    assert not torch.equal(seen[0][1], seen[1][1])  # the agent as it is at each regeneration
+    rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["regenerated"]["step"] for r in rows if "regenerated" in r] == [10, 20]
+    (b,) = train_td3bc(cfg, data, tmp_path / "b", **kw)  # the same start, never regenerated
+    wa, wb = _weights(a), _weights(b)
+    assert torch.equal(seen[0][1], _weights_at(tmp_path, cfg, data, kw, 10)["actor.net.0.weight"])
+    assert not torch.equal(wa["critic.q1.0.weight"], wb["critic.q1.0.weight"])
+    with pytest.raises(UsageError, match="regenerate needs"):
+        train_td3bc(cfg, data, tmp_path / "c", regenerate=regenerate, regenerate_every=0, **kw)
+
+
+def _weights_at(tmp_path, cfg, data, kw, step: int) -> dict[str, torch.Tensor]:
+    """The weights of a run without regeneration at `step` (identical to a regenerating run's until then)."""
+    (w,) = train_td3bc(cfg.model_copy(update={"steps": step}), data, tmp_path / f"upto{step}", **kw)
+    return _weights(w)
+
+
 def test_config_rejects_unknown_keys_and_ships_the_defaults(tmp_path):
     with pytest.raises(ValidationError, match="extra"):
         TD3BCConfig(hiden=16)

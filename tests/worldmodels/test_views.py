@@ -1,0 +1,71 @@
+"""A video world model over two camera views, warm-started from a one-view checkpoint: the second view is
+the toy world mirrored left to right (a camera facing the first), so a model that imagines both views
+consistently puts the square at mirrored places in them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.worldmodels.toy import SIZE, TOY_META, toy_scene
+from worldmodels.video_model import VideoWorldModel
+from worldmodels.video_world import Context, VideoWorld
+
+TWO = {**TOY_META, "cameras": ["top", "mirror"]}
+
+
+def _two_views(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**e, "frames": np.concatenate([e["frames"], e["frames"][..., ::-1]], axis=1)}
+
+
+@pytest.fixture(scope="module")
+def two_views(trained, episodes, tmp_path_factory):
+    from tests.worldmodels.toy import toy_config
+    from worldmodels.training import train_worldmodel
+
+    _, base = trained
+    eps = [_two_views(e) for e in episodes]
+    meta = {**TWO, "scene": toy_scene()}
+    root = tmp_path_factory.mktemp("views")
+    zero = train_worldmodel(toy_config(steps=0, init=str(base)), eps, meta, root / "zero", progress=False)
+    tuned = train_worldmodel(toy_config(steps=400, init=str(base)), eps, meta, root / "tuned", progress=False)
+    return base, zero, tuned, eps
+
+
+def test_a_warm_start_grows_the_position_embedding_by_a_view(two_views):
+    base, zero, _, _ = two_views
+    old, new = VideoWorldModel.from_pretrained(base), VideoWorldModel.from_pretrained(zero)
+    assert new.cfg.cameras == ["top", "mirror"] and new.views == 2
+    per_view = old.denoiser.hp * old.denoiser.wp  # patches a view
+    p0, p1 = old.denoiser.pos.detach(), new.denoiser.pos.detach()
+    assert per_view == 16 and p1.shape[0] == p0.shape[0] + per_view
+    assert torch.equal(p1[:per_view], p0[:per_view]) and torch.equal(p1[2 * per_view :], p0[per_view:])
+    offset = p1[per_view : 2 * per_view] - p0[:per_view]  # the new view: the first's rows, told apart
+    assert 0.005 < offset.std().item() < 0.05
+    assert torch.equal(new.denoiser.img_in.weight, old.denoiser.img_in.weight)  # everything else as it was
+
+
+def _centroid_x(img: np.ndarray) -> float:
+    """The red square's column in an image [3, H, W] (uint8)."""
+    r, g = img[0].astype(int), img[1].astype(int)
+    mask = (r - g) > 80
+    assert mask.any(), "no square in view"
+    return float(np.nonzero(mask)[1].mean())
+
+
+def test_a_two_view_model_imagines_both_views_consistently(two_views):
+    _, _, tuned, eps = two_views
+    model = VideoWorldModel.from_pretrained(tuned)
+    world = VideoWorld(model, model.cfg.sampler.updated(samples=1, steps=4))
+    world.stop_on_success = False
+    errors, mirrored = [], []
+    for e in eps:
+        world.reset(0, {"context": Context.from_episode(e, world.cameras, 1)})
+        r = world.step(e["actions"][1:9])
+        for t, o in enumerate(r.observations, start=2):
+            top, mirror = o.images["top"].transpose(2, 0, 1), o.images["mirror"].transpose(2, 0, 1)
+            errors.append(abs(_centroid_x(top) - _centroid_x(e["frames"][t, 0])))
+            mirrored.append(abs(_centroid_x(top) + _centroid_x(mirror) - (SIZE - 1)))
+    assert np.mean(errors) < 1.5, np.mean(errors)  # the first view follows the actions
+    assert np.mean(mirrored) < 1.5, np.mean(mirrored)  # the second agrees with it
