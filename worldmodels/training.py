@@ -455,7 +455,9 @@ def train_worldmodel(
     hardware = Hardware(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy)
 
     for st_name in STAGES[STAGES.index(stage) :]:
-        if st_name == "vae" and (cfg.vae.pretrained or cfg.train.init):
+        if st_name == "vae" and cfg.train.init:
+            total = cfg.train.init_vae_steps
+        elif st_name == "vae" and cfg.vae.pretrained:
             total = 0
         else:
             total = cfg.vae.train_steps if st_name == "vae" else t.steps

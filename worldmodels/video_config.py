@@ -240,6 +240,12 @@ class TrainConfig(Strict):
             "run begins from exactly the checkpoint's predictions"
         ),
     )
+    init_vae_steps: int = Field(
+        0,
+        ge=0,
+        description="with `init`: first fine-tune the checkpoint's VAE this many steps on the new data (e.g. "
+        "frames of a camera view it has never seen; its latent statistics are kept); 0 keeps it as it is",
+    )
     strategy: str = Field("auto", description="Lightning strategy on multi-device machines (e.g. ddp)")
     devices: int | str = "auto"
     accelerator: str = "auto"

@@ -33,6 +33,29 @@ def two_views(trained, episodes, tmp_path_factory):
     return base, zero, tuned, eps
 
 
+def test_a_warm_start_can_fine_tune_the_vae_on_the_new_views(two_views, tmp_path):
+    """`train.init_vae_steps`: the checkpoint's VAE trains on the new data first (kept as it is by default)."""
+    import json
+
+    from tests.worldmodels.toy import toy_config
+    from worldmodels.training import train_worldmodel
+
+    base, zero, _, eps = two_views
+    cfg = toy_config(steps=0, init=str(base))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init_vae_steps": 30})})
+    path = train_worldmodel(cfg, eps, {**TWO, "scene": toy_scene()}, tmp_path / "vae", progress=False)
+    kept, tuned = VideoWorldModel.from_pretrained(zero), VideoWorldModel.from_pretrained(path)
+    old = VideoWorldModel.from_pretrained(base)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(kept.vae.state_dict().values(), old.vae.state_dict().values(), strict=True)
+    )
+    assert not torch.equal(tuned.vae.encoder.conv_in.weight, old.vae.encoder.conv_in.weight)
+    assert torch.equal(tuned.latent_mean, old.latent_mean)  # the checkpoint's statistics are kept
+    rows = [json.loads(line) for line in (tmp_path / "vae" / "log.jsonl").read_text().splitlines()]
+    assert max(r.get("step", 0) for r in rows if r.get("stage") == "vae") == 30
+
+
 def test_a_warm_start_grows_the_position_embedding_by_a_view(two_views):
     base, zero, _, _ = two_views
     old, new = VideoWorldModel.from_pretrained(base), VideoWorldModel.from_pretrained(zero)
