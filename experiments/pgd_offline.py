@@ -38,45 +38,24 @@ from common.results import add_result_arguments, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT / "configs" / "scenes" / "push_cube.yaml"
-NO_CAMERAS = {"cameras": []}  # the policies read states: the twin renders nothing
+NO_CAMERAS: dict[str, Any] = {"cameras": []}  # the policies read states: the twin renders nothing
 
 
 def train(
-    cfg_overrides: dict[str, Any], real: Any, out: Path, extra: Any = None, fraction: float = 0.0
-) -> str:
-    from policy_eval.policies.td3bc import load_td3bc_config, train_td3bc
-
-    cfg = load_td3bc_config(ROOT / "configs" / "policies" / "td3bc.yaml", cfg_overrides)
-    last = out / f"step-{cfg.steps:06d}"
-    if not (last / "model.safetensors").exists():
-        train_td3bc(cfg, real, out, extra=extra, extra_fraction=fraction, progress=False)
-    return str(last)
-
-
-def train_regenerated(
     cfg_overrides: dict[str, Any],
     real: Any,
     out: Path,
-    first: Any,
-    fraction: float,
-    regenerate: Any,
-    every: int,
+    extra: Any = None,
+    fraction: float = 0.0,
+    **regen: Any,
 ) -> str:
+    """TD3+BC into `out` unless its last checkpoint is there; `regen`: `regenerate` and `regenerate_every`."""
     from policy_eval.policies.td3bc import load_td3bc_config, train_td3bc
 
     cfg = load_td3bc_config(ROOT / "configs" / "policies" / "td3bc.yaml", cfg_overrides)
     last = out / f"step-{cfg.steps:06d}"
     if not (last / "model.safetensors").exists():
-        train_td3bc(
-            cfg,
-            real,
-            out,
-            extra=first,
-            extra_fraction=fraction,
-            regenerate=regenerate,
-            regenerate_every=every,
-            progress=False,
-        )
+        train_td3bc(cfg, real, out, extra=extra, extra_fraction=fraction, progress=False, **regen)
     return str(last)
 
 
@@ -146,9 +125,8 @@ def main() -> None:
             ("real + unguided", 0.0, "unguided"),
         ):
             out = runs / f"{slug}_seed{seed}"
-            record = (
-                out / "synthetic.json"
-            )  # the synthetic set's size, so a finished arm is not sampled again
+            # the synthetic set's size, so that a finished arm is not sampled again
+            record = out / "synthetic.json"
             if not (record.exists() and (out / Path(target).name / "model.safetensors").exists()):
                 extra = synthetic(model, target, coeff, args.windows, seed, spec)
                 train(over, real, out, extra, args.fraction)
@@ -156,27 +134,33 @@ def main() -> None:
             sizes[arm].append(json.loads(record.read_text())["transitions"])
             checkpoints[arm].append(str(out / Path(target).name))
         if args.regen_every:
-            unguided = synthetic(model, target, 0.0, args.windows, seed, spec)
+            out = runs / f"pgd{args.coeff:g}_regen{args.regen_every}_seed{seed}"
+            record = out / "synthetic.json"
+            fresh_sizes: list[int] = []
+            if not (record.exists() and (out / Path(target).name / "model.safetensors").exists()):
 
-            def regenerate(agent: Any, step: int, seed: int = seed) -> Any:
-                fresh = synthetic(
-                    model, TD3BCPolicy(agent), args.coeff, args.windows, seed, spec, stream=step
-                )
-                sizes[regen].append(len(fresh))
-                return fresh
+                def regenerate(
+                    agent: Any, step: int, seed: int = seed, sizes: list[int] = fresh_sizes
+                ) -> Any:
+                    fresh = synthetic(
+                        model, TD3BCPolicy(agent), args.coeff, args.windows, seed, spec, stream=step
+                    )
+                    sizes.append(len(fresh))
+                    return fresh
 
-            slug = f"pgd{args.coeff:g}_regen{args.regen_every}"
-            checkpoints[regen].append(
-                train_regenerated(
+                unguided = synthetic(model, target, 0.0, args.windows, seed, spec)
+                train(
                     over,
                     real,
-                    runs / f"{slug}_seed{seed}",
+                    out,
                     unguided,
                     args.fraction,
-                    regenerate,
-                    args.regen_every,
+                    regenerate=regenerate,
+                    regenerate_every=args.regen_every,
                 )
-            )
+                atomic_write_text(record, json.dumps({"transitions": fresh_sizes}))
+            sizes[regen] += json.loads(record.read_text())["transitions"]
+            checkpoints[regen].append(str(out / Path(target).name))
     evals = runs / f"eval_{args.eval_seed}_{args.eval_episodes}_pgd{args.coeff:g}"
     if args.regen_every:  # another policy list: another evaluation
         evals = evals.with_name(f"{evals.name}_regen{args.regen_every}")
