@@ -424,15 +424,12 @@ class DigitalTwin:
         force, self._force_render = self._force_render, False
         posed = {c.name: c for c in self.camera_specs()}
         for name, cam in self.cameras.items():
-            c = posed[name]
-            if self.spec.camera(name).attach:  # a mounted camera moves with its link
+            mounted = self.spec.camera(name).attach is not None
+            if mounted:  # a mounted camera moves with its link
+                c = posed[name]
                 cam.set_pose(pos=c.pos, lookat=c.lookat, up=c.up)
             rgb, _, seg, _ = cam.render(
-                rgb=True,
-                depth=False,
-                segmentation=segmentation,
-                normal=False,
-                force_render=force or self.spec.camera(name).attach is not None,
+                rgb=True, depth=False, segmentation=segmentation, normal=False, force_render=force or mounted
             )
             img = np.ascontiguousarray(_np(rgb).astype(np.uint8))
             out[name] = (img, _np(seg)) if segmentation else img
