@@ -2,11 +2,13 @@
 
     python benchmarks/evaluator_fidelity.py --purpose choose [--seed 2000 --episodes 30]
     python benchmarks/evaluator_fidelity.py --purpose report [--seed 4000 --episodes 50]
-    ... [--model assets/worldmodels/push_cube_tiny] [--sampler 4x1 --sampler 1x1] [--twin-workers 2]
+    ... [--model assets/worldmodels/push_cube_tiny] [--sampler 4x1 --sampler 3x1u] [--twin-workers 2]
 
 Runs the push_cube policy zoo (configs/eval/demo.yaml's policies) for `--episodes` seeds each in the twin
 (ground truth) and in the world model on the same seeds and initial observations, once per `--sampler`
-setting (STEPSxSAMPLES: flow sampler steps x samples per step), and writes
+setting (STEPSxSAMPLES[u][-bf16]: flow sampler steps x samples per step; u spaces the steps uniformly from
+noise level 1 to 0 instead of diffusers' 1 to 0.001 then 0; -bf16 runs the network passes in bfloat16; see
+SamplerConfig), and writes
 benchmarks/results/evaluator_fidelity_<purpose>.json: per-policy success in both worlds; Pearson,
 Spearman, Kendall, MMRV and the mean absolute success-rate error per policy, with paired bootstrap
 intervals over seeds; and the speed of both worlds measured side by side on this machine.
@@ -39,15 +41,22 @@ DEFAULT_SEED = {"choose": 2000, "report": 4000}
 DEFAULT_EPISODES = {"choose": 30, "report": 50}
 
 
-def parse_sampler(text: str) -> tuple[int, int]:
-    """ "4x1" -> (4 sampler steps, 1 sample)."""
+def parse_sampler(text: str) -> tuple[int, int, str, str]:
+    """STEPSxSAMPLES[u][-bf16] -> (sampler steps, samples, spacing, precision): "4x1" -> (4, 1, diffusers,
+    float32); "3x1u-bf16" -> (3, 1, uniform, bfloat16)."""
+    code = text.lower()
+    precision = "bfloat16" if code.endswith("-bf16") else "float32"
+    code = code.removesuffix("-bf16")
+    spacing = "uniform" if code.endswith("u") else "diffusers"
     try:
-        steps, samples = (int(x) for x in text.lower().split("x"))
+        steps, samples = (int(x) for x in code.removesuffix("u").split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sampler {text!r}: expected STEPSxSAMPLES, e.g. 4x1") from None
+        raise argparse.ArgumentTypeError(
+            f"--sampler {text!r}: expected STEPSxSAMPLES[u][-bf16], e.g. 4x1, 3x1u or 4x1-bf16"
+        ) from None
     if steps < 1 or samples < 1:
         raise argparse.ArgumentTypeError(f"--sampler {text!r}: steps and samples must be >= 1")
-    return steps, samples
+    return steps, samples, spacing, precision
 
 
 def throughput(results: dict[str, Any], workers: int) -> dict[str, float]:
@@ -100,7 +109,10 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "assets/worldmodels/push_cube_tiny"))
     ap.add_argument("--config", default=str(ROOT / "configs/eval/demo.yaml"))
     ap.add_argument(
-        "--sampler", type=parse_sampler, action="append", help="STEPSxSAMPLES (repeatable; default 4x1)"
+        "--sampler",
+        type=parse_sampler,
+        action="append",
+        help="STEPSxSAMPLES[u][-bf16] (repeatable; default 4x1)",
     )
     ap.add_argument("--twin-workers", type=int, default=2, help="twin processes run in parallel")
     ap.add_argument(
@@ -122,7 +134,7 @@ def main() -> None:
     seed = DEFAULT_SEED[args.purpose] if args.seed is None else args.seed
     name = f"{args.name}_{args.purpose}"
     check_disjoint(args.purpose, range(seed, seed + episodes), Path(args.results_dir), name)
-    samplers = args.sampler or [(4, 1)]
+    samplers = args.sampler or [(4, 1, "diffusers", "float32")]
     model_dir = Path(args.model)
     label = args.label or (model_dir.parent.name if model_dir.name == "model" else model_dir.name)
     console = Console()
@@ -136,8 +148,11 @@ def main() -> None:
     console.print(ranked_table(twin))
     rows = []
     workers = args.twin_workers if args.kind == "ensemble" else 1
-    for steps, samples in samplers if args.kind == "worldmodel" else [(0, 0)]:
-        tag = f"{label}_{steps}x{samples}" if args.kind == "worldmodel" else label
+    default = [(0, 0, "diffusers", "float32")]
+    for steps, samples, spacing, precision in samplers if args.kind == "worldmodel" else default:
+        code = f"{steps}x{samples}" + ("u" if spacing == "uniform" else "")
+        code += "-bf16" if precision == "bfloat16" else ""
+        tag = f"{label}_{code}" if args.kind == "worldmodel" else label
         wm_cfg = load_eval_config(
             args.config,
             {
@@ -148,6 +163,8 @@ def main() -> None:
                 "report": True,
                 "sampler_steps": steps or None,
                 "samples": samples or None,
+                "sampler_spacing": spacing if steps else None,
+                "sampler_precision": precision if steps else None,
                 "workers": workers,
             },
         )
@@ -158,8 +175,10 @@ def main() -> None:
         speed = throughput(wm, workers)
         rows.append(
             {
-                "sampler": f"{steps}x{samples}" if steps else None,
+                "sampler": code if steps else None,
                 "sampler_steps": steps,
+                "sampler_spacing": spacing,
+                "sampler_precision": precision,
                 "samples": samples,
                 "metrics": {k: m[k] for k in ("pearson", "spearman", "kendall", "mmrv", "mae")},
                 "per_episode_agreement": m["per_episode_agreement"],

@@ -89,6 +89,13 @@ class EvalConfig(Strict):
     sampler_steps: int | None = Field(
         None, ge=1, description="world model: denoising steps (default: the model's)"
     )
+    sampler_spacing: Literal["diffusers", "uniform"] | None = Field(
+        None,
+        description="world model: where the denoising steps fall (default: the model's; see SamplerConfig)",
+    )
+    sampler_precision: Literal["float32", "bfloat16"] | None = Field(
+        None, description="world model: number format of the network passes (default: the model's)"
+    )
     adaptive: AdaptiveStop | None = None
     batch_size: int = Field(32, ge=1, description="episodes per forward pass in an imagined world")
     workers: int = Field(1, ge=1)
@@ -301,6 +308,8 @@ class Evaluator:
             twin=twin,
             samples=cfg.samples,
             sampler_steps=cfg.sampler_steps,
+            sampler_spacing=cfg.sampler_spacing,
+            sampler_precision=cfg.sampler_precision,
         )
 
     def _known_objects(self, spec: SceneSpec) -> SceneSpec:

@@ -169,6 +169,8 @@ def make_world(
     device: str = "cpu",
     samples: int | None = None,
     sampler_steps: int | None = None,
+    sampler_spacing: str | None = None,
+    sampler_precision: str | None = None,
 ) -> World:
     """Build the named world for `spec`; `twin` may be a prebuilt DigitalTwin of the same scene."""
     w = parse_world(name) if isinstance(name, str) else name
@@ -185,7 +187,13 @@ def make_world(
     from worldmodels.video_world import VideoWorld
 
     model = VideoWorldModel.from_pretrained(w.path)
-    video = VideoWorld(model, model.cfg.sampler.updated(samples=samples, steps=sampler_steps), device=device)
+    video = VideoWorld(
+        model,
+        model.cfg.sampler.updated(
+            samples=samples, steps=sampler_steps, spacing=sampler_spacing, precision=sampler_precision
+        ),
+        device=device,
+    )
     check_scene_matches(video.cfg.scene, spec, w.path)
     physics: dict[str, float] = {}
     if (

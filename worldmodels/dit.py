@@ -261,6 +261,22 @@ class VideoDiT(nn.Module):
         ]
         return {**state, key: torch.cat([*new, old[old_views * per_view :]])}
 
+    def grow_offsets(self, state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """A checkpoint's weights `state` made to fit this model when it reaches further back in time (longer
+        episodes): the old model clamped a frame offset beyond its reach to its furthest row, so each new row
+        is a copy of the furthest old row on its side, and the grown model computes exactly what the old one
+        did on every input. Anything else is returned as it is."""
+        key = f"{prefix}offset.weight"
+        old = state.get(key)
+        if (
+            old is None
+            or old.shape[0] >= self.offset.num_embeddings
+            or old.shape[1:] != self.offset.weight.shape[1:]
+        ):
+            return state
+        grow = self.max_offset - (old.shape[0] - 1) // 2
+        return {**state, key: torch.cat([old[:1].expand(grow, -1), old, old[-1:].expand(grow, -1)])}
+
     def _img_tokens(self, img: torch.Tensor) -> torch.Tensor:
         """img [B, Fr, V, c, h, w] -> [B, Fr, n_img, D] (with their position embedding)."""
         t = self.img_in(rearrange(img, "b f v c (hh p) (ww q) -> b f (v hh ww) (c p q)", p=self.p, q=self.p))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -236,10 +237,12 @@ class VideoWorldModel(nn.Module):
 
     def adapt_warm_start(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A checkpoint's weights made to fit this model where it grew in a way the backbone knows (more
-        camera views); used by `warm_start`."""
+        camera views, longer episodes); used by `warm_start`."""
         from worldmodels.dit import VideoDiT
 
-        return self.denoiser.grow_views(state, "denoiser.") if isinstance(self.denoiser, VideoDiT) else state
+        if not isinstance(self.denoiser, VideoDiT):
+            return state
+        return self.denoiser.grow_offsets(self.denoiser.grow_views(state, "denoiser."), "denoiser.")
 
     # ------------------------------------------------------------------ normalisation
     def set_statistics(
@@ -299,7 +302,7 @@ class VideoWorldModel(nn.Module):
         out = []
         for i in range(0, len(flat), batch):
             zz = flat[i : i + batch] * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
-            x = self.vae.decode(zz).sample
+            x = self.vae.decode(zz).sample.float()  # float32 pixels, also under a bfloat16 autocast
             out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
         x = torch.cat(out)
         return x.reshape(*lead, *x.shape[1:])
@@ -504,7 +507,10 @@ class VideoWorldModel(nn.Module):
 
         s = sampler or self.cfg.sampler
         sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=s.shift)
-        sched.set_timesteps(s.steps, device=noise_img.device)
+        if s.spacing == "uniform":  # sigmas 1, (N-1)/N, ..., 1/N; the scheduler appends the final 0
+            sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / s.steps, s.steps), device=noise_img.device)
+        else:
+            sched.set_timesteps(s.steps, device=noise_img.device)
         x_img, x_state = noise_img.clone(), noise_state.clone()
         B = x_img.shape[0]
         clean = win  # residual state frames are relative to the clean context

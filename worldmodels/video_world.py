@@ -296,6 +296,12 @@ class VideoWorld:
         physics = st([ep.physics for ep in eps]) if self.cfg.physics else None  # type: ignore[misc]
         return Window(st(ci), st(cv), st(ac), st(ha), st(po), st(of), physics=physics)
 
+    def _autocast(self) -> torch.autocast:
+        """The sampler's number format for the network passes (`SamplerConfig.precision`)."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.sampler.precision == "bfloat16"
+        )
+
     def _pass_noise(
         self, ep: _Episode, n_frames: int, ctx_shape: tuple[int, ...], img_shape: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -333,13 +339,15 @@ class VideoWorld:
             self._pass_noise(ep, F, tuple(win.ctx_img.shape[1:]), tuple(win.ctx_img.shape[2:])) for ep in eps
         ]
         ctx_eps = [n[2] for n in noise if n[2] is not None]
-        lat, vec = self.model.sample(
-            win.map(lambda x: x.repeat_interleave(S, 0)),
-            torch.cat([n[0] for n in noise]).to(self.device),
-            torch.cat([n[1] for n in noise]).to(self.device),
-            self.sampler,
-            torch.cat(ctx_eps).to(self.device) if ctx_eps else None,
-        )
+        with self._autocast():
+            lat, vec = self.model.sample(
+                win.map(lambda x: x.repeat_interleave(S, 0)),
+                torch.cat([n[0] for n in noise]).to(self.device),
+                torch.cat([n[1] for n in noise]).to(self.device),
+                self.sampler,
+                torch.cat(ctx_eps).to(self.device) if ctx_eps else None,
+            )
+        lat, vec = lat.float(), vec.float()
         lat = lat.reshape(B, S, *lat.shape[1:])
         vec = vec.reshape(B, S, *vec.shape[1:])
         unc = (
@@ -363,7 +371,9 @@ class VideoWorld:
         latents = [s.latent for i in live for s in imagined[i]]
         if not latents:  # every episode had already ended
             return results
-        decoded = self.model.decode_latents(torch.stack(latents)).cpu().numpy().transpose(0, 1, 3, 4, 2)
+        with self._autocast():
+            pixels = self.model.decode_latents(torch.stack(latents))
+        decoded = pixels.cpu().numpy().transpose(0, 1, 3, 4, 2)
         start = 0
         for i in live:
             n = len(imagined[i])

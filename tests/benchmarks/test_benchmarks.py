@@ -3,6 +3,7 @@ sane figures to a temporary directory (never over the committed results)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
@@ -59,9 +60,21 @@ def test_datagen_speed(tmp_path, monkeypatch, genesis_kernel_cache):
     assert row["episodes_per_min"] > 0 and row["bytes"] > 0 and 0 <= row["success_rate"] <= 1
 
 
+def test_sampler_codes():
+    from benchmarks.evaluator_fidelity import parse_sampler
+
+    assert parse_sampler("4x1") == (4, 1, "diffusers", "float32")
+    assert parse_sampler("3x2u") == (3, 2, "uniform", "float32")
+    assert parse_sampler("2x1U-BF16") == (2, 1, "uniform", "bfloat16")
+    for bad in ("4", "4x1-fp8", "0x1", "ux1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--sampler"):
+            parse_sampler(bad)
+
+
 @pytest.mark.sim
 def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
-    """Two scripted policies, one seed each, in the twin and the shipped world model at two sampler settings;
+    """Two scripted policies, one seed each, in the twin and the shipped world model at two sampler settings
+    (the second with uniform spacing in bfloat16);
     then a report range that overlaps the chosen one is refused."""
     cfg = yaml.safe_load((ROOT / "configs/eval/demo.yaml").read_text())
     cfg.update(policies=["image_expert", "image_severe"])
@@ -77,7 +90,16 @@ def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
         "--runs",
         str(tmp_path / "runs"),
     ]
-    args += ["--sampler", "1x1", "--sampler", "2x1", "--twin-workers", "1", "--results-dir", str(tmp_path)]
+    args += [
+        "--sampler",
+        "1x1",
+        "--sampler",
+        "2x1u-bf16",
+        "--twin-workers",
+        "1",
+        "--results-dir",
+        str(tmp_path),
+    ]
     run_script("benchmarks.evaluator_fidelity", args, monkeypatch)
     r = read_checked(tmp_path / "evaluator_fidelity_choose.json", "benchmarks/evaluator_fidelity.py", args)
     assert r["purpose"] == "choose" and r["seeds"] == [2000, 2000] and r["episodes_per_policy"] == 1
@@ -85,7 +107,9 @@ def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
         set(r["twin"]["policies"]) == {"image_expert", "image_severe"}
         and r["twin"]["speed"]["steps_per_s"] > 0
     )
-    assert [w["sampler"] for w in r["worldmodel"]] == ["1x1", "2x1"]
+    assert [w["sampler"] for w in r["worldmodel"]] == ["1x1", "2x1u-bf16"]
+    assert [w["sampler_spacing"] for w in r["worldmodel"]] == ["diffusers", "uniform"]
+    assert [w["sampler_precision"] for w in r["worldmodel"]] == ["float32", "bfloat16"]
     for w in r["worldmodel"]:
         assert set(w["metrics"]) == {"pearson", "spearman", "kendall", "mmrv", "mae"}
         assert 0 <= w["metrics"]["mae"]["value"] <= 1 and w["speed"]["steps_per_s"] > 0

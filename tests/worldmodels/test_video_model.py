@@ -461,6 +461,60 @@ def test_temperature_scales_only_the_first_samples_noise(trained, episodes):
         _world(path, temperature=1.5)
 
 
+def test_uniform_spacing_spends_every_pass_on_denoising(trained, episodes, monkeypatch):
+    """diffusers' spacing with N steps ends on a pass from noise level 0.001 to 0 that changes next to
+    nothing, so it samples like N - 1 uniform steps (same noise, same result within 1e-2 of latents whose
+    spread is ~1) with one network pass more; uniform N makes N passes and differs from uniform N - 1."""
+    _, path = trained
+    model = VideoWorldModel.from_pretrained(path).eval()
+    store = _store(model, episodes)
+    win = store.window(store.starts([0, 1])[:2])
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(2, 2, 1, 4, 8, 8, generator=g), torch.randn(2, 2, 2, 4, 4, generator=g)
+    calls = []
+    velocity = model.velocity
+    monkeypatch.setattr(model, "velocity", lambda *a, **k: calls.append(1) or velocity(*a, **k))
+
+    def sample(steps, spacing):
+        calls.clear()
+        with torch.no_grad():
+            out = model.sample(win, *noise, model.cfg.sampler.updated(steps=steps, spacing=spacing))
+        return out, len(calls)
+
+    (z4, v4), n4 = sample(4, "diffusers")
+    (z3, v3), n3 = sample(3, "uniform")
+    (z4u, _), n4u = sample(4, "uniform")
+    assert (n4, n3, n4u) == (4, 3, 4)
+    torch.testing.assert_close(z3, z4, atol=1e-2, rtol=0)
+    torch.testing.assert_close(v3, v4, atol=1e-2, rtol=0)
+    assert (z4u - z3).abs().max() > 1e-2
+    with pytest.raises(UsageError, match=r"^sampler: spacing: Input should be 'diffusers' or 'uniform'"):
+        model.cfg.sampler.updated(spacing="karras")
+
+
+def test_bfloat16_passes_imagine_nearly_the_float32_frames(trained, episodes):
+    """`sampler.precision: bfloat16` runs the denoiser and the decoder's layers in bfloat16 (seen by a hook)
+    and gives frames within a few grey levels of float32's and the same state to a millimetre's order; the
+    sampler's own state and what the world returns stay float32."""
+    _, path = trained
+    e = episodes[0]
+    ctx = Context.from_episode(e, ["top"], 2)
+    out, seen = {}, {}
+    for precision in ("float32", "bfloat16"):
+        world = _world(path, precision=precision)
+        dtypes = seen.setdefault(precision, set())
+        hook = world.model.denoiser.img_in.register_forward_hook(lambda m, i, o, d=dtypes: d.add(o.dtype))
+        world.reset(5, {"context": ctx})
+        out[precision] = world.step(e["actions"][2:6])
+        hook.remove()
+    assert seen == {"float32": {torch.float32}, "bfloat16": {torch.bfloat16}}
+    a, b = (np.stack([o.images["top"] for o in out[p].observations]).astype(int) for p in out)
+    assert np.abs(a - b).mean() < 3 and np.abs(a - b).max() > 0  # close, and not the float32 run itself
+    s32, s16 = (np.stack([o.environment_state for o in out[p].observations]) for p in out)
+    assert s16.dtype == np.float32
+    np.testing.assert_allclose(s16, s32, atol=5e-3)
+
+
 def test_detail_weights_single_out_small_objects():
     """`vae.detail_weight`: flat background keeps weight 1; a 2x2 red spot on a flat table, the kind of
     object the policies must find, gets the largest weights, and the loss grows by them."""
@@ -631,3 +685,29 @@ def test_state_only_batches_train_the_state_stream_alone(episodes):
         loss.backward()
         opt.step()
     assert before / state_loss(5) >= 3, (before, state_loss(5))
+
+
+def test_a_warm_start_to_longer_episodes_computes_what_the_checkpoint_did():
+    """A checkpoint trained on shorter episodes reaches less far back in time; grown to a longer reach
+    (`VideoDiT.grow_offsets`), the model gives every frame offset, near or beyond the old reach, exactly the
+    embedding the checkpoint gave it (the checkpoint clamped far offsets to its furthest row)."""
+    from worldmodels.dit import VideoDiT
+
+    def dit(max_offset):
+        torch.manual_seed(0)
+        return VideoDiT(
+            dim=32, depth=1, heads=2, mlp_ratio=2.0, patch=2, state_patch=2, latent_channels=4,
+            latent_size=(4, 4), views=1, state_shape=(2, 4, 4), cond_dim=5, max_offset=max_offset,
+        )  # fmt: skip
+
+    old, new = dit(3), dit(7)
+    state = new.grow_offsets(old.state_dict(), "")
+    new.load_state_dict(state)
+    assert state["offset.weight"].shape == (15, 32)
+    offsets = torch.arange(-9, 10)[None]
+    sigma, cond = torch.full((1, 19), 0.5), torch.zeros(1, 19, 5)
+    torch.testing.assert_close(
+        new._conditioning(sigma, cond, offsets, None)[2], old._conditioning(sigma, cond, offsets, None)[2]
+    )
+    assert not torch.equal(dit(7).offset.weight[:4], state["offset.weight"][:4])  # grown, not re-drawn
+    assert new.grow_offsets(state, "") is state  # a model as far-reaching as the checkpoint: nothing to do
