@@ -438,6 +438,18 @@ def _check_out(cfg: EvalConfig, spec: Any, out: Path) -> None:
     cfg_path = out / "config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
+        if isinstance(previous.get("config"), dict):  # a field added since at its default is the same job
+            fields = EvalConfig.model_fields
+            previous["config"] = {
+                **{
+                    k: v
+                    for k, v in resolved["config"].items()
+                    if k in fields
+                    and not fields[k].is_required()
+                    and v == fields[k].get_default(call_default_factory=True)
+                },
+                **previous["config"],
+            }
         if {k: previous.get(k) for k in resolved} != resolved:
             names = {
                 "config": "config",

@@ -301,7 +301,10 @@ def split(n: int, holdout: int) -> tuple[list[int], list[int]]:
     return list(range(n - holdout)), list(range(n - holdout, n))
 
 
-def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
+def _dataset_statistics(
+    model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]
+) -> dict[str, torch.Tensor | None]:
+    """The training episodes' statistics, as `VideoWorldModel.set_statistics` takes them."""
     assert store.latents is not None, "the statistics are taken from the encoded latents"
     z = torch.cat([store.latents[k].flatten(0, 1) for k in train_eps])  # [N, c, h, w]  (already normalised)
     raw = z * model.latent_std[:, None, None] + model.latent_mean[:, None, None]
@@ -327,8 +330,39 @@ def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int
         pad = (d_hi - d_lo) * 0.05
         d_lo, d_hi = d_lo - pad, d_hi + pad
         d_lo[vi], d_hi[vi] = 0.0, 1.0
-    latent_std = raw.std((0, 2, 3))
-    model.set_statistics(raw.mean((0, 2, 3)), latent_std, lo, hi, acts, d_lo, d_hi)
+    return {
+        "latent_mean": raw.mean((0, 2, 3)),
+        "latent_std": raw.std((0, 2, 3)),
+        "low": lo,
+        "high": hi,
+        "action_scale": acts,
+        "delta_low": d_lo,
+        "delta_high": d_hi,
+    }
+
+
+def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
+    model.set_statistics(**_dataset_statistics(model, store, train_eps))  # type: ignore[arg-type]
+
+
+def _widen_statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
+    """A warm start keeps its checkpoint's latent statistics (its latents are normalised with them) and
+    widens the state and action ranges to the new data's where they reach further (a lifted cube where the
+    checkpoint only saw it pushed); an entry the new data fits keeps its range exactly."""
+    new = _dataset_statistics(model, store, train_eps)
+    with torch.no_grad():
+        model.action_scale.copy_(torch.maximum(model.action_scale, new["action_scale"]))  # type: ignore[arg-type]
+        codecs = [("low", "high", model.codec)]
+        if model.delta_codec is not None:
+            codecs.append(("delta_low", "delta_high", model.delta_codec))
+        for lo_key, hi_key, codec in codecs:
+            lo, hi = new[lo_key], new[hi_key]
+            assert lo is not None and hi is not None
+            old_hi = codec.low + codec.span
+            low, high = torch.minimum(codec.low, lo), torch.maximum(old_hi, hi)
+            grown = (lo < codec.low) | (hi > old_hi)
+            codec.span.copy_(torch.where(grown, high - low, codec.span))
+            codec.low.copy_(low)
 
 
 def _state(model: VideoWorldModel, out: Path, stage: str) -> State:
@@ -416,13 +450,16 @@ def _start_or_resume(
 
 
 def _encode_for_dynamics(
-    model: VideoWorldModel, store: EpisodeStore, train_eps: list[int], first: bool
+    model: VideoWorldModel, store: EpisodeStore, train_eps: list[int], first: bool, warm: bool = False
 ) -> None:
     """Encode every episode's frames with the trained VAE and freeze it. On the dynamics stage's first
     step the latents were encoded with identity statistics: set the dataset statistics, then
-    normalise the latents in place."""
+    normalise the latents in place. A warm start's first step (`warm`) widens its checkpoint's
+    state ranges to the new data instead (`_widen_statistics`)."""
     store.latents = [model.encode_frames(f) for f in store.frames]
-    if first:
+    if warm:
+        _widen_statistics(model, store, train_eps)
+    elif first:
         _statistics(model, store, train_eps)
         m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
         store.latents = [(z - m) / sd for z in store.latents]
@@ -463,8 +500,15 @@ def train_worldmodel(
             total = cfg.vae.train_steps if st_name == "vae" else t.steps
         start = step if st_name == stage else 0
         if st_name == "dynamics":
-            # a warm start keeps its checkpoint's statistics (the latents are normalised with them)
-            _encode_for_dynamics(model, store, train_eps, first=start == 0 and not cfg.train.init)
+            # a warm start keeps its checkpoint's latent statistics (the latents are normalised with them)
+            # and widens its state ranges to the new data
+            _encode_for_dynamics(
+                model,
+                store,
+                train_eps,
+                first=start == 0 and not cfg.train.init,
+                warm=start == 0 and bool(cfg.train.init),
+            )
         steps = Stage(model, store, st_name, train_eps)
         log = Log(path=out / "log.jsonl", every=LOG_EVERY, fields={"stage": st_name}, t0=t0)
         if st_name == "dynamics" and start == 0:

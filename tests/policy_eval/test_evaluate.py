@@ -72,6 +72,15 @@ def test_eval_writes_results_and_resumes(push_twin, tmp_path, monkeypatch):
     with pytest.raises(DreamTwinError, match="different evaluation"):
         run_eval(other, progress=False, world=push_twin)
 
+    # a run written before a field was added resumes when the field is at its default, and not otherwise
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["config"]["sampler_precision"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    calls.clear()
+    assert run_eval(cfg, progress=False, world=push_twin)["policies"] == first["policies"] and not calls
+    with pytest.raises(DreamTwinError, match="different evaluation"):
+        run_eval(cfg.model_copy(update={"sampler_precision": "bfloat16"}), progress=False, world=push_twin)
+
 
 @pytest.mark.sim
 def test_sigkilled_eval_resumes_to_the_uninterrupted_result(push_twin, tmp_path):

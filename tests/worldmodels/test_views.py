@@ -92,3 +92,38 @@ def test_a_two_view_model_imagines_both_views_consistently(two_views):
             mirrored.append(abs(_centroid_x(top) + _centroid_x(mirror) - (SIZE - 1)))
     assert np.mean(errors) < 1.5, np.mean(errors)  # the first view follows the actions
     assert np.mean(mirrored) < 1.5, np.mean(mirrored)  # the second agrees with it
+
+
+def test_a_warm_start_widens_its_state_ranges_to_data_that_reaches_further(trained, episodes, tmp_path):
+    """The checkpoint's latent statistics are kept; its state ranges stay exactly as they were where the new
+    data fits them, and grow where it reaches further (here the square rises 1.5 after step 5, as a lifted
+    cube does where the checkpoint only saw it pushed; the checkpoint's range of that entry, empty, was
+    [0, 1]): otherwise the new motion cannot be represented."""
+    from tests.worldmodels.toy import toy_config
+    from worldmodels.training import train_worldmodel
+
+    _, base = trained
+    meta = {**TOY_META, "scene": toy_scene()}
+    rise = np.zeros(7, np.float32)
+    rise[2] = 1.5
+    lifted = [
+        {**e, "env_state": e["env_state"] + rise * (np.arange(len(e["env_state"]))[:, None] > 5)}
+        for e in episodes
+    ]
+    cfg = toy_config(steps=0, init=str(base))
+    same = VideoWorldModel.from_pretrained(
+        train_worldmodel(cfg, episodes, meta, tmp_path / "s", progress=False)
+    )
+    grown = VideoWorldModel.from_pretrained(
+        train_worldmodel(cfg, lifted, meta, tmp_path / "l", progress=False)
+    )
+    old = VideoWorldModel.from_pretrained(base)
+    z = old.cfg.state_dim + 2  # the square's height in the state vector
+    for m in (same, grown):
+        assert torch.equal(m.latent_mean, old.latent_mean) and torch.equal(m.latent_std, old.latent_std)
+    for name in ("codec", "delta_codec") if old.delta_codec is not None else ("codec",):
+        o, s, g = (getattr(m, name) for m in (old, same, grown))
+        assert torch.equal(s.low, o.low) and torch.equal(s.span, o.span)
+        keep = torch.arange(len(o.low)) != z
+        assert torch.equal(g.low[keep], o.low[keep]) and torch.equal(g.span[keep], o.span[keep])
+        assert float(g.low[z] + g.span[z]) >= 1.5 > float(o.low[z] + o.span[z])
