@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -301,10 +301,20 @@ def split(n: int, holdout: int) -> tuple[list[int], list[int]]:
     return list(range(n - holdout)), list(range(n - holdout, n))
 
 
-def _dataset_statistics(
-    model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]
-) -> dict[str, torch.Tensor | None]:
-    """The training episodes' statistics, as `VideoWorldModel.set_statistics` takes them."""
+class _Statistics(TypedDict):
+    """`VideoWorldModel.set_statistics`'s arguments."""
+
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    action_scale: torch.Tensor
+    delta_low: torch.Tensor | None
+    delta_high: torch.Tensor | None
+
+
+def _dataset_statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> _Statistics:
+    """The training episodes' statistics."""
     assert store.latents is not None, "the statistics are taken from the encoded latents"
     z = torch.cat([store.latents[k].flatten(0, 1) for k in train_eps])  # [N, c, h, w]  (already normalised)
     raw = z * model.latent_std[:, None, None] + model.latent_mean[:, None, None]
@@ -341,23 +351,18 @@ def _dataset_statistics(
     }
 
 
-def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
-    model.set_statistics(**_dataset_statistics(model, store, train_eps))  # type: ignore[arg-type]
-
-
 def _widen_statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
     """A warm start keeps its checkpoint's latent statistics (its latents are normalised with them) and
     widens the state and action ranges to the new data's where they reach further (a lifted cube where the
     checkpoint only saw it pushed); an entry the new data fits keeps its range exactly."""
     new = _dataset_statistics(model, store, train_eps)
     with torch.no_grad():
-        model.action_scale.copy_(torch.maximum(model.action_scale, new["action_scale"]))  # type: ignore[arg-type]
-        codecs = [("low", "high", model.codec)]
+        model.action_scale.copy_(torch.maximum(model.action_scale, new["action_scale"]))
+        codecs = [(new["low"], new["high"], model.codec)]
         if model.delta_codec is not None:
-            codecs.append(("delta_low", "delta_high", model.delta_codec))
-        for lo_key, hi_key, codec in codecs:
-            lo, hi = new[lo_key], new[hi_key]
-            assert lo is not None and hi is not None
+            assert new["delta_low"] is not None and new["delta_high"] is not None
+            codecs.append((new["delta_low"], new["delta_high"], model.delta_codec))
+        for lo, hi, codec in codecs:
             old_hi = codec.low + codec.span
             low, high = torch.minimum(codec.low, lo), torch.maximum(old_hi, hi)
             grown = (lo < codec.low) | (hi > old_hi)
@@ -460,7 +465,7 @@ def _encode_for_dynamics(
     if warm:
         _widen_statistics(model, store, train_eps)
     elif first:
-        _statistics(model, store, train_eps)
+        model.set_statistics(**_dataset_statistics(model, store, train_eps))
         m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
         store.latents = [(z - m) / sd for z in store.latents]
     model.vae.requires_grad_(False)
