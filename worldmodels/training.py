@@ -351,6 +351,10 @@ def _dataset_statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: 
     }
 
 
+def _statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
+    model.set_statistics(**_dataset_statistics(model, store, train_eps))
+
+
 def _widen_statistics(model: VideoWorldModel, store: EpisodeStore, train_eps: list[int]) -> None:
     """A warm start keeps its checkpoint's latent statistics (its latents are normalised with them) and
     widens the state and action ranges to the new data's where they reach further (a lifted cube where the
@@ -465,7 +469,7 @@ def _encode_for_dynamics(
     if warm:
         _widen_statistics(model, store, train_eps)
     elif first:
-        model.set_statistics(**_dataset_statistics(model, store, train_eps))
+        _statistics(model, store, train_eps)
         m, sd = model.latent_mean[:, None, None], model.latent_std[:, None, None]
         store.latents = [(z - m) / sd for z in store.latents]
     model.vae.requires_grad_(False)
