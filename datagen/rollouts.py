@@ -100,6 +100,12 @@ class RolloutJob(Strict):
         "(frames from the twin posed at the sampled states); the dataset is tagged synthetic",
     )
     only_success: bool = False
+    after_success: int = Field(
+        0,
+        ge=0,
+        description="twin: a successful episode goes on for this many more steps (within the task's max_steps), "
+        "so a world model learns what follows a success (a lifted cube held up), not only its first frame",
+    )
     max_attempts_factor: float = Field(
         20.0, gt=1, description="only_success: give up after factor * episodes attempts"
     )
@@ -130,6 +136,14 @@ class RolloutJob(Strict):
         ):
             raise ValueError(
                 "synth takes exactly one policy (the guide) and neither another world, a robot nor randomize"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _after_success(self) -> RolloutJob:
+        if self.after_success and (self.world != "twin" or self.robot is not None or self.synth is not None):
+            raise ValueError(
+                "after_success records the twin's own rollouts: not another world, a robot or synth"
             )
         return self
 
@@ -307,6 +321,8 @@ class EpisodeMaker:
                 policy_id=name,
                 privileged=policy_info(name).privileged,
                 scene_hash=self.spec_hash,
+                max_steps=self.r.spec.task.max_steps if self.r.job.after_success else None,
+                after_success=self.r.job.after_success,
             )
         extra: dict[str, Any] = {}
         if self.r.job.robot is not None:

@@ -29,15 +29,19 @@ def rollout(
     max_steps: int | None = None,
     world_id: str | None = None,
     scene_hash: str = "",
+    after_success: int = 0,
 ) -> Episode:
     """One episode from `world.reset(seed)` until the world says done (or `max_steps` actions).
 
-    Non-privileged policies receive observations stripped of simulator state.
+    Non-privileged policies receive observations stripped of simulator state. With `after_success`, an
+    episode that succeeds goes on for that many more actions (within `max_steps`) although the world says
+    done: a dataset then shows what follows a success (a lifted cube held up), not only its first frame.
     """
     policy.reset(seed)
     obs = world.reset(seed)
     first = obs
     steps: list[EpisodeStep] = []
+    solved_at: int | None = None
     while True:
         try:
             chunk = as_action_chunk(
@@ -51,7 +55,14 @@ def rollout(
             info = step_info(result.info) if i == n - 1 else {}
             steps.append(EpisodeStep(np.asarray(action), o, success=result.success and i == n - 1, info=info))
         obs = result.last
-        if result.done or (max_steps is not None and len(steps) >= max_steps):
+        if solved_at is None and result.success:
+            solved_at = len(steps)
+        if max_steps is not None and len(steps) >= max_steps:
+            break
+        if solved_at is not None and after_success:
+            if len(steps) - solved_at >= after_success:
+                break
+        elif result.done:
             break
     return Episode(
         initial_observation=first,

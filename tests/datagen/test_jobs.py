@@ -15,7 +15,7 @@ import pytest
 from common.errors import SpecError
 from datagen.lerobot import LeRobotDataset, verify_dataset
 from datagen.rollouts import DatagenError, RolloutJob, generate, select, wanted
-from tests.conftest import PUSH, ROOT
+from tests.conftest import LIFT, PUSH, ROOT
 from tests.datagen.conftest import RANDOMIZE, job_dict
 
 
@@ -250,3 +250,25 @@ def test_an_ensemble_imagines_a_synthetic_dataset(tmp_path, push_twin, push_spec
     assert verify_dataset(out)["episodes"] == 2
     with pytest.raises(Exception, match="expected 'twin', 'worldmodel:PATH' or 'ensemble:PATH'"):
         RolloutJob.model_validate(job_dict(tmp_path / "y", world="splat:assets/worldmodels/push_cube_tiny"))
+
+
+@pytest.mark.sim
+def test_after_success_records_the_lifted_cube_held_up(tmp_path, lift_twin):
+    """`after_success: 6`: the expert's lift goes on six steps past its first success; the dataset shows
+    the cube held above the success height on every one of them, and `next.success` from then on."""
+    from datagen.windows import episode_arrays
+
+    out = tmp_path / "lift"
+    job = job_dict(
+        out, scene=str(LIFT), policies={"expert": 1.0}, episodes=1, randomize=None, after_success=6
+    )
+    generate(RolloutJob.model_validate(job), progress=False, twin=lift_twin)
+    assert verify_dataset(out)["episodes"] == 1
+    arr = episode_arrays(LeRobotDataset(out), 0, [], frames=False)
+    solved = np.flatnonzero(arr["success"])
+    assert len(solved) == 7 and solved[-1] == len(arr["success"]) - 1  # the first success + 6 frames after it
+    assert np.all(np.diff(solved) == 1)
+    height = arr["env_state"][solved, 2] - arr["env_state"][0, 2]
+    assert np.all(height >= 0.10)
+    with pytest.raises(Exception, match="after_success records the twin's own rollouts"):
+        RolloutJob.model_validate(job_dict(tmp_path / "y", after_success=3, world="ensemble:runs/x"))

@@ -47,6 +47,27 @@ def test_batched_rollout_equals_single_rollouts():
     assert {e.success for e in single} == {True, False}  # the case is not degenerate
 
 
+def test_after_success_an_episode_goes_on_for_n_more_steps_within_max_steps():
+    eps = {
+        n: [
+            rollout(CoinWorld(max_steps=12), SkillPolicy(0.1), s, max_steps=12, after_success=n)
+            for s in range(30)
+        ]
+        for n in (0, 3)
+    }
+    first = [next((i for i, st in enumerate(e.steps) if st.success), None) for e in eps[0]]
+    assert {f is None for f in first} == {True, False}  # some succeed, some do not
+    for f, plain, longer in zip(first, eps[0], eps[3], strict=True):
+        # the same episode up to the world's done
+        assert plain.actions().tolist() == longer.actions()[: plain.length].tolist()
+        if f is None:
+            assert longer.length == plain.length == 12  # a failure is not extended
+        else:
+            assert plain.length == f + 1 and longer.length == min(f + 4, 12) and longer.success
+    # capped by max_steps: a success at the last steps goes on no further than the task allows
+    assert max(e.length for e in eps[3]) == 12
+
+
 def test_adaptive_stopping_stops_narrow_policies_first(tmp_path):
     cfg = _cfg(
         tmp_path, "adaptive", episodes=60, adaptive={"half_width": 0.1, "min_episodes": 10, "round": 10}
