@@ -3,6 +3,7 @@
     python benchmarks/evaluator_fidelity.py --purpose choose [--seed 2000 --episodes 30]
     python benchmarks/evaluator_fidelity.py --purpose report [--seed 4000 --episodes 50]
     ... [--model assets/worldmodels/push_cube_tiny] [--sampler 4x1 --sampler 3x1u] [--twin-workers 2]
+        [--batch-size 128]
 
 Runs the push_cube policy zoo (configs/eval/demo.yaml's policies) for `--episodes` seeds each in the twin
 (ground truth) and in the world model on the same seeds and initial observations, once per `--sampler`
@@ -116,6 +117,13 @@ def main() -> None:
     )
     ap.add_argument("--twin-workers", type=int, default=2, help="twin processes run in parallel")
     ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="episodes a world-model pass advances together (default: the config's); speed depends on it, "
+        "float32 outcomes do not (bfloat16's can, in batches of 64 and up)",
+    )
+    ap.add_argument(
         "--kind",
         choices=["worldmodel", "ensemble"],
         default="worldmodel",
@@ -153,6 +161,7 @@ def main() -> None:
         code = f"{steps}x{samples}" + ("u" if spacing == "uniform" else "")
         code += "-bf16" if precision == "bfloat16" else ""
         tag = f"{label}_{code}" if args.kind == "worldmodel" else label
+        tag += f"_b{args.batch_size}" if args.batch_size else ""
         wm_cfg = load_eval_config(
             args.config,
             {
@@ -166,6 +175,7 @@ def main() -> None:
                 "sampler_spacing": spacing if steps else None,
                 "sampler_precision": precision if steps else None,
                 "workers": workers,
+                **({"batch_size": args.batch_size} if args.batch_size else {}),
             },
         )
         wm = run_eval(wm_cfg)
@@ -180,6 +190,7 @@ def main() -> None:
                 "sampler_spacing": spacing,
                 "sampler_precision": precision,
                 "samples": samples,
+                "batch_size": wm_cfg.batch_size,
                 "metrics": {k: m[k] for k in ("pearson", "spearman", "kendall", "mmrv", "mae")},
                 "per_episode_agreement": m["per_episode_agreement"],
                 "policies": {p: wm["policies"][p] for p in twin_cfg.policies},

@@ -19,7 +19,8 @@ Episodes run in rounds of seeds; with `adaptive`, a policy stops getting new rou
 interval's half-width is under `adaptive.half_width`. Within a round, episodes are grouped into
 batches (one forward pass per step in an imagined world) and fanned out to `workers` local
 processes or Ray actors, each with its own world. Episode (policy, seed) is deterministic, so the
-results do not depend on batching, workers or interruptions.
+results do not depend on workers or interruptions, nor on batching in float32; bfloat16 imagination
+rounds differently in large batches (64 and up on CPU) and can change a few outcomes.
 """
 
 from __future__ import annotations

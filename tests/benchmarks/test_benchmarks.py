@@ -74,7 +74,7 @@ def test_sampler_codes():
 @pytest.mark.sim
 def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
     """Two scripted policies, one seed each, in the twin and the shipped world model at two sampler settings
-    (the second with uniform spacing in bfloat16);
+    (the second with uniform spacing in bfloat16), one episode a forward pass;
     then a report range that overlaps the chosen one is refused."""
     cfg = yaml.safe_load((ROOT / "configs/eval/demo.yaml").read_text())
     cfg.update(policies=["image_expert", "image_severe"])
@@ -97,6 +97,8 @@ def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
         "2x1u-bf16",
         "--twin-workers",
         "1",
+        "--batch-size",
+        "1",
         "--results-dir",
         str(tmp_path),
     ]
@@ -110,6 +112,7 @@ def test_evaluator_fidelity(tmp_path, monkeypatch, genesis_kernel_cache):
     assert [w["sampler"] for w in r["worldmodel"]] == ["1x1", "2x1u-bf16"]
     assert [w["sampler_spacing"] for w in r["worldmodel"]] == ["diffusers", "uniform"]
     assert [w["sampler_precision"] for w in r["worldmodel"]] == ["float32", "bfloat16"]
+    assert [w["batch_size"] for w in r["worldmodel"]] == [1, 1]
     for w in r["worldmodel"]:
         assert set(w["metrics"]) == {"pearson", "spearman", "kendall", "mmrv", "mae"}
         assert 0 <= w["metrics"]["mae"]["value"] <= 1 and w["speed"]["steps_per_s"] > 0

@@ -90,3 +90,20 @@ def test_sampler_updates_are_validated():
         s.updated(samples=0)
     with pytest.raises(UsageError, match="sampler: stepz: unknown key"):
         s.updated(stepz=3)
+
+
+def test_the_shipped_lift_checkpoint_is_small_and_can_represent_a_lift():
+    """assets/worldmodels/lift_cube_tiny: under 20 MB, made for the lift scene, and its state range reaches the
+    task's 10 cm (a warm start from the push checkpoint once kept the pushed cube's height range, and no
+    imagined lift could succeed)."""
+    from worldmodels.video_model import VideoWorldModel
+
+    ckpt = Path("assets/worldmodels/lift_cube_tiny")
+    assert (ckpt / "model.safetensors").stat().st_size <= 20e6
+    model = VideoWorldModel.from_pretrained(ckpt)
+    scene = model.cfg.scene
+    assert scene is not None and scene["name"] == "lift_cube"
+    height = scene["task"]["success"]["params"]["height"]
+    z = model.cfg.state_dim + 2  # the cube's height in the state vector (proprio, then the cube's pose)
+    top = float(model.codec.low[z] + model.codec.span[z])
+    assert top >= scene["objects"][0]["size"][2] / 2 + height
