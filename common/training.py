@@ -10,7 +10,9 @@ The caller supplies the model, the parameters AdamW updates, the learning rate o
 harness owns the rest: the optimizer (AdamW; its state saved as safetensors + JSON, never pickled),
 the learning rate set before every step, gradient clipping, the JSONL loss log, the resumable
 training state at chosen steps, the time limit, and the Lightning `Trainer` (accelerator, devices and
-strategy pass through).
+strategy pass through), and optionally an exponential moving average of the parameters (`ema`: the
+average is what `after_step` sees and what the model holds when the run ends; the saved state keeps
+the raw weights and the average, so a resumed run is exact with it too).
 
 Exact resume: a step's batch and noise come from generators that are a pure function of the step
 (`step_generators(seed, ..., step)`), its learning rate is a function of the step, and the
@@ -42,6 +44,7 @@ Schedule = Callable[[int], float]
 """The learning rate of step s (s counted from 0)."""
 
 STATE_FILE = "trainer.json"
+EMA_FILE = "ema.safetensors"
 
 
 class TrainingError(DreamTwinError):
@@ -129,8 +132,14 @@ class State:
     every: int | None = None  # also save after every `every` steps (never after the last)
 
 
-def save_state(state: State, step: int, optimizer: torch.optim.Optimizer | None) -> None:
-    """Write `state.directory` atomically: a new directory renamed over the old one."""
+def save_state(
+    state: State,
+    step: int,
+    optimizer: torch.optim.Optimizer | None,
+    ema: list[torch.Tensor] | None = None,
+) -> None:
+    """Write `state.directory` atomically: a new directory renamed over the old one. The model as it
+    trains (raw weights), the optimizer, and the parameters' moving average when the run keeps one."""
     d = state.directory
     tmp = d.with_name(f".{d.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -138,6 +147,10 @@ def save_state(state: State, step: int, optimizer: torch.optim.Optimizer | None)
     state.save_model(tmp / "model")
     if optimizer is not None:
         save_optimizer(optimizer, tmp)
+    if ema is not None:
+        from safetensors.torch import save_file
+
+        save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(ema)}, str(tmp / EMA_FILE))
     (tmp / STATE_FILE).write_text(json.dumps({**state.info, "step": step}))
     fsync_tree(tmp)
     old = d.with_name(f".{d.name}.old")
@@ -204,6 +217,13 @@ class Run:
     after_step: Callable[[int, dict[str, float]], None] | None = None  # (steps done, that step's losses)
     hardware: Hardware = field(default_factory=Hardware)
     progress: bool = True
+    ema: float | None = None  # decay of a moving average of `params` (None: none kept)
+
+
+def ema_decay(ema: float, step: int) -> float:
+    """The average's decay after `step` updates: `ema`, lower at first ((1 + s) / (10 + s)) so that the
+    initial weights do not linger in a short run."""
+    return min(ema, (1 + step) / (10 + step))
 
 
 def fit(run: Run) -> bool:
@@ -211,6 +231,8 @@ def fit(run: Run) -> bool:
     saved at the step it stopped). After each step: the log, `after_step`, the periodic state, the deadline."""
     if run.deadline is not None and run.state is None:
         raise UsageError("a run with a deadline needs a State to save when it stops")
+    if run.ema is not None and not 0.0 < run.ema < 1.0:
+        raise UsageError(f"ema must lie in (0, 1), got {run.ema}")
     if run.start >= run.steps:
         return True
     import lightning as L
@@ -231,6 +253,8 @@ def fit(run: Run) -> bool:
     )
     run.model.train()
     trainer.fit(module)
+    if module.ema is not None and not module.stopped:
+        module.swap_ema()  # the run ends holding the average
     run.model.cpu()
     return not module.stopped
 
@@ -255,12 +279,30 @@ def _lightning_module(run: Run) -> Any:
             self.done = run.start
             self.stopped = False
             self.losses: dict[str, float] = {}
+            self.ema: list[torch.Tensor] | None = None
+            if run.ema is not None:
+                self.ema = [p.detach().clone() for p in run.params]
+                if run.restore is not None and run.start > 0:
+                    self.ema = _load_ema(run.restore, run.params)
+
+        def swap_ema(self) -> None:
+            """Exchange the parameters' values with their average (twice: back as they were)."""
+            assert self.ema is not None
+            with torch.no_grad():
+                for p, e in zip(run.params, self.ema, strict=True):
+                    tmp = p.detach().clone()
+                    p.copy_(e)
+                    e.copy_(tmp)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             opt = torch.optim.AdamW(run.params, lr=run.lr(run.start), weight_decay=run.weight_decay)
             if run.restore is not None:
                 load_optimizer(opt, run.restore)
             return opt
+
+        def on_train_start(self) -> None:
+            if self.ema is not None:  # beside the parameters, on the accelerator
+                self.ema = [e.to(p.device) for p, e in zip(run.params, self.ema, strict=True)]
 
         def train_dataloader(self) -> torch.utils.data.DataLoader[int]:
             return torch.utils.data.DataLoader(Steps(), batch_size=None)
@@ -281,17 +323,45 @@ def _lightning_module(run: Run) -> Any:
             # after the optimizer step: a state saved here holds exactly `self.done` updates
             self.done += 1
             s = self.done
+            if self.ema is not None:
+                assert run.ema is not None
+                w = 1.0 - ema_decay(run.ema, s)
+                with torch.no_grad():
+                    for p, e in zip(run.params, self.ema, strict=True):
+                        e.lerp_(p.detach(), w)
             if run.log is not None:
                 run.log.losses(s, run.steps, self.losses)
             if run.after_step is not None:
-                run.after_step(s, self.losses)
+                if self.ema is not None:
+                    self.swap_ema()
+                try:
+                    run.after_step(s, self.losses)
+                finally:
+                    if self.ema is not None:
+                        self.swap_ema()
             st = run.state
             if st is not None and st.every and s % st.every == 0 and s < run.steps:
-                save_state(st, s, self._optimizer())
+                save_state(st, s, self._optimizer(), self.ema)
             if run.deadline is not None and time.monotonic() > run.deadline and s < run.steps:
                 assert st is not None
-                save_state(st, s, self._optimizer())
+                save_state(st, s, self._optimizer(), self.ema)
                 self.stopped = True
                 self.trainer.should_stop = True
 
     return Training()
+
+
+def _load_ema(directory: Path, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = directory / EMA_FILE
+    if not path.exists():
+        raise TrainingError(
+            f"{directory}: the run keeps a moving average (ema) but the state has no {EMA_FILE}"
+        )
+    tensors = load_file(str(path))
+    if sorted(tensors, key=int) != [str(i) for i in range(len(params))] or any(
+        tensors[str(i)].shape != p.shape for i, p in enumerate(params)
+    ):
+        raise TrainingError(f"{path}: its tensors do not match the run's parameters")
+    return [tensors[str(i)].to(p.device, p.dtype) for i, p in enumerate(params)]

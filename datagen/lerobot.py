@@ -438,7 +438,14 @@ def _write_dreamtwin_meta(
             "randomization": dict(zip(m["randomization_names"], params[k], strict=True)),
             **{
                 key: m[key]
-                for key in ("stopped", "interventions", "policy_latency_ms", "success_known")
+                for key in (
+                    "stopped",
+                    "interventions",
+                    "policy_latency_ms",
+                    "success_known",
+                    "trust",
+                    "trusted",
+                )
                 if key in m
             },
         }

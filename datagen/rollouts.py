@@ -5,7 +5,7 @@
 
 Attempt i uses seed `seed + i`, the scene variant drawn from that seed, and a policy drawn from
 the mix with that seed — so an attempt's content depends on (job, i) only, never on which worker
-or backend ran it. With `only_success`, the dataset holds the first N successful attempts.
+or backend ran it. With `only_success` (and/or `only_trusted`), the dataset holds the first N attempts kept.
 
 Crash safety: every finished attempt is staged under `OUT/.dreamtwin/staging/ep-<i>/`, written to
 a temporary directory and renamed into place (a killed worker leaves no partial episode). When
@@ -100,6 +100,11 @@ class RolloutJob(Strict):
         "(frames from the twin posed at the sampled states); the dataset is tagged synthetic",
     )
     only_success: bool = False
+    only_trusted: bool = Field(
+        False,
+        description="worldmodel: keep only the episodes the world model's trust.json trusts (with only_success: "
+        "its trusted successes). Every episode a world model with a trust.json imagines records its trust",
+    )
     after_success: int = Field(
         0,
         ge=0,
@@ -138,6 +143,25 @@ class RolloutJob(Strict):
                 "synth takes exactly one policy (the guide) and neither another world, a robot nor randomize"
             )
         return self
+
+    @model_validator(mode="after")
+    def _only_trusted(self) -> RolloutJob:
+        if self.only_trusted and not self.world.startswith("worldmodel:"):
+            raise ValueError(
+                "only_trusted keeps what a video world model's trust.json trusts: world worldmodel:PATH"
+            )
+        return self
+
+    @property
+    def selective(self) -> bool:
+        """The dataset holds the first N attempts that `keeps` (not simply the first N)."""
+        return self.only_success or self.only_trusted
+
+    def keeps(self, meta: dict[str, Any]) -> bool:
+        """Whether a staged attempt goes into the dataset."""
+        return (not self.only_success or bool(meta["success"])) and (
+            not self.only_trusted or bool(meta.get("trusted", False))
+        )
 
     @model_validator(mode="after")
     def _after_success(self) -> RolloutJob:
@@ -223,6 +247,7 @@ class ResolvedJob:
                 "policies": j.policies,
                 "seed": j.seed,
                 "only_success": j.only_success,
+                **({"only_trusted": True, "trust_hash": self._trust_hash()} if j.only_trusted else {}),
                 "video": j.video.model_dump(),
                 **({"world": j.world, "world_hash": _world_hash(j.world)} if j.world != "twin" else {}),
                 **({"sampler": [j.samples, j.sampler_steps]} if j.samples or j.sampler_steps else {}),
@@ -245,9 +270,29 @@ class ResolvedJob:
     def max_attempts(self) -> int:
         return (
             int(np.ceil(self.job.episodes * self.job.max_attempts_factor))
-            if self.job.only_success
+            if self.job.selective
             else self.job.episodes
         )
+
+    def trust_file(self) -> Path | None:
+        """The trust.json of the job's video world model, if it has one (only_trusted: it must)."""
+        from policy_eval.trust import TRUST_FILE
+
+        if not self.job.world.startswith("worldmodel:"):
+            return None
+        path = Path(self.job.world.split(":", 1)[1]) / TRUST_FILE
+        if path.is_file():
+            return path
+        if self.job.only_trusted:
+            raise DatagenError(f"only_trusted: {path} does not exist (experiments/trust.py writes one)")
+        return None
+
+    def _trust_hash(self) -> str:
+        from common.io import files_sha256
+
+        path = self.trust_file()
+        assert path is not None  # only_trusted: trust_file raises when there is none
+        return files_sha256([path])
 
 
 def _model_hash(path: str) -> str:
@@ -290,6 +335,12 @@ class EpisodeMaker:
         if resolved.job.robot is not None:  # recording: the twin is the stand-in robot behind safety limits
             self.world = resolved.job.robot.world(self.twin, resolved.spec)
         self.synth = _window_source(resolved, self.twin) if resolved.job.synth is not None else None
+        self.trust: Any = None
+        trust = resolved.trust_file()
+        if trust is not None:  # the trust scores the state read-out against the objects the model knows
+            from policy_eval.trust import TrustChecker
+
+            self.trust = TrustChecker.load(trust, resolved.spec)
 
     @classmethod
     def from_json(cls, job_json: str, staging: str) -> EpisodeMaker:
@@ -329,6 +380,9 @@ class EpisodeMaker:
             from policy_eval.evaluate import robot_summary
 
             extra = robot_summary(ep)
+        if self.trust is not None:
+            (score,) = self.trust.score([ep])
+            extra = {"trust": score["trust"], "trusted": score["trusted"]}
         meta = stage_episode(self.staging, i, ep, variation.params, self.r, name, seed, extra)
         meta["seconds"] = time.perf_counter() - t0
         return meta
@@ -466,13 +520,13 @@ def staged(staging: Path) -> dict[int, dict[str, Any]]:
 
 def select(job: RolloutJob, done: dict[int, dict[str, Any]]) -> list[int] | None:
     """The attempts that make the dataset, in order, or None while more are needed."""
-    if not job.only_success:
+    if not job.selective:
         need = list(range(job.episodes))
         return need if all(i in done for i in need) else None
     kept: list[int] = []
     i = 0
     while i in done and len(kept) < job.episodes:
-        if done[i]["success"]:
+        if job.keeps(done[i]):
             kept.append(i)
         i += 1
     return kept if len(kept) == job.episodes else None
@@ -481,12 +535,12 @@ def select(job: RolloutJob, done: dict[int, dict[str, Any]]) -> list[int] | None
 def wanted(job: RolloutJob, done: dict[int, dict[str, Any]], limit: int) -> list[int]:
     """The next attempts to run: every missing one below the last staged, then as many new ones as
     can still be needed."""
-    if not job.only_success:
+    if not job.selective:
         return [i for i in range(job.episodes) if i not in done]
     top = max(done) + 1 if done else 0
     gaps = [i for i in range(top) if i not in done]
-    successes = sum(m["success"] for m in done.values())
-    budget = max(job.episodes - successes - len(gaps), 0)  # optimistic: every gap may succeed
+    successes = sum(job.keeps(m) for m in done.values())
+    budget = max(job.episodes - successes - len(gaps), 0)  # optimistic: every gap may be kept
     new = list(range(top, min(top + budget, limit)))
     return gaps + new
 
@@ -595,9 +649,10 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: DigitalTwin | None
             while (kept := select(job, done)) is None:
                 todo = wanted(job, done, limit)
                 if not todo:
-                    n_ok = sum(m["success"] for m in done.values())
+                    n_ok = sum(job.keeps(m) for m in done.values())
+                    what = "trusted " * job.only_trusted + "successful " * job.only_success
                     raise DatagenError(
-                        f"only {n_ok} successful episodes in {len(done)} attempts (limit {limit}); "
+                        f"only {n_ok} {what}episodes in {len(done)} attempts (limit {limit}); "
                         "raise max_attempts_factor or use better policies"
                     )
                 for meta in pool.map_unordered("make", todo):
@@ -628,8 +683,8 @@ def generate(job: RolloutJob, *, progress: bool = True, twin: DigitalTwin | None
 
 
 def _n_kept(job: RolloutJob, done: dict[int, dict[str, Any]]) -> int:
-    if job.only_success:
-        return min(sum(m["success"] for m in done.values()), job.episodes)
+    if job.selective:
+        return min(sum(job.keeps(m) for m in done.values()), job.episodes)
     return sum(1 for i in done if i < job.episodes)
 
 

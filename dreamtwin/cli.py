@@ -435,6 +435,9 @@ def datagen_rollouts(
     only_success: bool | None = typer.Option(
         None, "--only-success/--all", help="keep successful episodes only"
     ),
+    only_trusted: bool | None = typer.Option(
+        None, "--only-trusted", help="worldmodel: keep only episodes its trust.json trusts"
+    ),
     workers: int | None = typer.Option(None, help="parallel workers, each with its own twin"),
     backend: str | None = typer.Option(None, help="local | ray"),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
@@ -463,6 +466,7 @@ def datagen_rollouts(
             out=out,
             randomize=randomize,
             only_success=only_success,
+            only_trusted=only_trusted,
             workers=workers,
             backend=backend,
             ray_address=ray_address,
@@ -493,6 +497,9 @@ def datagen_imagine(
     only_success: bool = typer.Option(
         True, "--only-success/--all", help="keep the episodes the imagined judge calls successful"
     ),
+    only_trusted: bool = typer.Option(
+        False, "--only-trusted", help="keep only episodes the world model's trust.json trusts"
+    ),
     workers: int = typer.Option(1, help="parallel workers, each with its own twin and world"),
     samples: int | None = typer.Option(None, help="world model samples per step (default: the model's)"),
     sampler_steps: int | None = typer.Option(None, help="denoising steps (default: the model's)"),
@@ -514,6 +521,7 @@ def datagen_imagine(
         out=out,
         randomize=randomize,
         only_success=only_success,
+        only_trusted=only_trusted or None,
         workers=workers,
         backend=None,
         ray_address=None,

@@ -3,7 +3,7 @@ the world model imagines it succeeding in?
 
     python experiments/imagined_finetune.py [--model assets/worldmodels/push_cube_tiny] [--policy bc_mid]
         [--explore configs/policies/bc_mid_explore.yaml] [--attempts 200] [--eval-episodes 50]
-        [--train-seeds 0 1 2] [--runs runs/imagined_finetune] [--name imagined_finetune]
+        [--train-seeds 0 1 2] [--epochs E] [--no-oracle] [--runs runs/imagined_finetune] [--name imagined_finetune]
 
 1. `dreamtwin datagen imagine --all`: the policy (or `--explore`, e.g. the policy with action noise)
    rolled out in the video world model from the twin's
@@ -11,9 +11,12 @@ the world model imagines it succeeding in?
    kept, with the imagined judge's verdict.
 2. Fine-tune the policy's checkpoint (`init`) on (a) the attempts the judge calls successful and (b) a
    random subset of all attempts of the same size (the control: the same amount of imagined data, not
-   filtered), and (c) as an upper bound, the same number of the policy's successes in the twin itself
-   (real frames, true successes); once per training seed. The recipe (steps, learning rate) is fixed beforehand, not chosen
-   on any evaluation.
+   filtered), (a') when the world model has a trust.json, the judged successes that it also trusts, and
+   (c) as an upper bound (unless --no-oracle), the same number of the policy's successes in the twin
+   itself (real frames, true successes); once per training seed. The recipe (steps, learning rate) is
+   fixed beforehand, not chosen on any evaluation: 300 steps of 64 frames, or with `--epochs E` as many
+   steps as E passes over each arm's frames (300 steps were ~4 passes over the first run's 126 episodes,
+   so more imagined data is not fine-tuned on for less).
 3. Evaluate the base and every fine-tuned checkpoint in the twin on held-out seeds (40000+, never used
    for anything else): success with Wilson 95% intervals per checkpoint and pooled per arm, and the gain
    over the base in points.
@@ -87,8 +90,8 @@ def fine_tune(
     from policy_eval.policies.bc import BCConfig, BCNet, train_policy
     from policy_eval.policies.zoo import checkpoint_path
 
-    recipe = {**RECIPE, "steps": args.steps}
-    final = out / f"step-{args.steps:06d}"
+    recipe = {**RECIPE, "steps": fine_tune_steps(args, episodes)}
+    final = out / f"step-{recipe['steps']:06d}"
     if (final / "model.safetensors").is_file():
         return final
     base = checkpoint_path(args.policy) if args.policy.startswith("bc_") else Path(args.policy)
@@ -96,6 +99,24 @@ def fine_tune(
     cfg = BCConfig(**arch, **recipe, init=str(base), seed=seed)
     (saved,) = train_policy(cfg, episodes, meta, out)
     return saved
+
+
+def fine_tune_steps(args: argparse.Namespace, episodes: list[dict[str, np.ndarray]]) -> int:
+    """`--steps`, or with `--epochs` that many passes over the episodes' frames in batches of 64."""
+    if args.epochs is None:
+        return int(args.steps)
+    frames = sum(len(e["actions"]) for e in episodes)
+    return max(1, round(args.epochs * frames / RECIPE["batch_size"]))
+
+
+def trusted(data: Path, n: int) -> list[bool] | None:
+    """Each imagined episode's trust verdict (meta/dreamtwin.json), or None without trust scores."""
+    import json
+
+    rows = json.loads((data / "meta" / "dreamtwin.json").read_text())["episodes"]
+    if len(rows) != n or any("trusted" not in r for r in rows):
+        return None
+    return [bool(r["trusted"]) for r in rows]
 
 
 def main() -> None:
@@ -120,6 +141,13 @@ def main() -> None:
     ap.add_argument(
         "--steps", type=int, default=RECIPE["steps"], help="fine-tuning steps (smoke runs: fewer)"
     )
+    ap.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="fine-tune for E passes over each arm's frames (not --steps)",
+    )
+    ap.add_argument("--no-oracle", action="store_true", help="skip the twin-successes arm")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs", default="runs/imagined_finetune")
     add_result_arguments(ap, ROOT / "experiments" / "results", "imagined_finetune")
@@ -133,26 +161,41 @@ def main() -> None:
     console.print(f"{len(ok)} of {len(episodes)} imagined episodes judged successful")
     if not ok:
         raise SystemExit("no imagined success to fine-tune on; imagine more attempts")
-    oracle, _ = load_episodes(twin_successes(args, len(ok), runs / "twin_successes"))
-    checkpoints: dict[str, list[str]] = {"judged successes": [], "random subset": [], "twin successes": []}
+    verdicts = trusted(data, len(episodes))
+    ok_trusted = [i for i in ok if verdicts[i]] if verdicts is not None else []
+    if verdicts is not None:
+        console.print(f"{len(ok_trusted)} of the {len(ok)} judged successes trusted")
+    oracle = (
+        None if args.no_oracle else load_episodes(twin_successes(args, len(ok), runs / "twin_successes"))[0]
+    )
+    checkpoints: dict[str, list[str]] = {"judged successes": [], "random subset": []}
+    if ok_trusted:
+        checkpoints["judged successes, trusted"] = []
+    if oracle is not None:
+        checkpoints["twin successes"] = []
+    steps: dict[str, int] = {}
     for seed in args.train_seeds:
         rng = np.random.default_rng([seed, 0xF1E])
         subset = sorted(rng.choice(len(episodes), size=len(ok), replace=False).tolist())
-        arms = {
+        sources = {
             "success": ("judged successes", [episodes[i] for i in ok]),
             "random": ("random subset", [episodes[i] for i in subset]),
-            "oracle": ("twin successes", oracle),
+            "trusted": ("judged successes, trusted", [episodes[i] for i in ok_trusted]),
+            "oracle": ("twin successes", oracle or []),
         }
-        for slug, (arm, data) in arms.items():
-            checkpoints[arm].append(str(fine_tune(args, data, meta, runs / f"{slug}_seed{seed}", seed)))
+        for slug, (arm, eps) in sources.items():
+            if arm in checkpoints:
+                steps[arm] = fine_tune_steps(args, eps)
+                checkpoints[arm].append(str(fine_tune(args, eps, meta, runs / f"{slug}_seed{seed}", seed)))
     base = str(checkpoint_path(args.policy)) if args.policy.startswith("bc_") else args.policy
-    imagined_arms = [base] + checkpoints["judged successes"] + checkpoints["random subset"]
+    imagined_arms = [base] + [p for arm, ps in checkpoints.items() if arm != "twin successes" for p in ps]
     n = args.eval_episodes
     ev = {"episodes": n, "seed": args.eval_seed, "workers": args.workers, "scene_overrides": RES}
     per = dict(evaluate_in_twin(str(SCENE), imagined_arms, out=runs / "eval", **ev)["policies"])
-    per |= evaluate_in_twin(str(SCENE), checkpoints["twin successes"], out=runs / "eval_oracle", **ev)[
-        "policies"
-    ]
+    if "twin successes" in checkpoints:
+        per |= evaluate_in_twin(str(SCENE), checkpoints["twin successes"], out=runs / "eval_oracle", **ev)[
+            "policies"
+        ]
 
     def arm_stats(paths: list[str]) -> dict[str, Any]:
         return pooled_success(per, paths, n)
@@ -173,10 +216,11 @@ def main() -> None:
             "policy": args.policy,
             "imagined_policy": args.explore or args.policy,
             "world": f"worldmodel:{args.model}",
-            "recipe": {**RECIPE, "steps": args.steps},
+            "recipe": {**RECIPE, "steps": args.steps, "epochs": args.epochs, "steps_per_arm": steps},
             "imagined": {
                 "attempts": len(episodes),
                 "judged_successes": len(ok),
+                "trusted_successes": len(ok_trusted) if verdicts is not None else None,
                 "seeds": [args.imagine_seed, args.imagine_seed + args.attempts - 1],
             },
             "eval_seeds": [args.eval_seed, args.eval_seed + n - 1],

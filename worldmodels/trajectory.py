@@ -56,6 +56,9 @@ class TrajectoryTrainConfig(Strict):
     holdout_episodes: int = Field(30, ge=0, description="the last episodes, held out (as the other models)")
     val_every: int = Field(1000, ge=1)
     seed: int = 0
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="decay of the weights' moving average that validates and is saved"
+    )
 
 
 class TrajectoryConfig(Strict):
@@ -67,6 +70,7 @@ class TrajectoryConfig(Strict):
     dim: int = Field(192, ge=8)
     depth: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="in the transformer's layers, while training")
     sigma_data: float = Field(1.0, gt=0, description="EDM: the data's std (channels are standardised)")
     sigma_min: float = Field(0.002, gt=0)
     sigma_max: float = Field(80.0, gt=0)
@@ -199,7 +203,7 @@ class TrajectoryDiffusion(nn.Module):
         self.pos = nn.Parameter(torch.randn(cfg.horizon, D) * 0.02)
         self.noise = _NoiseEmbedding(D)
         layer = nn.TransformerEncoderLayer(
-            D, cfg.heads, 4 * D, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            D, cfg.heads, 4 * D, dropout=cfg.dropout, activation="gelu", batch_first=True, norm_first=True
         )
         self.blocks = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(D)
@@ -396,6 +400,7 @@ def train_trajectory(
             after_step=validate,
             hardware=Hardware(accelerator="auto", devices=1),
             progress=progress,
+            ema=tc.ema,
         )
     )
     model.eval()

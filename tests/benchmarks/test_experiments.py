@@ -203,10 +203,14 @@ def test_imagined_finetune(tmp_path, monkeypatch, genesis_kernel_cache):
     run_script("experiments.imagined_finetune", args, monkeypatch)
     r = read_checked(tmp_path / "imagined_finetune.json", "experiments/imagined_finetune.py", args)
     assert r["imagined"]["attempts"] == 4 and 1 <= r["imagined"]["judged_successes"] <= 4
-    assert set(r["arms"]) == {"base", "judged successes", "random subset", "twin successes"}
+    # the shipped model has a trust.json: every imagined episode is scored, trusted successes are an arm
+    trusted = r["imagined"]["trusted_successes"]
+    assert trusted is not None and 0 <= trusted <= r["imagined"]["judged_successes"]
+    arms = {"base", "judged successes", "random subset", "twin successes"}
+    assert set(r["arms"]) == arms | ({"judged successes, trusted"} if trusted else set())
     for v in r["arms"].values():
         assert v["episodes"] == 2 and v["ci"][0] <= v["success_rate"] <= v["ci"][1]
-    assert r["recipe"]["steps"] == 5
+    assert r["recipe"]["steps"] == 5 and set(r["recipe"]["steps_per_arm"].values()) == {5}
 
 
 @pytest.mark.sim

@@ -17,7 +17,9 @@ from common.training import (
     Log,
     Run,
     State,
+    TrainingError,
     cosine_annealing,
+    ema_decay,
     fit,
     load_optimizer,
     read_state,
@@ -164,3 +166,63 @@ def test_a_run_already_at_its_end_does_nothing_and_a_deadline_needs_a_state(tmp_
     run.state = None
     with pytest.raises(UsageError, match="deadline needs a State"):
         fit(run)
+
+
+def test_a_moving_average_is_what_validation_sees_and_the_run_ends_with(tmp_path):
+    torch.manual_seed(0)
+    raw = torch.nn.Linear(4, 2)
+    first = {k: v.clone() for k, v in raw.state_dict().items()}
+    steps: list[list[torch.Tensor]] = []  # the raw weights after every step
+    assert fit(
+        _toy_run(
+            raw,
+            tmp_path / "raw",
+            after_step=lambda s, _: steps.append([p.detach().clone() for p in raw.parameters()]),
+        )
+    )
+    expect = [p.clone() for p in first.values()]  # Linear: weight, bias, as parameters() orders them
+    for s, w in enumerate(steps, start=1):
+        d = ema_decay(0.9, s)
+        expect = [d * e + (1 - d) * p for e, p in zip(expect, w, strict=True)]
+
+    averaged = torch.nn.Linear(4, 2)
+    averaged.load_state_dict(first)
+    seen: list[torch.Tensor] = []
+    assert fit(
+        _toy_run(
+            averaged,
+            tmp_path / "ema",
+            ema=0.9,
+            after_step=lambda s, _: seen.append(averaged.weight.detach().clone()),
+        )
+    )
+    assert ema_decay(0.9, 1) < ema_decay(0.9, 100) == 0.9
+    for a, b in zip(averaged.parameters(), expect, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=1e-6)
+    assert not torch.allclose(averaged.weight, raw.weight)  # the average is not the last step
+    torch.testing.assert_close(seen[-1], averaged.weight.detach(), rtol=0, atol=1e-6)
+    assert _losses(tmp_path / "ema") == _losses(tmp_path / "raw")  # training itself is unchanged
+
+
+def test_a_run_with_a_moving_average_resumes_exactly(tmp_path):
+    torch.manual_seed(1)
+    straight = torch.nn.Linear(4, 2)
+    first = {k: v.clone() for k, v in straight.state_dict().items()}
+    assert fit(_toy_run(straight, tmp_path / "a", ema=0.8))
+    out = tmp_path / "b"
+    model = torch.nn.Linear(4, 2)
+    model.load_state_dict(first)
+    assert not fit(_toy_run(model, out, ema=0.8, deadline=0.0))
+    while True:
+        st = read_state(out / "state")
+        assert st is not None and (out / "state/ema.safetensors").exists()
+        model = torch.nn.Linear(4, 2)
+        model.load_state_dict(load_file(str(out / "state/model/model.safetensors")))
+        if fit(_toy_run(model, out, ema=0.8, start=st["step"], restore=out / "state", deadline=0.0)):
+            break
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), model.parameters(), strict=True))
+    (out / "state/ema.safetensors").unlink()
+    with pytest.raises(TrainingError, match="moving average"):
+        fit(_toy_run(torch.nn.Linear(4, 2), out, ema=0.8, start=st["step"], restore=out / "state"))
+    with pytest.raises(UsageError, match="ema must lie"):
+        fit(_toy_run(torch.nn.Linear(4, 2), out, ema=1.0))

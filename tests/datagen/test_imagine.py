@@ -43,3 +43,47 @@ def test_imagined_episodes_become_a_synthetic_dataset(push_twin, tiny_world_mode
     frames = arrays[0]["frames"][:, 0].transpose(0, 2, 3, 1)
     assert np.abs(frames[0].astype(int) - first.astype(int)).mean() < 3  # (video coding)
     assert len(frames) > 2 and np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.5
+
+
+def test_imagined_episodes_record_their_trust_and_only_trusted_keeps_the_trusted(
+    push_twin,
+    tiny_world_model,  # noqa: F811
+    tmp_path,
+):
+    import shutil
+
+    from datagen.rollouts import DatagenError, RolloutJob, generate
+    from policy_eval.trust import TrustCalibration, write_calibration
+    from worldmodels.ensemble import DynamicsEnsemble, EnsembleConfig
+
+    _, trained, _ = tiny_world_model
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    cfg = EnsembleConfig(members=3, elites=2, hidden=16, layers=1, state_dim=11, env_dim=7, action_dim=4)
+    DynamicsEnsemble(cfg).save_pretrained(model / "ens")
+    base = dict(
+        scene=str(PUSH),
+        world=f"worldmodel:{model}",
+        policies={"image_expert": 1.0},
+        seed=9300,
+        samples=1,
+        sampler_steps=2,
+    )
+
+    def calibrate(bias: float) -> None:  # trust = sigmoid(bias): everything trusted, or nothing
+        write_calibration(model / "trust.json", TrustCalibration(ensemble="ens", bias=bias, weights={}))
+
+    calibrate(5.0)
+    job = RolloutJob(**base, episodes=2, out=str(tmp_path / "trusted"), only_trusted=True)
+    assert generate(job, progress=False, twin=push_twin)["episodes"] == 2
+    doc = json.loads((tmp_path / "trusted" / "meta" / "dreamtwin.json").read_text())
+    assert [e["trusted"] for e in doc["episodes"]] == [True, True]
+    assert all(e["trust"] == pytest.approx(1 / (1 + np.exp(-5.0))) for e in doc["episodes"])
+
+    calibrate(-5.0)
+    job = RolloutJob(**base, episodes=1, out=str(tmp_path / "none"), only_trusted=True, max_attempts_factor=2)
+    with pytest.raises(DatagenError, match="only 0 trusted episodes in 2 attempts"):
+        generate(job, progress=False, twin=push_twin)
+    (model / "trust.json").unlink()
+    with pytest.raises(DatagenError, match="trust.json does not exist"):
+        generate(job.model_copy(update={"out": str(tmp_path / "gone")}), progress=False, twin=push_twin)

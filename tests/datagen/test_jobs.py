@@ -208,6 +208,29 @@ def test_only_success_keeps_the_first_n_successful_attempts():
     ]
 
 
+def test_only_trusted_keeps_the_first_n_trusted_successes_of_a_world_model():
+    job = RolloutJob(
+        scene="x",
+        policies={"expert": 1.0},
+        episodes=2,
+        only_success=True,
+        only_trusted=True,
+        world="worldmodel:m",
+    )
+    done = {
+        0: {"success": True, "trusted": False},
+        1: {"success": False, "trusted": True},
+        2: {"success": True, "trusted": True},
+    }
+    assert select(job, done) is None and wanted(job, done, 60) == [3]
+    done[3] = {"success": True, "trusted": True}
+    assert select(job, done) == [2, 3]
+    trusted_only = job.model_copy(update={"only_success": False})
+    assert select(trusted_only, done) == [1, 2]  # trusted, whatever the verdict
+    with pytest.raises(ValueError, match="only_trusted keeps what a video world model"):
+        RolloutJob(scene="x", policies={"expert": 1.0}, episodes=2, only_trusted=True)
+
+
 def test_policy_mix_follows_the_weights():
     from datagen.rollouts import ResolvedJob
 

@@ -172,3 +172,34 @@ def test_an_attempt_is_the_same_episode_whatever_the_order(trained):
     assert late.seed == 11 and early.length == H - 1  # toy windows never solve: the whole window
     np.testing.assert_array_equal(early.steps[0].action, fresh.steps[0].action)
     assert len(seen) == 3 * H
+
+
+def test_a_moving_average_of_the_weights_is_what_validates_and_is_saved(tmp_path):
+    """train.ema: the saved model is the average, not the last step's weights (same seed, same batches),
+    and dropout is a config field the saved model keeps (off at sampling)."""
+    rng = np.random.default_rng(1)
+    episodes = [toy_episode(rng) for _ in range(12)]
+    meta = {"fps": 10.0, "scene": None}
+    train = {"steps": 30, "batch_size": 16, "lr": 2e-3, "warmup": 2, "holdout_episodes": 2, "val_every": 10}
+    plain = tiny_cfg(train=train, dropout=0.1)
+    averaged = tiny_cfg(train={**train, "ema": 0.9}, dropout=0.1)
+    models = []
+    for name, cfg in (("plain", plain), ("ema", averaged)):
+        torch.manual_seed(0)
+        models.append(
+            TrajectoryDiffusion.from_pretrained(
+                train_trajectory(cfg, episodes, meta, tmp_path / name, progress=False)
+            )
+        )
+    a, b = models
+    assert b.cfg.train.ema == 0.9 and b.cfg.dropout == 0.1 and not b.training
+    assert b.blocks.layers[0].dropout.p == 0.1
+    assert not torch.allclose(a.inp.weight, b.inp.weight)  # the average differs from the last step
+    # the average moved from the initial weights towards the trained ones: its updates are smaller
+    torch.manual_seed(0)
+    init = TrajectoryDiffusion(b.cfg)
+    moved_raw = (a.inp.weight - init.inp.weight).norm()
+    moved_avg = (b.inp.weight - init.inp.weight).norm()
+    assert 0 < moved_avg < moved_raw
+    with pytest.raises(ValueError, match="ema"):
+        tiny_cfg(train={**train, "ema": 1.0})
