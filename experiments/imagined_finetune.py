@@ -11,7 +11,8 @@ the world model imagines it succeeding in?
    kept, with the imagined judge's verdict.
 2. Fine-tune the policy's checkpoint (`init`) on (a) the attempts the judge calls successful and (b) a
    random subset of all attempts of the same size (the control: the same amount of imagined data, not
-   filtered), (a') when the world model has a trust.json, the judged successes that it also trusts, and
+   filtered), (a') when the world model has a trust.json, the judged successes that it also trusts (with
+   its own control: a random subset of that size), and
    (c) as an upper bound (unless --no-oracle), the same number of the policy's successes in the twin
    itself (real frames, true successes); once per training seed. The recipe (steps, learning rate) is
    fixed beforehand, not chosen on any evaluation: 300 steps of 64 frames, or with `--epochs E` as many
@@ -171,16 +172,19 @@ def main() -> None:
     checkpoints: dict[str, list[str]] = {"judged successes": [], "random subset": []}
     if ok_trusted:
         checkpoints["judged successes, trusted"] = []
+        checkpoints["random subset, trusted size"] = []  # its control: as many attempts, not filtered
     if oracle is not None:
         checkpoints["twin successes"] = []
     steps: dict[str, int] = {}
     for seed in args.train_seeds:
         rng = np.random.default_rng([seed, 0xF1E])
         subset = sorted(rng.choice(len(episodes), size=len(ok), replace=False).tolist())
+        small = sorted(rng.choice(len(episodes), size=len(ok_trusted), replace=False).tolist())
         sources = {
             "success": ("judged successes", [episodes[i] for i in ok]),
             "random": ("random subset", [episodes[i] for i in subset]),
             "trusted": ("judged successes, trusted", [episodes[i] for i in ok_trusted]),
+            "random_trusted_size": ("random subset, trusted size", [episodes[i] for i in small]),
             "oracle": ("twin successes", oracle or []),
         }
         for slug, (arm, eps) in sources.items():
@@ -188,10 +192,14 @@ def main() -> None:
                 steps[arm] = fine_tune_steps(args, eps)
                 checkpoints[arm].append(str(fine_tune(args, eps, meta, runs / f"{slug}_seed{seed}", seed)))
     base = str(checkpoint_path(args.policy)) if args.policy.startswith("bc_") else args.policy
-    imagined_arms = [base] + [p for arm, ps in checkpoints.items() if arm != "twin successes" for p in ps]
+    later = ("twin successes", "random subset, trusted size")  # evaluated apart (added after the first arms)
+    imagined_arms = [base] + [p for arm, ps in checkpoints.items() if arm not in later for p in ps]
     n = args.eval_episodes
     ev = {"episodes": n, "seed": args.eval_seed, "workers": args.workers, "scene_overrides": RES}
     per = dict(evaluate_in_twin(str(SCENE), imagined_arms, out=runs / "eval", **ev)["policies"])
+    if "random subset, trusted size" in checkpoints:
+        ctrl = checkpoints["random subset, trusted size"]
+        per |= evaluate_in_twin(str(SCENE), ctrl, out=runs / "eval_trusted_control", **ev)["policies"]
     if "twin successes" in checkpoints:
         per |= evaluate_in_twin(str(SCENE), checkpoints["twin successes"], out=runs / "eval_oracle", **ev)[
             "policies"

@@ -207,7 +207,8 @@ def test_imagined_finetune(tmp_path, monkeypatch, genesis_kernel_cache):
     trusted = r["imagined"]["trusted_successes"]
     assert trusted is not None and 0 <= trusted <= r["imagined"]["judged_successes"]
     arms = {"base", "judged successes", "random subset", "twin successes"}
-    assert set(r["arms"]) == arms | ({"judged successes, trusted"} if trusted else set())
+    trusted_arms = {"judged successes, trusted", "random subset, trusted size"}
+    assert set(r["arms"]) == arms | (trusted_arms if trusted else set())
     for v in r["arms"].values():
         assert v["episodes"] == 2 and v["ci"][0] <= v["success_rate"] <= v["ci"][1]
     assert r["recipe"]["steps"] == 5 and set(r["recipe"]["steps_per_arm"].values()) == {5}
