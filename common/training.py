@@ -286,13 +286,13 @@ def _lightning_module(run: Run) -> Any:
                     self.ema = _load_ema(run.restore, run.params)
 
         def swap_ema(self) -> None:
-            """Exchange the parameters' values with their average (twice: back as they were)."""
+            """Exchange the parameters' values with their average (twice: back as they were); the tensors
+            trade places, nothing is copied."""
             assert self.ema is not None
-            with torch.no_grad():
-                for p, e in zip(run.params, self.ema, strict=True):
-                    tmp = p.detach().clone()
-                    p.copy_(e)
-                    e.copy_(tmp)
+            raw = [p.data for p in run.params]
+            for p, e in zip(run.params, self.ema, strict=True):
+                p.data = e
+            self.ema = raw
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             opt = torch.optim.AdamW(run.params, lr=run.lr(run.start), weight_decay=run.weight_decay)

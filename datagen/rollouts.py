@@ -276,16 +276,13 @@ class ResolvedJob:
 
     def trust_file(self) -> Path | None:
         """The trust.json of the job's video world model, if it has one (only_trusted: it must)."""
-        from policy_eval.trust import TRUST_FILE
+        from policy_eval.trust import TRUST_FILE, world_trust_file
 
-        if not self.job.world.startswith("worldmodel:"):
-            return None
-        path = Path(self.job.world.split(":", 1)[1]) / TRUST_FILE
-        if path.is_file():
-            return path
-        if self.job.only_trusted:
-            raise DatagenError(f"only_trusted: {path} does not exist (experiments/trust.py writes one)")
-        return None
+        path = world_trust_file(self.job.world)
+        if path is None and self.job.only_trusted:
+            missing = Path(self.job.world.partition(":")[2]) / TRUST_FILE
+            raise DatagenError(f"only_trusted: {missing} does not exist (experiments/trust.py writes one)")
+        return path
 
     def _trust_hash(self) -> str:
         from common.io import files_sha256

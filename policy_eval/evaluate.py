@@ -143,17 +143,14 @@ class EvalConfig(Strict):
 
     def trust_file(self) -> Path | None:
         """The trust.json that scores this evaluation's imagined episodes, if any."""
-        from policy_eval.trust import TRUST_FILE
+        from policy_eval.trust import world_trust_file
         from policy_eval.worlds import parse_world
 
-        w = parse_world(self.world)
-        if not self.trust.enabled or w.kind != "worldmodel":
+        if not self.trust.enabled or parse_world(self.world).kind != "worldmodel":
             return None
         if self.trust.calibration is not None:
             return Path(self.trust.calibration)
-        assert w.path is not None
-        own = Path(w.path) / TRUST_FILE
-        return own if own.is_file() else None
+        return world_trust_file(self.world)
 
 
 def load_eval_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:

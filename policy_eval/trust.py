@@ -100,6 +100,18 @@ class TrustCalibration(Strict):
     chosen_on: dict[str, Any] = Field(default_factory=dict, description="seeds and runs the fit used")
 
 
+def world_trust_file(world: str) -> Path | None:
+    """The trust.json a video world model (`worldmodel:PATH`) carries in its directory, if any."""
+    from policy_eval.worlds import parse_world
+
+    w = parse_world(world)
+    if w.kind != "worldmodel":
+        return None
+    assert w.path is not None
+    own = Path(w.path) / TRUST_FILE
+    return own if own.is_file() else None
+
+
 def load_calibration(path: str | Path) -> TrustCalibration:
     data = read_json(Path(path), SpecError)
     cal = validate_model(TrustCalibration, data, str(path))
