@@ -7,25 +7,33 @@
 For each guidance coefficient, `--windows` windows are sampled (seed `--seed`; coefficient 0 is unguided
 diffusion). On-policy-ness: the target policy's mean action log-likelihood log pi(a | s) over every
 synthetic transition (up to each window's first solved step), and the mean distance of the actions from
-the policy's own, per coefficient (a curve). Dynamics error: `--checked` transitions (s_t, a_t, s_t+1)
-drawn uniformly from each source are replayed in the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`,
-nominal physics) and the twin's next state compared with s_t+1: the mean distance (cm) over the end
-effector's and the objects' positions together, and each alone; and how far the end effector the state
-records is from where its joints put it (a state that contradicts itself), and the end effector's error
+the policy's own, per coefficient (a curve).
+
+Dynamics error: `--checked` transitions (s_t, a_t, s_t+1) drawn uniformly from each source are replayed
+in the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`, nominal physics) and the twin's next state
+compared with s_t+1. `--reset kinematic` (the default) poses s_t at rest, the controller holding the hand
+where it is. `--reset history` puts the twin in s_t moving as the transition's own trajectory has it:
+joint and object velocities from s_t-1 (none at a trajectory's first step) and the controller's ee
+target rebuilt through the trajectory's actions from its first step; a stricter test of a generator
+(its velocities and actions must agree with its states too) on a lower floor. Reported: the mean distance (cm) over the
+end effector's and the objects' positions together, and each alone; how far the end effector the state
+records is from where its joints put it (a state that contradicts itself); and the end effector's error
 against the next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth`
-records, since it poses the arm by the joints). The sources: every coefficient's
-windows; autoregressive rollouts of the dynamics ensemble under the same target policy (its actions,
-an elite member drawn per step and sampled, COPlanner's way; and the elites' mean) over the same
-horizon from the start states of dataset windows (told the nominal physics where it takes physics), cut at the first solved step as the windows are;
-and the dataset's own transitions, the floor that resetting the twin to a recorded state (velocities
-zero, physics nominal) leaves. Writes benchmarks/results/pgd_synthesis.json.
+records, since it poses the arm by the joints).
+
+The sources: every coefficient's windows; autoregressive rollouts of the dynamics ensemble under the same
+target policy (its actions; an elite member drawn per step and sampled, COPlanner's way, and the elites'
+mean) over the same horizon from the start states of dataset windows (told the nominal physics where it
+takes physics), cut at the first solved step as the windows are; and the dataset's own transitions, the
+floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
+about 0.15 cm). Writes benchmarks/results/pgd_synthesis.json.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from rich.console import Console
@@ -81,39 +89,72 @@ def ensemble_rollouts(
     return torch.stack(states, 1).numpy(), torch.stack(actions, 1).numpy()
 
 
-def cut(
-    states: np.ndarray, actions: np.ndarray, solved: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(s_t, a_t, s_t+1) up to each row's first solved step, as `Windows.transitions`."""
-    from worldmodels.trajectory import Windows
+class Replay(NamedTuple):
+    """Transitions (s_t, a_t, s_t+1) with what a trajectory's history says beyond s_t: the state one
+    control step earlier (`has_prev` false at a row's first step) and the controller's ee target."""
 
-    return Windows(states=states, actions=actions, success=solved).transitions()
+    s: np.ndarray
+    a: np.ndarray
+    n: np.ndarray
+    prev: np.ndarray
+    has_prev: np.ndarray
+    target: np.ndarray
+
+
+def replay_rows(spec: Any, states: np.ndarray, actions: np.ndarray, ends: list[int]) -> Replay:
+    """The transitions of rows of states [B][T, S] and actions [B][T, A] up to each row's `ends[b]` (its
+    first solved step; a row with end 0 gives none). The controller's target is rebuilt as the twin's
+    controller builds it, from the row's first step (where it is the hand itself) through its actions."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    for x, a, end in zip(states, actions, ends, strict=True):
+        if end < 1:
+            continue
+        x64, a64 = np.asarray(x, np.float64), np.asarray(a, np.float64)
+        targets = np.zeros((end, 3))
+        t = x64[0, :3]
+        for k in range(end):
+            targets[k] = t  # the target held while in state k
+            t = spec.control.next_target(t, x64[k, :3], a64[k, :3])
+        prev = np.concatenate([x[:1], x[: end - 1]])
+        has_prev = np.arange(end) > 0
+        parts.append((x[:end], a[:end], x[1 : end + 1], prev, has_prev, targets))
+    return Replay(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+
+
+def first_solved(solved: np.ndarray | list[np.ndarray]) -> list[int]:
+    """Each row's first solved step (its last step when never solved): where its transitions end."""
+    return [int(np.flatnonzero(r)[0]) if r.any() else len(r) - 1 for r in solved]
 
 
 def dynamics_error(
-    twin: Any, s: np.ndarray, a: np.ndarray, n: np.ndarray, checked: int, seed: int, state_dim: int
+    twin: Any, r: Replay, checked: int, seed: int, state_dim: int, reset: str = "kinematic"
 ) -> dict[str, float]:
-    """Replay `checked` random transitions in the twin; mean position errors (cm)."""
+    """Replay `checked` random transitions in the twin; mean position errors (cm). `reset`: "kinematic"
+    poses s_t with zero velocities and the controller holding the hand where it is; "history" adds what
+    the transition's own trajectory says: velocities from the step before and the controller's target."""
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(s), size=min(checked, len(s)), replace=False)
+    pick = rng.choice(len(r.s), size=min(checked, len(r.s)), replace=False)
     ee, obj, both, fk, kin = [], [], [], [], []
     for k in pick:
-        twin.set_state(s[k, :state_dim], s[k, state_dim:])
+        s, n = r.s[k], r.n[k]
+        history = reset == "history"
+        prev = (r.prev[k, :state_dim], r.prev[k, state_dim:]) if history and r.has_prev[k] else None
+        twin.set_state(s[:state_dim], s[state_dim:], previous=prev, target=r.target[k] if history else None)
         # the end effector where the state's joints put it, against the state's own end effector
-        fk.append(np.linalg.norm(twin.proprio()[:3] - s[k, :3]) * 100)
-        twin.step(a[k][None])
+        fk.append(np.linalg.norm(twin.proprio()[:3] - s[:3]) * 100)
+        twin.step(r.a[k][None])
         got = np.concatenate([twin.proprio(), twin.environment_state()])
         with twin.rendering(False):  # the next state's end effector where its joints put it
-            twin.show(n[k, :state_dim], n[k, state_dim:])
+            twin.show(n[:state_dim], n[state_dim:])
         kin.append(np.linalg.norm(got[:3] - twin.proprio()[:3]) * 100)
-        e = np.linalg.norm(got[:3] - n[k, :3]) * 100
-        o = np.linalg.norm(got[state_dim : state_dim + 3] - n[k, state_dim : state_dim + 3]) * 100
+        e = np.linalg.norm(got[:3] - n[:3]) * 100
+        o = np.linalg.norm(got[state_dim : state_dim + 3] - n[state_dim : state_dim + 3]) * 100
         ee.append(e)
         obj.append(o)
         pos = [slice(0, 3)] + [
             slice(state_dim + 7 * i, state_dim + 7 * i + 3) for i in range((len(got) - state_dim) // 7)
         ]
-        both.append(np.linalg.norm(np.concatenate([got[p] - n[k, p] for p in pos])) * 100)
+        both.append(np.linalg.norm(np.concatenate([got[p] - n[p] for p in pos])) * 100)
     return {
         "positions_cm": float(np.mean(both)),
         "ee_cm": float(np.mean(ee)),
@@ -145,16 +186,23 @@ def main() -> None:
     ap.add_argument("--checked", type=int, default=400, help="transitions replayed in the twin per source")
     ap.add_argument("--seed", type=int, default=100, help="sampling seed")
     ap.add_argument("--sampler-steps", type=int, default=None, help="Heun steps (default: the model's)")
+    ap.add_argument(
+        "--reset",
+        choices=("history", "kinematic"),
+        default="kinematic",
+        help="how the twin is put in s_t: posed at rest (kinematic, the issue's measure), or moving with the "
+        "velocities and controller target the transition's history gives (history)",
+    )
     add_result_arguments(ap, ROOT / "benchmarks/results", "pgd_synthesis")
     args = ap.parse_args()
 
     import torch
 
     from datagen.windows import load_episodes
-    from policy_eval.policies.td3bc import TD3BCPolicy, transitions
+    from policy_eval.policies.td3bc import TD3BCPolicy
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
-    from worldmodels.ensemble import DynamicsEnsemble
+    from worldmodels.ensemble import DynamicsEnsemble, episode_states
     from worldmodels.trajectory import TrajectoryDiffusion, dataset_windows
 
     model = TrajectoryDiffusion.from_pretrained(args.trajectory)
@@ -167,33 +215,37 @@ def main() -> None:
     twin = DigitalTwin(spec.model_copy(update={"cameras": []}), render=False)
     coeffs = [float(c) for c in args.coeffs.split(",")]
 
-    sources: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    sources: dict[str, Replay] = {}
     curve = {}
     for c in coeffs:
         gen = torch.Generator().manual_seed(args.seed)
         w = model.sample(args.windows, gen, policy=policy, coeff=c, steps=args.sampler_steps)
-        s, a, n = w.transitions()
         label = "unguided diffusion" if c == 0 else f"PGD {c:g}"
-        sources[label] = (s, a, n)
-        curve[f"{c:g}"] = on_policy(policy, s, a)
+        sources[label] = replay_rows(spec, w.states, w.actions, first_solved(w.success))
+        curve[f"{c:g}"] = on_policy(policy, sources[label].s, sources[label].a)
     real = dataset_windows(episodes, H, list(range(len(episodes))))
     rng = np.random.default_rng(args.seed)
     starts = real.states[rng.choice(len(real.states), size=args.windows, replace=False), 0]
     for label, sample in (("ensemble rollouts (sampled)", True), ("ensemble rollouts (elites' mean)", False)):
         st, ac = ensemble_rollouts(ensemble, policy, starts, H, args.seed, sample)
-        sources[label] = cut(st, ac, solved_steps(spec, st))
-        curve_label = label
-        curve[curve_label] = on_policy(policy, sources[label][0], sources[label][1])
-    data = transitions(episodes, spec)  # each recorded transition once, up to the episode's first success
-    sources["dataset"] = (data.obs, data.actions, data.next_obs)
-    curve["dataset"] = on_policy(policy, sources["dataset"][0], sources["dataset"][1])
+        sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)))
+        curve[label] = on_policy(policy, sources[label].s, sources[label].a)
+    # each recorded transition once, up to the episode's first success, with the episode's history
+    rows = [episode_states(e) for e in episodes]
+    ends = first_solved(
+        [np.asarray(e["success"][: len(x)], bool) for e, x in zip(episodes, rows, strict=True)]
+    )
+    sources["dataset"] = replay_rows(spec, rows, [e["actions"] for e in episodes], ends)
+    curve["dataset"] = on_policy(policy, sources["dataset"].s, sources["dataset"].a)
 
     errors = {}
-    for i, (label, (s, a, n)) in enumerate(sources.items()):
-        errors[label] = dynamics_error(twin, s, a, n, args.checked, args.seed + i, d)
+    for i, (label, r) in enumerate(sources.items()):
+        errors[label] = dynamics_error(twin, r, args.checked, args.seed + i, d, args.reset)
 
     console = Console()
-    t = Table(title=f"dynamics error in the twin ({args.checked} transitions a source, horizon {H})")
+    t = Table(
+        title=f"dynamics error in the twin ({args.checked} transitions a source, horizon {H}, {args.reset} reset)"
+    )
     for col in (
         "source",
         "positions (cm)",
@@ -228,6 +280,7 @@ def main() -> None:
             "policy": args.policy,
             "ensemble": args.ensemble,
             "seed": args.seed,
+            "reset": args.reset,
             "sampler_steps": args.sampler_steps or model.cfg.sampler_steps,
             "windows": args.windows,
             "horizon": H,

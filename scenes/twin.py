@@ -435,23 +435,51 @@ class DigitalTwin:
             out[name] = (img, _np(seg)) if segmentation else img
         return out
 
-    def set_state(self, state: np.ndarray, environment_state: np.ndarray, seed: int = 0) -> Observation:
-        """Start an episode at a given kinematic state (zero velocities) instead of a seed's initial one: the arm
-        and objects as `show` poses them, the controller holding that pose and gripper width, the task's
-        initial poses those given. `step` then simulates from there (how synthetic transitions are
-        checked against the physics)."""
+    def set_state(
+        self,
+        state: np.ndarray,
+        environment_state: np.ndarray,
+        seed: int = 0,
+        *,
+        previous: tuple[np.ndarray, np.ndarray] | None = None,
+        target: np.ndarray | None = None,
+    ) -> Observation:
+        """Start an episode at a given kinematic state instead of a seed's initial one: the arm and objects as
+        `show` poses them, the controller holding that pose and gripper width, the task's initial poses
+        those given. `step` then simulates from there (how synthetic transitions are checked against the
+        physics). Velocities are zero unless `previous` (proprio, environment_state) one control step
+        earlier is given: then the arm's joints and the objects move at the finite-difference velocity
+        between the two. The controller's ee target is the hand's own position unless `target` (where the
+        controller was driving the hand, a trajectory's history gives it) is given."""
         self.reset(seed)
         with self.rendering(False):
             obs = self.show(state, environment_state)
+        if previous is not None:
+            self._set_velocities(state, environment_state, *previous)
         q = _np(self.robot.get_qpos()).astype(np.float64)
         self.robot.control_dofs_position(q[:ARM_DOFS], self._arm)
         self.robot.control_dofs_position(q[ARM_DOFS : ARM_DOFS + 2], self._fingers)
-        self._target = self._tcp_pos()
+        self._target = self._tcp_pos() if target is None else np.asarray(target, np.float64).copy()
         self._gripper_cmd = float(
             np.clip(float(state[3]) / (2 * self.spec.control.gripper_max_width), 0.0, 1.0)
         )
         self._initial_poses = self.object_poses()
         return obs
+
+    def _set_velocities(
+        self, state: np.ndarray, env: np.ndarray, prev_state: np.ndarray, prev_env: np.ndarray
+    ) -> None:
+        """Joint and object linear velocities from two kinematic states one control step apart."""
+        dt = self.spec.physics.dt * self.spec.physics_steps_per_control()
+        state, prev_state = np.asarray(state, np.float64), np.asarray(prev_state, np.float64)
+        qd = (state[4 : 4 + ARM_DOFS] - prev_state[4 : 4 + ARM_DOFS]) / dt
+        self.robot.set_dofs_velocity(qd, self._arm)
+        env, prev_env = np.asarray(env, np.float64), np.asarray(prev_env, np.float64)
+        for i, o in enumerate(self.spec.objects):
+            ent = self.objects[o.name]
+            if ent.n_dofs == 6:  # a free body: linear then angular velocity
+                v = (env[7 * i : 7 * i + 3] - prev_env[7 * i : 7 * i + 3]) / dt
+                ent.set_dofs_velocity(np.concatenate([v, np.zeros(3)]))
 
     def show(self, state: np.ndarray, environment_state: np.ndarray) -> Observation:
         """The observation of a kinematic state, rendered without simulating: the arm's joints and the

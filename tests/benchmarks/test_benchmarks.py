@@ -170,10 +170,11 @@ def test_perturbation_agreement(tmp_path, monkeypatch, genesis_kernel_cache):
 
 @pytest.mark.sim
 def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
-    """Two coefficients, 6 windows each, 4 transitions replayed in the twin a source."""
+    """Two coefficients, 6 windows each, 4 transitions replayed in the twin a source, each moving as its
+    history has it."""
     data, model, policy = tiny_pgd_models
     args = ["--data", str(data), "--trajectory", str(model), "--policy", str(policy), "--coeffs", "0,0.5"]
-    args += ["--windows", "6", "--checked", "4", "--results-dir", str(tmp_path)]
+    args += ["--windows", "6", "--checked", "4", "--reset", "history", "--results-dir", str(tmp_path)]
     run_script("benchmarks.pgd_synthesis", args, monkeypatch)
     r = read_checked(tmp_path / "pgd_synthesis.json", "benchmarks/pgd_synthesis.py", args)
     assert set(r["on_policy"]) == {
@@ -192,5 +193,7 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
     }
     for e in r["dynamics_error"].values():
         assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
+    # reset with the history's velocities and controller target, the twin replays its own data closely
+    assert r["reset"] == "history" and r["dynamics_error"]["dataset"]["ee_cm"] < 0.5
     # the ensemble rolls out the target policy's own actions
     assert r["on_policy"]["ensemble rollouts (elites' mean)"]["action_distance"] < 1e-5

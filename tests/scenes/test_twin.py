@@ -152,7 +152,8 @@ def test_set_state_simulates_on_from_a_given_state(push_twin):
     a = np.array([[0.0, 0.02, -0.02, 0.0]], np.float32)
     for _ in range(3):
         r = push_twin.step(a)
-    s, env = r.last.state, r.last.environment_state
+    before = push_twin.step(a).last
+    s, env, target = before.state, before.environment_state, push_twin._target.copy()
     nxt = push_twin.step(a).last
     push_twin.set_state(s, env, seed=9)
     assert np.allclose(push_twin.proprio(), s, atol=1e-5)
@@ -163,6 +164,11 @@ def test_set_state_simulates_on_from_a_given_state(push_twin):
     moved = np.linalg.norm(nxt.state[:3] - s[:3])
     assert np.linalg.norm(got.state[:3] - nxt.state[:3]) < 0.5 * moved
     assert np.linalg.norm(got.state[:3] - s[:3]) > 0.5 * moved
+    # given the state a step earlier (velocities) and the controller's target, it goes nearly that way
+    push_twin.set_state(s, env, previous=(r.last.state, r.last.environment_state), target=target)
+    assert np.allclose(push_twin.proprio(), s, atol=1e-5)
+    resumed = push_twin.step(a).last
+    assert np.linalg.norm(resumed.state[:3] - nxt.state[:3]) < 0.1 * moved
     push_twin.set_state(s, env)
     held = push_twin.step(np.array([[0.0, 0.0, 0.0, 0.0]], np.float32)).last
     assert np.linalg.norm(held.state[:3] - s[:3]) < 0.005  # (the arm settles under its controller)
