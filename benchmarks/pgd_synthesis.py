@@ -24,7 +24,9 @@ records, since it poses the arm by the joints).
 The sources: every coefficient's windows; autoregressive rollouts of the dynamics ensemble under the same
 target policy (its actions; an elite member drawn per step and sampled, COPlanner's way, and the elites'
 mean) over the same horizon from the start states of dataset windows (told the nominal physics where it
-takes physics), cut at the first solved step as the windows are; and the dataset's own transitions, the
+takes physics), cut at the first solved step as the windows are; with `--imagined DATA`, the video world
+model's rollouts of the target policy (`dreamtwin datagen imagine --policy <the --policy> --all`, from the
+twin's initial states), their state read-out over the same horizon; and the dataset's own transitions, the
 floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
 about 0.15 cm). Writes benchmarks/results/pgd_synthesis.json.
 """
@@ -42,6 +44,7 @@ from rich.table import Table
 from common.results import add_result_arguments, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGINED = "video world model rollouts (state read-out)"
 
 
 def solved_steps(spec: Any, states: np.ndarray) -> np.ndarray:
@@ -121,6 +124,18 @@ def replay_rows(spec: Any, states: np.ndarray, actions: np.ndarray, ends: list[i
     return Replay(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
 
+def episode_replay(spec: Any, episodes: list[dict[str, np.ndarray]], horizon: int | None = None) -> Replay:
+    """The transitions of dataset episodes (`load_episodes(..., frames=False)`), each from its start up to
+    its first success or its `horizon`-th state, with the episode's history."""
+    from worldmodels.ensemble import episode_states
+
+    rows = [episode_states(e)[:horizon] for e in episodes]
+    ends = first_solved(
+        [np.asarray(e["success"][: len(x)], bool) for e, x in zip(episodes, rows, strict=True)]
+    )
+    return replay_rows(spec, rows, [e["actions"] for e in episodes], ends)
+
+
 def first_solved(solved: np.ndarray | list[np.ndarray]) -> list[int]:
     """Each row's first solved step (its last step when never solved): where its transitions end."""
     return [int(np.flatnonzero(r)[0]) if r.any() else len(r) - 1 for r in solved]
@@ -181,6 +196,12 @@ def main() -> None:
     ap.add_argument("--trajectory", required=True, help="trajectory diffusion checkpoint")
     ap.add_argument("--policy", required=True, help="target policy (a td3bc checkpoint)")
     ap.add_argument("--ensemble", default=str(ROOT / "assets/worldmodels/push_cube_ensemble"))
+    ap.add_argument(
+        "--imagined",
+        default=None,
+        help="also a dataset of the target policy rolled out in a video world model (dreamtwin datagen imagine "
+        "--policy <the --policy> --all): its state read-out's transitions over the first horizon steps",
+    )
     ap.add_argument("--coeffs", default="0,0.03,0.1,0.3,1", help="guidance coefficients (0: unguided)")
     ap.add_argument("--windows", type=int, default=256, help="windows sampled per coefficient")
     ap.add_argument("--checked", type=int, default=400, help="transitions replayed in the twin per source")
@@ -202,7 +223,7 @@ def main() -> None:
     from policy_eval.policies.td3bc import TD3BCPolicy
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
-    from worldmodels.ensemble import DynamicsEnsemble, episode_states
+    from worldmodels.ensemble import DynamicsEnsemble
     from worldmodels.trajectory import TrajectoryDiffusion, dataset_windows
 
     model = TrajectoryDiffusion.from_pretrained(args.trajectory)
@@ -231,12 +252,12 @@ def main() -> None:
         sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)))
         curve[label] = on_policy(policy, sources[label].s, sources[label].a)
     # each recorded transition once, up to the episode's first success, with the episode's history
-    rows = [episode_states(e) for e in episodes]
-    ends = first_solved(
-        [np.asarray(e["success"][: len(x)], bool) for e, x in zip(episodes, rows, strict=True)]
-    )
-    sources["dataset"] = replay_rows(spec, rows, [e["actions"] for e in episodes], ends)
+    sources["dataset"] = episode_replay(spec, episodes)
     curve["dataset"] = on_policy(policy, sources["dataset"].s, sources["dataset"].a)
+    if args.imagined:  # the video world model's state read-out under the target policy, the same horizon
+        imagined, _ = load_episodes(args.imagined, frames=False)
+        sources[IMAGINED] = episode_replay(spec, imagined, H)
+        curve[IMAGINED] = on_policy(policy, sources[IMAGINED].s, sources[IMAGINED].a)
 
     errors = {}
     for i, (label, r) in enumerate(sources.items()):
@@ -279,6 +300,7 @@ def main() -> None:
             "trajectory": args.trajectory,
             "policy": args.policy,
             "ensemble": args.ensemble,
+            "imagined": args.imagined,
             "seed": args.seed,
             "reset": args.reset,
             "sampler_steps": args.sampler_steps or model.cfg.sampler_steps,

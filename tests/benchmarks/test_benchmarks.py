@@ -171,10 +171,13 @@ def test_perturbation_agreement(tmp_path, monkeypatch, genesis_kernel_cache):
 @pytest.mark.sim
 def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
     """Two coefficients, 6 windows each, 4 transitions replayed in the twin a source, each moving as its
-    history has it."""
+    history has it; a dataset of episodes as the world model's rollouts."""
+    from benchmarks.pgd_synthesis import IMAGINED
+
     data, model, policy = tiny_pgd_models
     args = ["--data", str(data), "--trajectory", str(model), "--policy", str(policy), "--coeffs", "0,0.5"]
     args += ["--windows", "6", "--checked", "4", "--reset", "history", "--results-dir", str(tmp_path)]
+    args += ["--imagined", str(data)]  # any dataset of episodes stands in for a world model's rollouts
     run_script("benchmarks.pgd_synthesis", args, monkeypatch)
     r = read_checked(tmp_path / "pgd_synthesis.json", "benchmarks/pgd_synthesis.py", args)
     assert set(r["on_policy"]) == {
@@ -183,6 +186,7 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         "ensemble rollouts (sampled)",
         "ensemble rollouts (elites' mean)",
         "dataset",
+        IMAGINED,
     }
     assert set(r["dynamics_error"]) == {
         "unguided diffusion",
@@ -190,10 +194,13 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         "ensemble rollouts (sampled)",
         "ensemble rollouts (elites' mean)",
         "dataset",
+        IMAGINED,
     }
     for e in r["dynamics_error"].values():
         assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
     # reset with the history's velocities and controller target, the twin replays its own data closely
     assert r["reset"] == "history" and r["dynamics_error"]["dataset"]["ee_cm"] < 0.5
+    # the same episodes, cut at the model's horizon, replay as the dataset's own do
+    assert r["dynamics_error"][IMAGINED]["ee_cm"] < 0.5
     # the ensemble rolls out the target policy's own actions
     assert r["on_policy"]["ensemble rollouts (elites' mean)"]["action_distance"] < 1e-5
