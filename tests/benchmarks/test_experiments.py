@@ -215,6 +215,19 @@ def test_imagined_finetune(tmp_path, monkeypatch, genesis_kernel_cache):
 
 
 @pytest.mark.sim
+def test_imagined_precision(tmp_path, monkeypatch, small_dataset):
+    """The twin's own dataset stands in for an imagined one: every success it recorded replays open loop in
+    the twin (same seed, same randomised physics), and is a success of the same seed."""
+    data, _ = small_dataset
+    args = ["--imagined", str(data), "--twin", str(data), "--results-dir", str(tmp_path)]
+    run_script("experiments.imagined_precision", args, monkeypatch)
+    r = read_checked(tmp_path / "imagined_precision.json", "experiments/imagined_precision.py", args)
+    p = r["parts"]["judged successes"]
+    assert p["episodes"] >= 1 and p["open_loop"] == p["episodes"] == p["same_seed"] == p["same_seed_known"]
+    assert r["parts"]["trusted"]["episodes"] == 0 and r["parts"]["not trusted"] == p
+
+
+@pytest.mark.sim
 @pytest.mark.slow
 def test_pgd_offline(tmp_path, monkeypatch, tiny_pgd_models):
     """One training seed of 10 TD3+BC steps per arm, 6 synthetic windows, two twin episodes a checkpoint."""
