@@ -128,17 +128,13 @@ def episode_replay(spec: Any, episodes: list[dict[str, np.ndarray]], horizon: in
     """The transitions of dataset episodes (`load_episodes(..., frames=False)`), each from its start up to
     its first success or its `horizon`-th state, with the episode's history."""
     from worldmodels.ensemble import episode_states
+    from worldmodels.trajectory import first_solved
 
     rows = [episode_states(e)[:horizon] for e in episodes]
     ends = first_solved(
         [np.asarray(e["success"][: len(x)], bool) for e, x in zip(episodes, rows, strict=True)]
     )
     return replay_rows(spec, rows, [e["actions"] for e in episodes], ends)
-
-
-def first_solved(solved: np.ndarray | list[np.ndarray]) -> list[int]:
-    """Each row's first solved step (its last step when never solved): where its transitions end."""
-    return [int(np.flatnonzero(r)[0]) if r.any() else len(r) - 1 for r in solved]
 
 
 def dynamics_error(
@@ -150,9 +146,9 @@ def dynamics_error(
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(r.s), size=min(checked, len(r.s)), replace=False)
     ee, obj, both, fk, kin = [], [], [], [], []
+    history = reset == "history"
     for k in pick:
         s, n = r.s[k], r.n[k]
-        history = reset == "history"
         prev = (r.prev[k, :state_dim], r.prev[k, state_dim:]) if history and r.has_prev[k] else None
         twin.set_state(s[:state_dim], s[state_dim:], previous=prev, target=r.target[k] if history else None)
         # the end effector where the state's joints put it, against the state's own end effector
@@ -224,7 +220,7 @@ def main() -> None:
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
     from worldmodels.ensemble import DynamicsEnsemble
-    from worldmodels.trajectory import TrajectoryDiffusion, dataset_windows
+    from worldmodels.trajectory import TrajectoryDiffusion, dataset_windows, first_solved
 
     model = TrajectoryDiffusion.from_pretrained(args.trajectory)
     policy = TD3BCPolicy.from_pretrained(args.policy)

@@ -53,7 +53,7 @@ def main() -> None:
     from scenes.randomization import sample_variation
     from scenes.twin import DigitalTwin
 
-    episodes, meta = load_episodes(args.imagined, frames=False)
+    episodes, _ = load_episodes(args.imagined, frames=False)
     info = json.loads((Path(args.imagined) / "meta/dreamtwin.json").read_text())
     r = ResolvedJob.load(RolloutJob.model_validate(info["job"]))
     twin = DigitalTwin(r.spec, render=False)

@@ -124,13 +124,16 @@ class Windows:
     def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(s_t, a_t, s_t+1) [N, ...] of every step up to the first solved one (the episode ends there)."""
         s, a, n = [], [], []
-        for b in range(len(self.states)):
-            solved = np.flatnonzero(self.success[b])
-            end = int(solved[0]) if len(solved) else self.states.shape[1] - 1
+        for b, end in enumerate(first_solved(self.success)):
             s.append(self.states[b, :end])
             a.append(self.actions[b, :end])
             n.append(self.states[b, 1 : end + 1])
         return np.concatenate(s), np.concatenate(a), np.concatenate(n)
+
+
+def first_solved(solved: np.ndarray | list[np.ndarray]) -> list[int]:
+    """Each row's first solved step (its last step when never solved): where its transitions end."""
+    return [int(np.flatnonzero(r)[0]) if np.any(r) else len(r) - 1 for r in solved]
 
 
 # ---------------------------------------------------------------------- data
