@@ -28,7 +28,9 @@ takes physics), cut at the first solved step as the windows are; with `--imagine
 model's rollouts of the target policy (`dreamtwin datagen imagine --policy <the --policy> --all`, from the
 twin's initial states), their state read-out over the same horizon; and the dataset's own transitions, the
 floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
-about 0.15 cm). Writes benchmarks/results/pgd_synthesis.json.
+about 0.15 cm). Each source's mean positions error is also given as a multiple of the sampled ensemble
+rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. Writes
+benchmarks/results/pgd_synthesis.json.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from common.results import add_result_arguments, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGINED = "video world model rollouts (state read-out)"
+SAMPLED = "ensemble rollouts (sampled)"
+RATIO = "vs_sampled_ensemble"
 
 
 def solved_steps(spec: Any, states: np.ndarray) -> np.ndarray:
@@ -139,10 +143,11 @@ def episode_replay(spec: Any, episodes: list[dict[str, np.ndarray]], horizon: in
 
 def dynamics_error(
     twin: Any, r: Replay, checked: int, seed: int, state_dim: int, reset: str = "kinematic"
-) -> dict[str, float]:
-    """Replay `checked` random transitions in the twin; mean position errors (cm). `reset`: "kinematic"
-    poses s_t with zero velocities and the controller holding the hand where it is; "history" adds what
-    the transition's own trajectory says: velocities from the step before and the controller's target."""
+) -> tuple[dict[str, float], np.ndarray]:
+    """Replay `checked` random transitions in the twin: the mean position errors (cm), and each replayed
+    transition's positions error. `reset`: "kinematic" poses s_t with zero velocities and the controller
+    holding the hand where it is; "history" adds what the transition's own trajectory says: velocities
+    from the step before and the controller's target."""
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(r.s), size=min(checked, len(r.s)), replace=False)
     ee, obj, both, fk, kin = [], [], [], [], []
@@ -173,7 +178,7 @@ def dynamics_error(
         "ee_vs_joints_cm": float(np.mean(fk)),
         "ee_kinematic_cm": float(np.mean(kin)),
         "transitions": int(len(pick)),
-    }
+    }, np.asarray(both)
 
 
 def on_policy(policy: Any, s: np.ndarray, a: np.ndarray) -> dict[str, float]:
@@ -216,6 +221,7 @@ def main() -> None:
     import torch
 
     from datagen.windows import load_episodes
+    from policy_eval.metrics import ratio_interval
     from policy_eval.policies.td3bc import TD3BCPolicy
     from scenes.spec import SceneSpec
     from scenes.twin import DigitalTwin
@@ -243,7 +249,7 @@ def main() -> None:
     real = dataset_windows(episodes, H, list(range(len(episodes))))
     rng = np.random.default_rng(args.seed)
     starts = real.states[rng.choice(len(real.states), size=args.windows, replace=False), 0]
-    for label, sample in (("ensemble rollouts (sampled)", True), ("ensemble rollouts (elites' mean)", False)):
+    for label, sample in ((SAMPLED, True), ("ensemble rollouts (elites' mean)", False)):
         st, ac = ensemble_rollouts(ensemble, policy, starts, H, args.seed, sample)
         sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)))
         curve[label] = on_policy(policy, sources[label].s, sources[label].a)
@@ -255,9 +261,11 @@ def main() -> None:
         sources[IMAGINED] = episode_replay(spec, imagined, H)
         curve[IMAGINED] = on_policy(policy, sources[IMAGINED].s, sources[IMAGINED].a)
 
-    errors = {}
+    errors, each = {}, {}
     for i, (label, r) in enumerate(sources.items()):
-        errors[label] = dynamics_error(twin, r, args.checked, args.seed + i, d, args.reset)
+        errors[label], each[label] = dynamics_error(twin, r, args.checked, args.seed + i, d, args.reset)
+    for label in sources:  # the issue's measure: a source's mean error over the sampled ensemble's
+        errors[label][RATIO] = ratio_interval(each[label], each[SAMPLED], seed=args.seed)
 
     console = Console()
     t = Table(
@@ -270,6 +278,7 @@ def main() -> None:
         "object (cm)",
         "ee vs joints (cm)",
         "ee from joints (cm)",
+        "x sampled ensemble [95%]",
         "log pi(a|s)",
         "|a - mu(s)|",
     ):
@@ -284,6 +293,7 @@ def main() -> None:
             f"{e['object_cm']:.3f}",
             f"{e['ee_vs_joints_cm']:.3f}",
             f"{e['ee_kinematic_cm']:.3f}",
+            f"{e[RATIO]['value']:.2f} [{e[RATIO]['low']:.2f}, {e[RATIO]['high']:.2f}]",
             f"{o['log_likelihood']:.2f}",
             f"{o['action_distance']:.4f}",
         )

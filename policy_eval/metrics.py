@@ -4,6 +4,7 @@
     wilson_interval(k, n), beta_interval(k, n), beta_posterior_interval(k, n)  # a rate's interval
     paired_difference(perturbed, control)                              # matched seeds, Newcombe
     bootstrap_agreement(pred_outcomes, real_outcomes)                  # metrics with bootstrap intervals
+    ratio_interval(a, b)                                               # mean(a) / mean(b), bootstrapped
 
 `mmrv` is SIMPLER's mean maximum rank violation: for each policy i the largest |real_i - real_j|
 over the policies j that the two sequences order differently, with strict comparisons
@@ -240,6 +241,28 @@ def bootstrap_agreement(
         )
         out[k] = {"value": point[k], "low": lo, "high": hi}
     return out
+
+
+def ratio_interval(
+    a: ArrayLike, b: ArrayLike, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """mean(a) / mean(b) of two independent samples (e.g. per-transition errors of two generators) with a
+    percentile bootstrap interval, each sample resampled on its own: {"value", "low", "high"}."""
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if len(x) == 0 or len(y) == 0:
+        raise ValueError(f"a ratio of means needs two non-empty samples, got {len(x)} and {len(y)}")
+    if y.mean() <= 0:
+        raise ValueError("the denominator's mean must be positive")
+    rng = np.random.default_rng(seed)
+    num = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
+    den = y[rng.integers(0, len(y), (n_boot, len(y)))].mean(1)
+    r = num / np.maximum(den, np.finfo(np.float64).tiny)
+    q = (1 - confidence) / 2
+    return {
+        "value": float(x.mean() / y.mean()),
+        "low": float(np.quantile(r, q)),
+        "high": float(np.quantile(r, 1 - q)),
+    }
 
 
 def pooled_success(per: dict[str, Any], paths: list[str], episodes: int) -> dict[str, Any]:

@@ -198,6 +198,10 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
     }
     for e in r["dynamics_error"].values():
         assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
+        ratio = e["vs_sampled_ensemble"]
+        assert ratio["low"] <= ratio["value"] <= ratio["high"]
+    sampled = r["dynamics_error"]["ensemble rollouts (sampled)"]["vs_sampled_ensemble"]
+    assert sampled["value"] == pytest.approx(1.0)
     # reset with the history's velocities and controller target, the twin replays its own data closely
     assert r["reset"] == "history" and r["dynamics_error"]["dataset"]["ee_cm"] < 0.5
     # the same episodes, cut at the model's horizon, replay as the dataset's own do

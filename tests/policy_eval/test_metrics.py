@@ -132,3 +132,21 @@ def test_pooled_success_counts_every_checkpoints_episodes():
     assert r["success_rate"] == pytest.approx(0.7) and r["episodes"] == 20 and r["per_seed"] == [0.5, 0.9]
     assert tuple(r["ci"]) == pytest.approx(wilson_interval(14, 20))
     assert pooled_success(per, ["c"], 50)["ci"][0] == 0.0
+
+
+def test_ratio_interval_covers_the_true_ratio_and_narrows_with_data():
+    from policy_eval.metrics import ratio_interval
+
+    rng = np.random.default_rng(0)
+    draws = [
+        ratio_interval(rng.exponential(1.0, 50), rng.exponential(2.0, 50), n_boot=500) for _ in range(60)
+    ]
+    covered = np.mean([r["low"] < 0.5 < r["high"] for r in draws])
+    assert 0.85 <= covered <= 1.0  # a 95% interval
+    assert all(r["low"] < r["value"] < r["high"] for r in draws)
+    small = draws[0]
+    big = ratio_interval(rng.exponential(1.0, 5000), rng.exponential(2.0, 5000))
+    assert big["high"] - big["low"] < 0.3 * (small["high"] - small["low"])
+    assert abs(big["value"] - 0.5) < 0.03
+    with pytest.raises(ValueError, match="non-empty"):
+        ratio_interval([], [1.0])
