@@ -22,6 +22,12 @@ benchmarks/worldmodel_fidelity.py) and is scored the same ways: on the recorded 
 majority verdict, and in expectation over the hidden physics.
 
     python experiments/judge_ceiling.py [--draws 24] [--model DIR | --no-model] [--data DIR]
+        [--episodes FIRST:END --value-threshold T]
+
+`--episodes` judges a range of a dataset the model was never trained on (e.g. new seeds made with the
+training set's job) instead of the model's held-out episodes. The value judge calls success when the
+imagined value reaches `--value-threshold` (0.5 by default); `value_threshold_best` is the threshold
+with the highest accuracy on this set's recorded labels, to be chosen on one set and used on another.
 
 Writes experiments/results/judge_ceiling.json.
 """
@@ -53,6 +59,20 @@ def replay(twin, seed: int, actions) -> tuple[bool, list[float]]:  # type: ignor
     return success, [float(x) for x in twin.environment_state()[:3]]
 
 
+def best_threshold(values, labels) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The success threshold on a judge's scores with the highest accuracy on the labels (of equally
+    accurate ones, the nearest to 0.5): candidates between consecutive distinct scores."""
+    import numpy as np
+
+    v, y = np.asarray(values, np.float64), np.asarray(labels, bool)
+    u = np.unique(v)
+    cands = np.concatenate([[u[0] - 1e-6], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-6]])
+    acc = np.array([((v >= c) == y).mean() for c in cands])
+    best = cands[acc == acc.max()]
+    t = float(best[np.argmin(np.abs(best - 0.5))])
+    return {"threshold": t, "accuracy": float(acc.max())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT / "data/push_cube_small"))
@@ -62,6 +82,12 @@ def main() -> None:
         default=None,
         help="the last N episodes (default: the model's held-out set, else 30)",
     )
+    ap.add_argument(
+        "--episodes",
+        default=None,
+        help="FIRST:END, a range of episodes of a dataset the model was not trained on (default: its held-out)",
+    )
+    ap.add_argument("--value-threshold", type=float, default=0.5, help="the value judge's success threshold")
     ap.add_argument("--draws", type=int, default=24, help="hidden-physics redraws per episode")
     ap.add_argument("--model", default=str(ROOT / "assets/worldmodels/push_cube_tiny"))
     ap.add_argument("--no-model", action="store_true", help="the twin replays only")
@@ -102,6 +128,11 @@ def main() -> None:
             )
         args.holdout = model_holdout
     held = split(n, args.holdout or 30)[1]
+    if args.episodes:
+        first, end = (int(x) for x in args.episodes.split(":"))
+        if not 0 <= first < end <= n:
+            raise SystemExit(f"--episodes {args.episodes}: {data} has episodes 0..{n - 1}")
+        held = list(range(first, end))
     twin = DigitalTwin(resolved.spec, render=False)
     rng = np.random.default_rng([args.seed, 0x1DDE7])
     rows = []
@@ -149,7 +180,7 @@ def main() -> None:
         j = judge_episodes(world, eps, randomization_names=meta["randomization_names"])["per_episode"]
         judges["world model, predicate"] = (np.array([e["predicate"] for e in j]), None)
         judges["world model, value"] = (
-            np.array([e["value"] for e in j]) >= 0.5,
+            np.array([e["value"] for e in j]) >= args.value_threshold,
             np.array([e["value"] for e in j]),
         )
         for r, e in zip(rows, j, strict=True):
@@ -180,6 +211,8 @@ def main() -> None:
         "ceiling_accuracy": float(np.mean(np.maximum(p, 1 - p))),
         "judges": scores,
         "model": None if world is None else args.model,
+        "value_threshold": args.value_threshold,
+        "value_threshold_best": None if world is None else best_threshold(judges["world model, value"][1], y),
         "wall_s": wall,
         "per_episode": rows,
     }

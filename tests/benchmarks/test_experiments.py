@@ -31,6 +31,25 @@ def test_judge_ceiling(tmp_path, monkeypatch, tiny_world_model):
         "world model, predicate",
         "world model, value",
     }
+    best = r["value_threshold_best"]
+    assert r["value_threshold"] == 0.5 and 0 <= best["accuracy"] <= 1
+    # a range of episodes, judged at the threshold chosen above, scores that accuracy on the same episodes
+    args = ["--model", str(model), "--data", str(data), "--draws", "1", "--results-dir", str(tmp_path)]
+    args += ["--episodes", "9:12", "--value-threshold", str(best["threshold"]), "--name", "again"]
+    run_script("experiments.judge_ceiling", args, monkeypatch)
+    again = read_checked(tmp_path / "again.json", "experiments/judge_ceiling.py", args)
+    assert again["held_out_episodes"] == HELD
+    assert again["judges"]["world model, value"]["accuracy_on_recorded"] == pytest.approx(best["accuracy"])
+
+
+def test_best_threshold():
+    from experiments.judge_ceiling import best_threshold
+
+    # separable scores: a threshold between 0.3 and 0.6 is right on all four; the nearest 0.5 is the midpoint
+    r = best_threshold([0.1, 0.3, 0.6, 0.9], [False, False, True, True])
+    assert r["threshold"] == pytest.approx(0.45) and r["accuracy"] == 1.0
+    r = best_threshold([0.2, 0.4, 0.45, 0.9], [False, True, True, True])
+    assert r["accuracy"] == 1.0 and 0.2 < r["threshold"] < 0.4
 
 
 @pytest.mark.sim
