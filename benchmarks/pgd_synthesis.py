@@ -28,7 +28,10 @@ takes physics), cut at the first solved step as the windows are; with `--imagine
 model's rollouts of the target policy (`dreamtwin datagen imagine --policy <the --policy> --all`, from the
 twin's initial states), their state read-out over the same horizon; and the dataset's own transitions, the
 floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
-about 0.15 cm). Each source's mean positions error is also given as a multiple of the sampled ensemble
+about 0.15 cm); and the recorded windows the ensemble starts from, each replayed from its own first step
+as a sampled window is (`dataset windows`: with `--reset history` a window that starts in motion has its
+controller target rebuilt from a hand at rest, as every generator's window has, so this is the floor the
+generators should be held to). Each source's mean positions error is also given as a multiple of the sampled ensemble
 rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. Writes
 benchmarks/results/pgd_synthesis.json.
 """
@@ -49,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGINED = "video world model rollouts (state read-out)"
 SAMPLED = "ensemble rollouts (sampled)"
 RATIO = "vs_sampled_ensemble"
+WINDOWS = "dataset windows"
 
 
 def solved_steps(spec: Any, states: np.ndarray) -> np.ndarray:
@@ -248,7 +252,8 @@ def main() -> None:
         curve[f"{c:g}"] = on_policy(policy, sources[label].s, sources[label].a)
     real = dataset_windows(episodes, H, list(range(len(episodes))))
     rng = np.random.default_rng(args.seed)
-    starts = real.states[rng.choice(len(real.states), size=args.windows, replace=False), 0]
+    picked = rng.choice(len(real.states), size=args.windows, replace=False)
+    starts = real.states[picked, 0]
     for label, sample in ((SAMPLED, True), ("ensemble rollouts (elites' mean)", False)):
         st, ac = ensemble_rollouts(ensemble, policy, starts, H, args.seed, sample)
         sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)))
@@ -260,6 +265,12 @@ def main() -> None:
         imagined, _ = load_episodes(args.imagined, frames=False)
         sources[IMAGINED] = episode_replay(spec, imagined, H)
         curve[IMAGINED] = on_policy(policy, sources[IMAGINED].s, sources[IMAGINED].a)
+    # the recorded windows the ensemble starts from, each replayed from its own first step as a sampled
+    # window is: the floor for windows that may start in motion (last, so the others' draws stay)
+    sources[WINDOWS] = replay_rows(
+        spec, real.states[picked], real.actions[picked], first_solved(real.success[picked])
+    )
+    curve[WINDOWS] = on_policy(policy, sources[WINDOWS].s, sources[WINDOWS].a)
 
     errors, each = {}, {}
     for i, (label, r) in enumerate(sources.items()):

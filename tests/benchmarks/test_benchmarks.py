@@ -172,7 +172,7 @@ def test_perturbation_agreement(tmp_path, monkeypatch, genesis_kernel_cache):
 def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
     """Two coefficients, 6 windows each, 4 transitions replayed in the twin a source, each moving as its
     history has it; a dataset of episodes as the world model's rollouts."""
-    from benchmarks.pgd_synthesis import IMAGINED
+    from benchmarks.pgd_synthesis import IMAGINED, WINDOWS
 
     data, model, policy = tiny_pgd_models
     args = ["--data", str(data), "--trajectory", str(model), "--policy", str(policy), "--coeffs", "0,0.5"]
@@ -187,6 +187,7 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         "ensemble rollouts (elites' mean)",
         "dataset",
         IMAGINED,
+        WINDOWS,
     }
     assert set(r["dynamics_error"]) == {
         "unguided diffusion",
@@ -195,6 +196,7 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         "ensemble rollouts (elites' mean)",
         "dataset",
         IMAGINED,
+        WINDOWS,
     }
     for e in r["dynamics_error"].values():
         assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
