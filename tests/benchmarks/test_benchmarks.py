@@ -202,8 +202,13 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
         ratio = e["vs_sampled_ensemble"]
         assert ratio["low"] <= ratio["value"] <= ratio["high"]
-    sampled = r["dynamics_error"]["ensemble rollouts (sampled)"]["vs_sampled_ensemble"]
-    assert sampled["value"] == pytest.approx(1.0)
+    sampled = r["dynamics_error"]["ensemble rollouts (sampled)"]
+    assert sampled["vs_sampled_ensemble"]["value"] == pytest.approx(1.0)
+    assert sampled["as_written_vs_sampled_ensemble"] == {**sampled["vs_sampled_ensemble"], "form": "raw"}
+    # the twin's own states agree with their joints: as written is as they are
+    dataset = r["dynamics_error"]["dataset"]
+    assert dataset["as_written_vs_sampled_ensemble"]["form"] == "kinematic"
+    assert dataset["positions_kinematic_cm"] == pytest.approx(dataset["positions_cm"], abs=1e-3)
     # reset with the history's velocities and controller target, the twin replays its own data closely
     assert r["reset"] == "history" and r["dynamics_error"]["dataset"]["ee_cm"] < 0.5
     # the same episodes, cut at the model's horizon, replay as the dataset's own do
