@@ -9,17 +9,17 @@ diffusion). On-policy-ness: the target policy's mean action log-likelihood log p
 synthetic transition (up to each window's first solved step), and the mean distance of the actions from
 the policy's own, per coefficient (a curve).
 
-Dynamics error: `--checked` transitions (s_t, a_t, s_t+1) drawn uniformly from each source are replayed
-in the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`, nominal physics) and the twin's next state
+Dynamics error: `--checked` transitions (s_t, a_t, s_t+1) drawn uniformly from each source are replayed in
+the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`, nominal physics) and the twin's next state
 compared with s_t+1. `--reset kinematic` (the default) poses s_t at rest, the controller holding the hand
-where it is. `--reset history` puts the twin in s_t moving as the transition's own trajectory has it:
-joint and object velocities from s_t-1 (none at a trajectory's first step) and the controller's ee
-target rebuilt through the trajectory's actions from its first step; a stricter test of a generator
-(its velocities and actions must agree with its states too) on a lower floor. Reported: the mean distance (cm) over the
-end effector's and the objects' positions together, and each alone; how far the end effector the state
-records is from where its joints put it (a state that contradicts itself); and the end effector's error
-against the next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth`
-records, since it poses the arm by the joints).
+where it is. `--reset history` puts the twin in s_t moving as the transition's own trajectory has it: joint
+and object velocities from s_t-1 (none at a trajectory's first step) and the controller's ee target rebuilt
+through the trajectory's actions from its first step; a stricter test of a generator (its velocities and
+actions must agree with its states too) on a lower floor. Reported: the mean distance (cm) over the end
+effector's and the objects' positions together, and each alone; how far the end effector the state records
+is from where its joints put it (a state that contradicts itself); and the end effector's error against the
+next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth` records, since
+it poses the arm by the joints).
 
 The sources: every coefficient's windows; autoregressive rollouts of the dynamics ensemble under the same
 target policy (its actions; an elite member drawn per step and sampled, COPlanner's way, and the elites'
@@ -28,14 +28,14 @@ takes physics), cut at the first solved step as the windows are; with `--imagine
 model's rollouts of the target policy (`dreamtwin datagen imagine --policy <the --policy> --all`, from the
 twin's initial states), their state read-out over the same horizon; and the dataset's own transitions, the
 floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
-about 0.15 cm); and the recorded windows the ensemble starts from, each replayed from its own first step
-as a sampled window is (`dataset windows`: with `--reset history` a window that starts in motion has its
+about 0.15 cm); and the recorded windows the ensemble starts from, each replayed from its own first step as
+a sampled window is (`dataset windows`: with `--reset history` a window that starts in motion has its
 controller target rebuilt from a hand at rest, as every generator's window has, so this is the floor the
-generators should be held to). Each source's mean positions error is also given as a multiple of the sampled ensemble
-rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. `as written`: the
-same for the transitions as each source's dataset records them: `datagen synth` records the end
-effector where the sampled joints put it (its frames pose the arm by the joints), as the twin does, while
-the ensemble's and the video model's worlds record their predicted state as it is; the end effector of
+generators should be held to). Each source's mean positions error is also given as a multiple of the sampled
+ensemble rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. `as
+written`: the same for the transitions as each source's dataset records them: `datagen synth` records the
+end effector where the sampled joints put it (its frames pose the arm by the joints), as the twin does,
+while the ensemble's and the video model's worlds record their predicted state as it is; the end effector of
 s_t does not enter (the twin is posed by the joints). Writes benchmarks/results/pgd_synthesis.json.
 """
 
