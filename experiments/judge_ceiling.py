@@ -129,7 +129,10 @@ def main() -> None:
         args.holdout = model_holdout
     held = split(n, args.holdout or 30)[1]
     if args.episodes:
-        first, end = (int(x) for x in args.episodes.split(":"))
+        bounds = args.episodes.split(":")
+        if len(bounds) != 2 or not all(x.strip().isdigit() for x in bounds):
+            raise SystemExit(f"--episodes {args.episodes!r}: expected FIRST:END, e.g. 60:180")
+        first, end = (int(x) for x in bounds)
         if not 0 <= first < end <= n:
             raise SystemExit(f"--episodes {args.episodes}: {data} has episodes 0..{n - 1}")
         held = list(range(first, end))

@@ -40,6 +40,9 @@ def test_judge_ceiling(tmp_path, monkeypatch, tiny_world_model):
     again = read_checked(tmp_path / "again.json", "experiments/judge_ceiling.py", args)
     assert again["held_out_episodes"] == HELD
     assert again["judges"]["world model, value"]["accuracy_on_recorded"] == pytest.approx(best["accuracy"])
+    for bad in ("9-12", "9:99"):  # not a range; past the dataset's end
+        with pytest.raises(SystemExit, match="--episodes"):
+            run_script("experiments.judge_ceiling", args[:-6] + ["--episodes", bad], monkeypatch)
 
 
 def test_best_threshold():
