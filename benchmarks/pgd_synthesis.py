@@ -13,13 +13,16 @@ Dynamics error: `--checked` transitions (s_t, a_t, s_t+1) drawn uniformly from e
 the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`, nominal physics) and the twin's next state
 compared with s_t+1. `--reset kinematic` (the default) poses s_t at rest, the controller holding the hand
 where it is. `--reset history` puts the twin in s_t moving as the transition's own trajectory has it: joint
-and object velocities from s_t-1 (none at a trajectory's first step) and the controller's ee target rebuilt
-through the trajectory's actions from its first step; a stricter test of a generator (its velocities and
-actions must agree with its states too) on a lower floor. Reported: the mean distance (cm) over the end
-effector's and the objects' positions together, and each alone; how far the end effector the state records
-is from where its joints put it (a state that contradicts itself); and the end effector's error against the
-next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth` records, since
-it poses the arm by the joints).
+and object velocities from s_t-1 and the controller's ee target rebuilt through the trajectory's actions
+from its first step; a stricter test of a generator (its velocities and actions must agree with its states
+too) on a lower floor. A trajectory's first step has the history it carries: a model trained with `history`
+samples it with each window (the controller's target and the change of state since the step before); the
+ensemble's rollouts and the dataset windows start from recorded windows and have their recorded history;
+windows without one start at rest, the controller holding the hand. Reported: the mean distance (cm) over
+the end effector's and the objects' positions together, and each alone; how far the end effector the state
+records is from where its joints put it (a state that contradicts itself); and the end effector's error
+against the next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth`
+records, since it poses the arm by the joints).
 
 The sources: every coefficient's windows; autoregressive rollouts of the dynamics ensemble under the same
 target policy (its actions; an elite member drawn per step and sampled, COPlanner's way, and the elites'
@@ -29,14 +32,13 @@ model's rollouts of the target policy (`dreamtwin datagen imagine --policy <the 
 twin's initial states), their state read-out over the same horizon; and the dataset's own transitions, the
 floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
 about 0.15 cm); and the recorded windows the ensemble starts from, each replayed from its own first step as
-a sampled window is (`dataset windows`: with `--reset history` a window that starts in motion has its
-controller target rebuilt from a hand at rest, as every generator's window has, so this is the floor the
-generators should be held to). Each source's mean positions error is also given as a multiple of the sampled
-ensemble rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. `as
-written`: the same for the transitions as each source's dataset records them: `datagen synth` records the
-end effector where the sampled joints put it (its frames pose the arm by the joints), as the twin does,
-while the ensemble's and the video model's worlds record their predicted state as it is; the end effector of
-s_t does not enter (the twin is posed by the joints). Writes benchmarks/results/pgd_synthesis.json.
+a sampled window is (`dataset windows`, with their recorded start history: the floor a generator's windows
+are held to). Each source's mean positions error is also given as a multiple of the sampled ensemble
+rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. `as written`:
+the same for the transitions as each source's dataset records them: `datagen synth` records the end effector
+where the sampled joints put it (its frames pose the arm by the joints), as the twin does, while the
+ensemble's and the video model's worlds record their predicted state as it is; the end effector of s_t does
+not enter (the twin is posed by the joints). Writes benchmarks/results/pgd_synthesis.json.
 """
 
 from __future__ import annotations
@@ -117,22 +119,27 @@ class Replay(NamedTuple):
     target: np.ndarray
 
 
-def replay_rows(spec: Any, states: np.ndarray, actions: np.ndarray, ends: list[int]) -> Replay:
+def replay_rows(
+    spec: Any,
+    states: np.ndarray,
+    actions: np.ndarray,
+    ends: list[int],
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Replay:
     """The transitions of rows of states [B][T, S] and actions [B][T, A] up to each row's `ends[b]` (its
     first solved step; a row with end 0 gives none). The controller's target is rebuilt as the twin's
-    controller builds it, from the row's first step (where it is the hand itself) through its actions."""
+    controller builds it, from the row's first step through its actions: from the hand itself (a row that
+    starts at rest), or from `start` = (ee target [B, 3], state one step before [B, S]), the history a row
+    that starts in motion carries (`Windows.start_history`); then its first step has a previous state."""
     parts: list[tuple[np.ndarray, ...]] = []
-    for x, a, end in zip(states, actions, ends, strict=True):
+    for b, (x, a, end) in enumerate(zip(states, actions, ends, strict=True)):
         if end < 1:
             continue
-        x64, a64 = np.asarray(x, np.float64), np.asarray(a, np.float64)
-        targets = np.zeros((end, 3))
-        t = x64[0, :3]
-        for k in range(end):
-            targets[k] = t  # the target held while in state k
-            t = spec.control.next_target(t, x64[k, :3], a64[k, :3])
-        prev = np.concatenate([x[:1], x[: end - 1]])
-        has_prev = np.arange(end) > 0
+        x0 = None if start is None else start[0][b]
+        targets = spec.control.targets(x[:end, :3], a[:end, :3], x0)
+        first = x[:1] if start is None else start[1][b : b + 1]
+        prev = np.concatenate([first, x[: end - 1]])
+        has_prev = (np.arange(end) > 0) | (start is not None)
         parts.append((x[:end], a[:end], x[1 : end + 1], prev, has_prev, targets))
     return Replay(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
@@ -257,15 +264,18 @@ def main() -> None:
         gen = torch.Generator().manual_seed(args.seed)
         w = model.sample(args.windows, gen, policy=policy, coeff=c, steps=args.sampler_steps)
         label = "unguided diffusion" if c == 0 else f"PGD {c:g}"
-        sources[label] = replay_rows(spec, w.states, w.actions, first_solved(w.success))
+        sources[label] = replay_rows(spec, w.states, w.actions, first_solved(w.success), w.start_history())
         curve[f"{c:g}"] = on_policy(policy, sources[label].s, sources[label].a)
-    real = dataset_windows(episodes, H, list(range(len(episodes))))
+    real = dataset_windows(episodes, H, list(range(len(episodes))), spec.control)
     rng = np.random.default_rng(args.seed)
     picked = rng.choice(len(real.states), size=args.windows, replace=False)
     starts = real.states[picked, 0]
+    # the recorded history at those starts (what `--reset history` gives the sources that start there)
+    assert real.history is not None
+    real_start = real.history[picked, 0, :3], starts - real.history[picked, 0, 3:]
     for label, sample in ((SAMPLED, True), (MEAN, False)):
         st, ac = ensemble_rollouts(ensemble, policy, starts, H, args.seed, sample)
-        sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)))
+        sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)), real_start)
         curve[label] = on_policy(policy, sources[label].s, sources[label].a)
     # each recorded transition once, up to the episode's first success, with the episode's history
     sources["dataset"] = episode_replay(spec, episodes)
@@ -277,7 +287,7 @@ def main() -> None:
     # the recorded windows the ensemble starts from, each replayed from its own first step as a sampled
     # window is: the floor for windows that may start in motion (last, so the others' draws stay)
     sources[WINDOWS] = replay_rows(
-        spec, real.states[picked], real.actions[picked], first_solved(real.success[picked])
+        spec, real.states[picked], real.actions[picked], first_solved(real.success[picked]), real_start
     )
     curve[WINDOWS] = on_policy(policy, sources[WINDOWS].s, sources[WINDOWS].a)
 

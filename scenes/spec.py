@@ -214,6 +214,18 @@ class ControlSpec(Strict):
         new = np.clip(np.asarray(target, np.float64) + delta, self.workspace_low, self.workspace_high)
         return tcp + np.clip(new - tcp, -2 * self.max_delta, 2 * self.max_delta)
 
+    def targets(self, tcp: np.ndarray, deltas: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+        """float64 [T, 3]: the ee target the controller holds in each of T consecutive states whose hand is
+        at `tcp` [T, 3] and whose actions' ee deltas are `deltas` [T, 3], from `start` (the target held in
+        the first state; by default the hand itself, as after a reset) through `next_target`."""
+        tcp, deltas = np.asarray(tcp, np.float64), np.asarray(deltas, np.float64)
+        out = np.zeros((len(tcp), 3))
+        t = tcp[0] if start is None else np.asarray(start, np.float64)
+        for k in range(len(tcp)):
+            out[k] = t
+            t = self.next_target(t, tcp[k], deltas[k])
+        return out
+
 
 class PhysicsSpec(Strict):
     dt: float = Field(0.01, gt=0, le=0.05)

@@ -12,7 +12,11 @@ object poses with canonical quaternions, as the dynamics ensemble's), the action
 the task is solved at that step. Episodes that end in success continue as an absorbing state (the last
 state held, zero actions, solved), so windows may run past an episode's end; a zero action is "stay"
 in our action space, so the padding is a transition the twin would make too. Every channel is
-normalised by the training windows' statistics.
+normalised by the training windows' statistics. The state holds neither velocities nor the controller's
+target, so a window that starts in motion cannot be continued from its first state alone; with `history`
+(config), each step also carries the controller's ee target and the change of state since the step
+before, sampled with the rest (`Windows.start_history`: what the twin needs to go on from a window's
+first step as its trajectory was moving).
 
 The model is EDM (Karras et al. 2022): a denoiser D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)
 with a small transformer F over the H steps (every step attends to every step), trained with
@@ -44,6 +48,7 @@ from common.config import Strict, load_model
 from common.io import atomic_write_text
 from common.training import Hardware, Log, Run, TrainingError, fit, step_generators, warmup_cosine
 from common.types import Episode, EpisodeStep, Observation
+from scenes.spec import ControlSpec, SceneSpec
 
 
 class TrajectoryTrainConfig(Strict):
@@ -71,6 +76,11 @@ class TrajectoryConfig(Strict):
     depth: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1, description="in the transformer's layers, while training")
+    history: bool = Field(
+        False,
+        description="windows also carry each step's history, what the twin needs beyond the state to go on "
+        "from it in motion: the controller's ee target and the change of state since the step before",
+    )
     sigma_data: float = Field(1.0, gt=0, description="EDM: the data's std (channels are standardised)")
     sigma_min: float = Field(0.002, gt=0)
     sigma_max: float = Field(80.0, gt=0)
@@ -91,8 +101,13 @@ class TrajectoryConfig(Strict):
         return self.state_dim + self.env_dim
 
     @property
+    def history_dim(self) -> int:
+        """Channels of a step's history (`history`): the ee target (3), then the change of state."""
+        return 3 + self.dim_state if self.history else 0
+
+    @property
     def channels(self) -> int:
-        return self.dim_state + self.action_dim + 1
+        return self.dim_state + self.action_dim + 1 + self.history_dim
 
 
 def load_trajectory_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrajectoryConfig:
@@ -120,6 +135,15 @@ class Windows:
     states: np.ndarray  # [B, H, S]: proprio then object poses
     actions: np.ndarray  # [B, H, A]: the action taken at each step (the last one leads out of the window)
     success: np.ndarray  # [B, H] bool: the task is solved at that step
+    # [B, H, 3 + S] or None: each step's controller ee target, then its change of state since the step before
+    history: np.ndarray | None = None
+
+    def start_history(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ee target [B, 3], state one control step before [B, S]) at each window's first step, or None
+        when the windows carry no history."""
+        if self.history is None:
+            return None
+        return self.history[:, 0, :3], self.states[:, 0] - self.history[:, 0, 3:]
 
     def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(s_t, a_t, s_t+1) [N, ...] of every step up to the first solved one (the episode ends there)."""
@@ -137,9 +161,14 @@ def first_solved(solved: np.ndarray | list[np.ndarray]) -> list[int]:
 
 
 # ---------------------------------------------------------------------- data
-def episode_window_rows(e: dict[str, np.ndarray], horizon: int) -> np.ndarray:
+def episode_window_rows(
+    e: dict[str, np.ndarray], horizon: int, control: ControlSpec | None = None
+) -> np.ndarray:
     """An episode as rows [T', S + A + 1] (state, action, solved) padded after a success with the absorbing
-    state, so that every window start 0..T-1 has `horizon` rows; windows are rows[t : t + horizon]."""
+    state, so that every window start 0..T-1 has `horizon` rows; windows are rows[t : t + horizon]. With
+    the scene's `control`, each row also carries its history [3 + S]: the controller's ee target (rebuilt
+    from the episode's start, where the hand rests at its target) and the change of state since the row
+    before (none at the start)."""
     from worldmodels.ensemble import episode_states
 
     x = episode_states(e)
@@ -155,7 +184,10 @@ def episode_window_rows(e: dict[str, np.ndarray], horizon: int) -> np.ndarray:
         x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
         a = np.concatenate([a, np.zeros((pad, a.shape[1]), np.float32)])
         done = np.concatenate([done, np.ones(pad, np.float32)])
-    return np.concatenate([x, a, done[:, None]], 1).astype(np.float32)
+    parts = [x, a, done[:, None]]
+    if control is not None:
+        parts += [control.targets(x[:, :3], a[:, :3]), np.diff(x, axis=0, prepend=x[:1])]
+    return np.concatenate(parts, 1).astype(np.float32)
 
 
 def window_starts(rows: list[np.ndarray], horizon: int) -> np.ndarray:
@@ -166,16 +198,35 @@ def window_starts(rows: list[np.ndarray], horizon: int) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
-def dataset_windows(episodes: list[dict[str, np.ndarray]], horizon: int, which: list[int]) -> Windows:
-    """Every window of the chosen episodes, in physical units."""
-    rows = [episode_window_rows(episodes[k], horizon) for k in which]
+def dataset_windows(
+    episodes: list[dict[str, np.ndarray]], horizon: int, which: list[int], control: ControlSpec | None = None
+) -> Windows:
+    """Every window of the chosen episodes, in physical units; with the scene's `control`, with history."""
+    rows = [episode_window_rows(episodes[k], horizon, control) for k in which]
     idx = window_starts(rows, horizon)
     w = np.stack([rows[k][t : t + horizon] for k, t in idx])
-    return _split(w, episodes[which[0]]["state"].shape[1] + episodes[which[0]]["env_state"].shape[1])
+    e = episodes[which[0]]
+    return _split(w, e["state"].shape[1] + e["env_state"].shape[1], e["actions"].shape[1])
 
 
-def _split(w: np.ndarray, s: int) -> Windows:
-    return Windows(states=w[..., :s], actions=w[..., s:-1], success=w[..., -1] > 0.5)
+def window_rows(w: Windows, history: bool) -> np.ndarray:
+    """Windows as rows [B, H, C] (states, actions, solved, then the history when `history`)."""
+    parts = [w.states, w.actions, w.success[..., None].astype(np.float32)]
+    if history:
+        if w.history is None:
+            raise TrainingError("a trajectory model with history needs windows that carry it")
+        parts.append(w.history)
+    return np.concatenate(parts, -1).astype(np.float32)
+
+
+def _split(w: np.ndarray, s: int, a: int) -> Windows:
+    rest = w[..., s + a + 1 :]
+    return Windows(
+        states=w[..., :s],
+        actions=w[..., s : s + a],
+        success=w[..., s + a] > 0.5,
+        history=rest if rest.shape[-1] else None,
+    )
 
 
 # ---------------------------------------------------------------------- the model
@@ -264,13 +315,13 @@ class TrajectoryDiffusion(nn.Module):
         return torch.cat([d[..., :S].cumsum(1), d[..., S:]], -1)
 
     def normalise(self, w: Windows) -> torch.Tensor:
-        x = np.concatenate([w.states, w.actions, w.success[..., None].astype(np.float32)], -1)
+        x = window_rows(w, self.cfg.history)
         return (self.delta_form(torch.from_numpy(x.astype(np.float32))) - self.mean) / self.std
 
     def windows(self, x: torch.Tensor) -> Windows:
         """Normalised windows [B, H, C] in physical units, object quaternions unit with w >= 0."""
         raw = self.physical(x).detach().cpu().numpy()
-        w = _split(raw, self.cfg.dim_state)
+        w = _split(raw, self.cfg.dim_state, self.cfg.action_dim)
         d = self.cfg.state_dim
         for i in range(self.cfg.env_dim // 7):
             q = w.states[..., d + 7 * i + 3 : d + 7 * i + 7]
@@ -361,15 +412,15 @@ def train_trajectory(
     train_eps, held = split(len(episodes), tc.holdout_episodes)
     torch.manual_seed(tc.seed)
     model = TrajectoryDiffusion(cfg)
-    train_w = dataset_windows(episodes, cfg.horizon, train_eps)
-    rows = np.concatenate(
-        [train_w.states, train_w.actions, train_w.success[..., None].astype(np.float32)], -1
-    )
-    form = model.delta_form(torch.from_numpy(rows))
+    if cfg.history and cfg.scene is None:
+        raise TrainingError("a trajectory model with history needs the dataset's scene (its controller)")
+    control = SceneSpec.model_validate(cfg.scene).control if cfg.history else None
+    train_w = dataset_windows(episodes, cfg.horizon, train_eps, control)
+    form = model.delta_form(torch.from_numpy(window_rows(train_w, cfg.history)))
     model.mean.copy_(form.mean(0))
     model.std.copy_(form.std(0).clamp_min(1e-4))
     x_all = model.normalise(train_w)
-    x_val = model.normalise(dataset_windows(episodes, cfg.horizon, held)) if held else None
+    x_val = model.normalise(dataset_windows(episodes, cfg.horizon, held, control)) if held else None
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
     (out / "log.jsonl").unlink(missing_ok=True)

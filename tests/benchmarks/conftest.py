@@ -61,7 +61,7 @@ def tiny_pgd_models(small_dataset, tmp_path_factory):
     episodes, meta = load_episodes(data, frames=False)
     train = {"steps": 20, "batch_size": 16, "holdout_episodes": 2, "val_every": 10}
     cfg = TrajectoryConfig.model_validate(
-        {"horizon": 8, "dim": 16, "depth": 1, "heads": 2, "sampler_steps": 3, "train": train}
+        {"horizon": 8, "dim": 16, "depth": 1, "heads": 2, "sampler_steps": 3, "history": True, "train": train}
     )
     model = train_trajectory(cfg, episodes, meta, out / "traj", progress=False)
     pcfg = load_td3bc_config(ROOT / "configs/policies/td3bc.yaml", {"steps": 20, "hidden": 16, "save_at": []})

@@ -211,7 +211,36 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
     assert dataset["positions_kinematic_cm"] == pytest.approx(dataset["positions_cm"], abs=1e-3)
     # reset with the history's velocities and controller target, the twin replays its own data closely
     assert r["reset"] == "history" and r["dynamics_error"]["dataset"]["ee_cm"] < 0.5
+    # windows cut from the recorded episodes carry their recorded history: they replay as closely
+    assert r["dynamics_error"][WINDOWS]["ee_cm"] < 0.5
     # the same episodes, cut at the model's horizon, replay as the dataset's own do
     assert r["dynamics_error"][IMAGINED]["ee_cm"] < 0.5
     # the ensemble rolls out the target policy's own actions
     assert r["on_policy"]["ensemble rollouts (elites' mean)"]["action_distance"] < 1e-5
+
+
+def test_a_replayed_row_starts_at_rest_or_with_the_history_it_carries():
+    """`replay_rows`: without a start history a row's first step has no previous state and the controller
+    holds the hand; with one, the first step moves from the given state towards the given target."""
+    import numpy as np
+
+    from benchmarks.pgd_synthesis import replay_rows
+    from scenes.spec import load_scene_spec
+
+    spec = load_scene_spec(ROOT / "configs/scenes/push_cube.yaml")
+    rng = np.random.default_rng(0)
+    states = rng.normal(0.4, 0.05, (2, 5, 18)).astype(np.float32)
+    actions = rng.uniform(-0.02, 0.02, (2, 5, 4)).astype(np.float32)
+    rest = replay_rows(spec, states, actions, [3, 0])  # the second row is solved at once: no transitions
+    assert len(rest.s) == 3 and rest.has_prev.tolist() == [False, True, True]
+    np.testing.assert_allclose(rest.target[0], states[0, 0, :3], atol=1e-6)
+    np.testing.assert_array_equal(rest.prev[1:], states[0, :2])
+    np.testing.assert_array_equal(rest.n, states[0, 1:4])
+    target, prev = rng.normal(0.4, 0.05, (2, 3)), rng.normal(0.4, 0.05, (2, 18)).astype(np.float32)
+    moving = replay_rows(spec, states, actions, [3, 2], (target, prev))
+    assert len(moving.s) == 5 and moving.has_prev.all()
+    np.testing.assert_array_equal(moving.prev[[0, 3]], prev)
+    np.testing.assert_allclose(moving.target[[0, 3]], target)
+    np.testing.assert_allclose(
+        moving.target[:3], spec.control.targets(states[0, :3, :3], actions[0, :3, :3], target[0])
+    )

@@ -142,3 +142,22 @@ def test_euler_to_quat_known_values():
         euler_deg_to_quat((0, 0, 90)), [np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)], atol=1e-12
     )
     np.testing.assert_allclose(euler_deg_to_quat((180, 0, 0)), [0, 1, 0, 0], atol=1e-12)
+
+
+def test_controller_targets_follow_the_actions_without_winding_up():
+    """`ControlSpec.targets`: the target held in each state, from the hand at rest (or a given target)
+    through the actions; a blocked hand's target stays within 2 x max_delta of it."""
+    from scenes.spec import ControlSpec
+
+    c = ControlSpec(max_delta=0.03)
+    free = np.array([[0.5, 0.0, 0.2], [0.52, 0.0, 0.2], [0.545, 0.0, 0.2]])
+    step = np.array([[0.03, 0.0, 0.0]] * 3)
+    t = c.targets(free, step)
+    np.testing.assert_allclose(t[0], free[0])  # after a reset the controller holds the hand
+    np.testing.assert_allclose(t[1], [0.53, 0.0, 0.2])
+    np.testing.assert_allclose(t[2], [0.56, 0.0, 0.2])  # the target leads the lagging hand
+    started = c.targets(free, step, start=np.array([0.51, 0.0, 0.2]))
+    np.testing.assert_allclose(started[:2], [[0.51, 0.0, 0.2], [0.54, 0.0, 0.2]])
+    blocked = np.repeat(free[:1], 6, 0)
+    wound = c.targets(blocked, np.array([[0.05, 0.0, 0.0]] * 6))  # beyond max_delta: scaled down
+    np.testing.assert_allclose(wound[1:, 0] - 0.5, [0.03, 0.06, 0.06, 0.06, 0.06])
