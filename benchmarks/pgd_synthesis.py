@@ -13,16 +13,16 @@ Dynamics error: `--checked` transitions (s_t, a_t, s_t+1) drawn uniformly from e
 the twin (`DigitalTwin.set_state(s_t)`, then `step(a_t)`, nominal physics) and the twin's next state
 compared with s_t+1. `--reset kinematic` (the default) poses s_t at rest, the controller holding the hand
 where it is. `--reset history` puts the twin in s_t moving as the transition's own trajectory has it: joint
-and object velocities from s_t-1 and the controller's ee target rebuilt through the trajectory's actions
-from its first step; a stricter test of a generator (its velocities and actions must agree with its states
-too) on a lower floor. A trajectory's first step has the history it carries: a model trained with `history`
-samples it with each window (the controller's target and the change of state since the step before); the
-ensemble's rollouts and the dataset windows start from recorded windows and have their recorded history;
-windows without one start at rest, the controller holding the hand. Reported: the mean distance (cm) over
-the end effector's and the objects' positions together, and each alone; how far the end effector the state
-records is from where its joints put it (a state that contradicts itself); and the end effector's error
-against the next state's end effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth`
-records, since it poses the arm by the joints).
+and object velocities from s_t-1 (none at its first step) and the controller's ee target rebuilt through the
+trajectory's actions from its first step; a stricter test of a generator (its velocities and actions must
+agree with its states too) on a lower floor. A trajectory's first step has the history it carries: a model
+trained with `history` samples it with each window (the controller's target); the ensemble's rollouts and
+the dataset windows start from recorded windows and have their recorded target; windows without one start at
+rest, the controller holding the hand. Reported: the mean distance (cm) over the end effector's and the
+objects' positions together, and each alone; how far the end effector the state records is from where its
+joints put it (a state that contradicts itself); and the end effector's error against the next state's end
+effector recomputed from its joints (`ee_kinematic_cm`: what `datagen synth` records, since it poses the arm
+by the joints).
 
 The sources: every coefficient's windows; autoregressive rollouts of the dynamics ensemble under the same
 target policy (its actions; an elite member drawn per step and sampled, COPlanner's way, and the elites'
@@ -32,7 +32,7 @@ model's rollouts of the target policy (`dreamtwin datagen imagine --policy <the 
 twin's initial states), their state read-out over the same horizon; and the dataset's own transitions, the
 floor the reset leaves (at rest about 1.1 cm, mostly the hand lagging the target it had; with the history
 about 0.15 cm); and the recorded windows the ensemble starts from, each replayed from its own first step as
-a sampled window is (`dataset windows`, with their recorded start history: the floor a generator's windows
+a sampled window is (`dataset windows`, with their recorded start target: the floor a generator's windows
 are held to). Each source's mean positions error is also given as a multiple of the sampled ensemble
 rollouts' (the issue's measure), with a 95% bootstrap interval over the replayed transitions. `as written`:
 the same for the transitions as each source's dataset records them: `datagen synth` records the end effector
@@ -124,22 +124,20 @@ def replay_rows(
     states: np.ndarray,
     actions: np.ndarray,
     ends: list[int],
-    start: tuple[np.ndarray, np.ndarray] | None = None,
+    start: np.ndarray | None = None,
 ) -> Replay:
     """The transitions of rows of states [B][T, S] and actions [B][T, A] up to each row's `ends[b]` (its
     first solved step; a row with end 0 gives none). The controller's target is rebuilt as the twin's
     controller builds it, from the row's first step through its actions: from the hand itself (a row that
-    starts at rest), or from `start` = (ee target [B, 3], state one step before [B, S]), the history a row
-    that starts in motion carries (`Windows.start_history`); then its first step has a previous state."""
+    starts at rest), or from `start` [B, 3], the target a row that starts in motion carries
+    (`Windows.start_target`). A row's first step has no previous state (no velocities)."""
     parts: list[tuple[np.ndarray, ...]] = []
     for b, (x, a, end) in enumerate(zip(states, actions, ends, strict=True)):
         if end < 1:
             continue
-        x0 = None if start is None else start[0][b]
-        targets = spec.control.targets(x[:end, :3], a[:end, :3], x0)
-        first = x[:1] if start is None else start[1][b : b + 1]
-        prev = np.concatenate([first, x[: end - 1]])
-        has_prev = (np.arange(end) > 0) | (start is not None)
+        targets = spec.control.targets(x[:end, :3], a[:end, :3], None if start is None else start[b])
+        prev = np.concatenate([x[:1], x[: end - 1]])
+        has_prev = np.arange(end) > 0
         parts.append((x[:end], a[:end], x[1 : end + 1], prev, has_prev, targets))
     return Replay(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
@@ -264,15 +262,16 @@ def main() -> None:
         gen = torch.Generator().manual_seed(args.seed)
         w = model.sample(args.windows, gen, policy=policy, coeff=c, steps=args.sampler_steps)
         label = "unguided diffusion" if c == 0 else f"PGD {c:g}"
-        sources[label] = replay_rows(spec, w.states, w.actions, first_solved(w.success), w.start_history())
+        sources[label] = replay_rows(spec, w.states, w.actions, first_solved(w.success), w.start_target())
         curve[f"{c:g}"] = on_policy(policy, sources[label].s, sources[label].a)
     real = dataset_windows(episodes, H, list(range(len(episodes))), spec.control)
     rng = np.random.default_rng(args.seed)
     picked = rng.choice(len(real.states), size=args.windows, replace=False)
     starts = real.states[picked, 0]
-    # the recorded history at those starts (what `--reset history` gives the sources that start there)
+    # the recorded controller target at those starts (`--reset history` gives it to the sources that start
+    # there)
     assert real.history is not None
-    real_start = real.history[picked, 0, :3], starts - real.history[picked, 0, 3:]
+    real_start = real.history[picked, 0]
     for label, sample in ((SAMPLED, True), (MEAN, False)):
         st, ac = ensemble_rollouts(ensemble, policy, starts, H, args.seed, sample)
         sources[label] = replay_rows(spec, st, ac, first_solved(solved_steps(spec, st)), real_start)

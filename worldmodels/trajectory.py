@@ -14,9 +14,9 @@ state held, zero actions, solved), so windows may run past an episode's end; a z
 in our action space, so the padding is a transition the twin would make too. Every channel is
 normalised by the training windows' statistics. The state holds neither velocities nor the controller's
 target, so a window that starts in motion cannot be continued from its first state alone; with `history`
-(config), each step also carries the controller's ee target and the change of state since the step
-before, sampled with the rest (`Windows.start_history`: what the twin needs to go on from a window's
-first step as its trajectory was moving).
+(config), each step also carries the controller's ee target, sampled with the rest
+(`Windows.start_target`: what the twin needs, beyond the state, to go on from a window's first step as
+its trajectory was moving; the velocities matter little).
 
 The model is EDM (Karras et al. 2022): a denoiser D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)
 with a small transformer F over the H steps (every step attends to every step), trained with
@@ -78,8 +78,8 @@ class TrajectoryConfig(Strict):
     dropout: float = Field(0.0, ge=0, lt=1, description="in the transformer's layers, while training")
     history: bool = Field(
         False,
-        description="windows also carry each step's history, what the twin needs beyond the state to go on "
-        "from it in motion: the controller's ee target and the change of state since the step before",
+        description="windows also carry the controller's ee target at each step, what the twin needs beyond "
+        "the state to go on from a window that starts in motion",
     )
     sigma_data: float = Field(1.0, gt=0, description="EDM: the data's std (channels are standardised)")
     sigma_min: float = Field(0.002, gt=0)
@@ -102,8 +102,8 @@ class TrajectoryConfig(Strict):
 
     @property
     def history_dim(self) -> int:
-        """Channels of a step's history (`history`): the ee target (3), then the change of state."""
-        return 3 + self.dim_state if self.history else 0
+        """Channels of a step's history (`history`): the controller's ee target."""
+        return 3 if self.history else 0
 
     @property
     def channels(self) -> int:
@@ -135,15 +135,12 @@ class Windows:
     states: np.ndarray  # [B, H, S]: proprio then object poses
     actions: np.ndarray  # [B, H, A]: the action taken at each step (the last one leads out of the window)
     success: np.ndarray  # [B, H] bool: the task is solved at that step
-    # [B, H, 3 + S] or None: each step's controller ee target, then its change of state since the step before
-    history: np.ndarray | None = None
+    history: np.ndarray | None = None  # [B, H, 3] or None: the controller's ee target held at each step
 
-    def start_history(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(ee target [B, 3], state one control step before [B, S]) at each window's first step, or None
-        when the windows carry no history."""
-        if self.history is None:
-            return None
-        return self.history[:, 0, :3], self.states[:, 0] - self.history[:, 0, 3:]
+    def start_target(self) -> np.ndarray | None:
+        """The controller's ee target [B, 3] at each window's first step, or None when the windows carry
+        no history."""
+        return None if self.history is None else self.history[:, 0]
 
     def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(s_t, a_t, s_t+1) [N, ...] of every step up to the first solved one (the episode ends there)."""
@@ -166,9 +163,8 @@ def episode_window_rows(
 ) -> np.ndarray:
     """An episode as rows [T', S + A + 1] (state, action, solved) padded after a success with the absorbing
     state, so that every window start 0..T-1 has `horizon` rows; windows are rows[t : t + horizon]. With
-    the scene's `control`, each row also carries its history [3 + S]: the controller's ee target (rebuilt
-    from the episode's start, where the hand rests at its target) and the change of state since the row
-    before (none at the start)."""
+    the scene's `control`, each row also carries its history [3]: the controller's ee target, rebuilt from
+    the episode's start, where the hand rests at its target."""
     from worldmodels.ensemble import episode_states
 
     x = episode_states(e)
@@ -186,7 +182,7 @@ def episode_window_rows(
         done = np.concatenate([done, np.ones(pad, np.float32)])
     parts = [x, a, done[:, None]]
     if control is not None:
-        parts += [control.targets(x[:, :3], a[:, :3]), np.diff(x, axis=0, prepend=x[:1])]
+        parts.append(control.targets(x[:, :3], a[:, :3]))
     return np.concatenate(parts, 1).astype(np.float32)
 
 

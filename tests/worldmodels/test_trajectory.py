@@ -207,27 +207,26 @@ def test_a_moving_average_of_the_weights_is_what_validates_and_is_saved(tmp_path
 
 
 def test_windows_carry_their_history():
-    """With the scene's controller, each row carries the ee target the controller held (rebuilt from the
-    episode's start) and the change of state since the row before; a window's start history gives the
-    state one step before its first."""
+    """With the scene's controller, each row carries the ee target the controller held, rebuilt from the
+    episode's start; a window's start target is its first row's."""
     from scenes.spec import ControlSpec
 
     control = ControlSpec()
     e = toy_episode(np.random.default_rng(2), T=12, solve_at=9)
     rows = episode_window_rows(e, H, control)
     plain = episode_window_rows(e, H)
-    assert rows.shape == (len(plain), 18 + 4 + 1 + 3 + 18)
+    assert rows.shape == (len(plain), 18 + 4 + 1 + 3)
     np.testing.assert_array_equal(rows[:, :23], plain)
-    np.testing.assert_allclose(rows[:, 23:26], control.targets(plain[:, :3], plain[:, 18:21]), atol=1e-6)
-    np.testing.assert_allclose(rows[0, 26:], 0.0)  # an episode starts at rest
-    np.testing.assert_allclose(rows[1:, 26:], np.diff(plain[:, :18], axis=0), atol=1e-6)
+    targets = rows[:, 23:]
+    np.testing.assert_allclose(targets[0], plain[0, :3])  # an episode starts at rest, at its target
+    for t in range(len(rows) - 1):  # then as the controller moves it, through the actions
+        want = control.next_target(targets[t], plain[t, :3], plain[t, 18:21])
+        np.testing.assert_allclose(targets[t + 1], want, atol=1e-6)
+    assert np.abs(targets[1:9] - plain[1:9, :3]).max() > 1e-3  # a moving hand lags its target
     w = dataset_windows([e], H, [0], control)
-    assert w.history is not None and w.history.shape == (len(w.states), H, 21)
-    target, prev = w.start_history()
-    np.testing.assert_allclose(prev[1:], plain[: len(prev) - 1, :18], atol=1e-6)  # window t: state t-1
-    np.testing.assert_allclose(prev[0], plain[0, :18])
-    np.testing.assert_allclose(target, rows[: len(target), 23:26])
-    assert dataset_windows([e], H, [0]).start_history() is None
+    assert w.history is not None and w.history.shape == (len(w.states), H, 3)
+    np.testing.assert_array_equal(w.start_target(), targets[: len(w.states)])
+    assert dataset_windows([e], H, [0]).start_target() is None
 
 
 def test_a_model_with_history_samples_it_and_needs_the_scene(tmp_path):
@@ -243,10 +242,9 @@ def test_a_model_with_history_samples_it_and_needs_the_scene(tmp_path):
         train_trajectory(cfg, episodes, {"fps": 10.0, "scene": None}, tmp_path / "none", progress=False)
     path = train_trajectory(cfg, episodes, {"fps": 10.0, "scene": scene}, tmp_path / "h", progress=False)
     model = TrajectoryDiffusion.from_pretrained(path)
-    assert model.cfg.history and model.cfg.channels == 18 + 4 + 1 + 21
+    assert model.cfg.history and model.cfg.channels == 18 + 4 + 1 + 3
     w = model.sample(5, torch.Generator().manual_seed(0))
-    assert w.history is not None and w.history.shape == (5, H, 21)
-    target, prev = w.start_history()
-    assert target.shape == (5, 3) and prev.shape == (5, 18)
+    assert w.history is not None and w.history.shape == (5, H, 3)
+    assert w.start_target().shape == (5, 3)
     again = TrajectoryDiffusion.from_pretrained(path).sample(5, torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(again.history, w.history)
