@@ -556,7 +556,7 @@ def datagen_synth(
     """Sample synthetic episodes with a trajectory diffusion model, guided towards a policy (Policy-Guided
     Diffusion), render them in the twin posed at the sampled states and write them as a dataset tagged
     synthetic (resumable like rollouts). Example:
-    dreamtwin datagen synth --model runs/traj/model --policy runs/td3bc/step-020000 --guidance 0.3
+    dreamtwin datagen synth --model runs/traj/model --policy runs/td3bc/step-020000 --guidance 0.1
     --episodes 200 --out data/pgd --set "cameras.0.resolution=[64,64]"
     """
     from common.config import parse_overrides, validate_model
