@@ -57,7 +57,8 @@ def main() -> None:
         twin.set_variant(sample_variation(r.spec, r.rnd, seed).spec)
         twin.reset(seed)
         # open loop: the twin steps the recorded actions as one chunk and stops at success or the end
-        ok = bool(twin.step(e["actions"][: len(e["state"]) - 1]).info["success"])
+        actions = e["actions"][: len(e["state"]) - 1]
+        ok = len(actions) > 0 and bool(twin.step(actions).info["success"])
         rows.append(
             {
                 "seed": seed,

@@ -48,7 +48,7 @@ def replay(twin, seed: int, actions) -> tuple[bool, list[float]]:  # type: ignor
     """Reset to `seed` and step the recorded actions open loop, as one chunk (the twin stops at success or
     the episode's end): whether it succeeded, and where the cube ended."""
     twin.reset(seed)
-    success = bool(twin.step(actions).info["success"])
+    success = len(actions) > 0 and bool(twin.step(actions).info["success"])  # no actions: no steps
     return success, [float(x) for x in twin.environment_state()[:3]]
 
 
