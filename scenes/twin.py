@@ -481,6 +481,21 @@ class DigitalTwin:
                 v = (env[7 * i : 7 * i + 3] - prev_env[7 * i : 7 * i + 3]) / dt
                 ent.set_dofs_velocity(np.concatenate([v, np.zeros(3)]))
 
+    def posed_by_ee(self, state: np.ndarray) -> np.ndarray:
+        """A proprio `state` [11] (ee xyz, width, 7 joints) made to agree with itself by its end effector:
+        the joints that put the hand there as the controller holds it (inverse kinematics from the state's
+        own joints), and the end effector where those joints put it; the width kept. A generator that
+        samples the end effector and the joints side by side (`datagen synth`) records its states so, the
+        end effector being the part its actions move. Leaves the arm in that pose."""
+        state = np.asarray(state, np.float64)
+        if state.shape != (4 + ARM_DOFS,):
+            raise UsageError(f"posed_by_ee needs a proprio state [{4 + ARM_DOFS}], got {list(state.shape)}")
+        init = np.concatenate([state[4 : 4 + ARM_DOFS], [state[3] / 2, state[3] / 2]])
+        q = self._ik(state[:3], init_qpos=init)
+        q[ARM_DOFS:] = state[3] / 2
+        self.robot.set_qpos(q, zero_velocity=True)
+        return np.concatenate([self._tcp_pos(), state[3:4], q[:ARM_DOFS]]).astype(np.float32)
+
     def show(self, state: np.ndarray, environment_state: np.ndarray) -> Observation:
         """The observation of a kinematic state, rendered without simulating: the arm's joints and the
         gripper width from proprio `state` [11] (ee xyz, width, 7 joints), the objects' poses from

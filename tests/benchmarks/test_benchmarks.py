@@ -172,7 +172,7 @@ def test_perturbation_agreement(tmp_path, monkeypatch, genesis_kernel_cache):
 def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
     """Two coefficients, 6 windows each, 4 transitions replayed in the twin a source, each moving as its
     history has it; a dataset of episodes as the world model's rollouts."""
-    from benchmarks.pgd_synthesis import IMAGINED, WINDOWS
+    from benchmarks.pgd_synthesis import IMAGINED, POSED, WINDOWS
 
     data, model, policy = tiny_pgd_models
     args = ["--data", str(data), "--trajectory", str(model), "--policy", str(policy), "--coeffs", "0,0.5"]
@@ -188,6 +188,7 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         "dataset",
         IMAGINED,
         WINDOWS,
+        POSED,
     }
     assert set(r["dynamics_error"]) == {
         "unguided diffusion",
@@ -197,6 +198,7 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         "dataset",
         IMAGINED,
         WINDOWS,
+        POSED,
     }
     for e in r["dynamics_error"].values():
         assert 1 <= e["transitions"] <= 4 and 0 <= e["ee_cm"] and math.isfinite(e["positions_cm"])
@@ -204,10 +206,14 @@ def test_pgd_synthesis(tmp_path, monkeypatch, tiny_pgd_models):
         assert ratio["low"] <= ratio["value"] <= ratio["high"]
     sampled = r["dynamics_error"]["ensemble rollouts (sampled)"]
     assert sampled["vs_sampled_ensemble"]["value"] == pytest.approx(1.0)
-    assert sampled["as_written_vs_sampled_ensemble"] == {**sampled["vs_sampled_ensemble"], "form": "raw"}
-    # the twin's own states agree with their joints: as written is as they are
+    posed = r["dynamics_error"][POSED]
+    assert posed["vs_posed_ensemble"]["value"] == pytest.approx(1.0)
+    # the sampled ensemble's states contradict themselves; posed by the end effector, as the synthetic
+    # states are, they agree with their joints
+    assert sampled["ee_vs_joints_cm"] > 0.1 and posed["ee_vs_joints_cm"] < 0.05
+    assert r["dynamics_error"]["PGD 0.5"]["ee_vs_joints_cm"] < 0.05
+    # the twin's own states agree with their joints
     dataset = r["dynamics_error"]["dataset"]
-    assert dataset["as_written_vs_sampled_ensemble"]["form"] == "kinematic"
     assert dataset["positions_kinematic_cm"] == pytest.approx(dataset["positions_cm"], abs=1e-3)
     # reset with the history's velocities and controller target, the twin replays its own data closely
     assert r["reset"] == "history" and r["dynamics_error"]["dataset"]["ee_cm"] < 0.5

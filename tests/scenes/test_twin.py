@@ -144,6 +144,29 @@ def test_show_renders_a_state_exactly_as_simulated(push_twin):
         push_twin.show(reached.state[:4], reached.environment_state)
 
 
+def test_a_state_posed_by_its_end_effector_agrees_with_itself(push_twin):
+    """`posed_by_ee`: a state whose joints contradict its end effector (as a generator's may) gets the joints
+    that put the hand there, its end effector and width kept; a state that agrees with itself is kept."""
+    push_twin.reset(5)
+    for _ in range(3):
+        r = push_twin.step(np.array([[0.02, 0.01, -0.02, 0.0]], np.float32))
+    s = r.last.state.copy()
+    bent = s.copy()
+    bent[4:] += np.array([0.05, -0.04, 0.03, 0.05, -0.03, 0.04, 0.02], np.float32)
+    push_twin.show(bent, r.last.environment_state)
+    assert np.linalg.norm(push_twin.proprio()[:3] - s[:3]) > 0.01  # those joints put the hand elsewhere
+    posed = push_twin.posed_by_ee(bent)
+    assert np.linalg.norm(posed[:3] - s[:3]) < 0.001 and posed[3] == s[3]
+    push_twin.show(posed, r.last.environment_state)
+    assert np.allclose(push_twin.proprio(), posed, atol=1e-5)  # its joints put the hand where it says
+    # a state the twin reached keeps its end effector; its joints move only by the hand's small tilt
+    # from the orientation the controller holds
+    kept = push_twin.posed_by_ee(s)
+    assert np.allclose(kept[:4], s[:4], atol=1e-4) and np.abs(kept[4:] - s[4:]).max() < 0.05
+    with pytest.raises(UsageError, match="posed_by_ee needs"):
+        push_twin.posed_by_ee(s[:4])
+
+
 def test_set_state_simulates_on_from_a_given_state(push_twin):
     """`set_state` starts an episode at a state another episode reached: the next step goes the way the
     first episode's next step went, and stays put on a hold action. What synthetic transitions are
