@@ -407,7 +407,7 @@ def _window_source(resolved: ResolvedJob, twin: Any) -> Any:
     def render(state: np.ndarray, environment_state: np.ndarray) -> Any:
         """The twin posed at a sampled state, the arm by the joints that put the hand at the sampled end
         effector (`DigitalTwin.posed_by_ee`), so that a synthetic episode's state agrees with itself and
-        with its frames (a third less dynamics error than posing by the sampled joints:
+        with its frames (a sixth less dynamics error than posing by the sampled joints:
         benchmarks/pgd_synthesis.py)."""
         obs = twin.show(twin.posed_by_ee(state), environment_state)
         obs.state = twin.proprio()
