@@ -11,7 +11,22 @@ from importlib.metadata import PackageNotFoundError, version
 
 # instruction-set features that change floating-point results of JIT-compiled kernels (physics
 # kernels and the software rasteriser pick vector widths and fused multiply-add from these)
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "asimd", "sve")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "asimd",
+    "sve",
+    "bf16",
+)
+# features with which a CPU multiplies bfloat16 matrices natively (x86: AVX-512 BF16, AMX; Arm: BF16)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 PACKAGES = ("dreamtwin", "torch", "numpy", "genesis-world", "quadrants", "gsplat", "diffusers", "lightning")
 
 
@@ -30,6 +45,12 @@ def cpu_info() -> tuple[str, list[str]]:
     except OSError:
         pass
     return model, flags
+
+
+def native_bfloat16(flags: list[str] | None = None) -> bool:
+    """Whether this CPU (or one with these feature flags) computes bfloat16 matrix products natively.
+    Without it, bfloat16 network passes are emulated and run several times slower than float32."""
+    return any(f in (cpu_info()[1] if flags is None else flags) for f in BF16_FLAGS)
 
 
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:

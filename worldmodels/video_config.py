@@ -158,7 +158,8 @@ class SamplerConfig(Strict):
         description=(
             "number format of the network passes while imagining (the denoiser and the VAE decoder run under "
             "autocast; the sampler's state stays float32): bfloat16 is several times faster on CPUs with "
-            "AVX-512 BF16 or AMX and on GPUs, and its frames are not bit-identical to float32's"
+            "AVX-512 BF16 or AMX and on GPUs, several times slower on CPUs without them (emulated; the world "
+            "warns), and its frames are not bit-identical to float32's"
         ),
     )
     guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale on the actions (1 = off)")

@@ -27,6 +27,7 @@ the predicted value is reported beside it (`success_prob`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from common.errors import DreamTwinError, UsageError
+from common.machine import native_bfloat16
 from common.types import Observation, StepResult, as_action_chunk
 from worldmodels.video_config import SamplerConfig
 from worldmodels.video_model import VideoWorldModel, Window, context_indices
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
     from scenes.spec import SceneSpec
 
 Poses = dict[str, tuple[np.ndarray, np.ndarray]]  # object name -> (position [3], quaternion [4])
+
+
+class SlowPrecisionWarning(UserWarning):
+    """The sampler's number format is emulated on this machine, so imagining runs slower, not faster."""
 
 
 class ContextError(DreamTwinError):
@@ -151,6 +157,14 @@ class VideoWorld:
         self.cfg = model.cfg
         self.sampler = sampler or self.cfg.sampler
         self.device = torch.device(device)
+        if self.sampler.precision == "bfloat16" and self.device.type == "cpu" and not native_bfloat16():
+            warnings.warn(
+                "sampler precision bfloat16 on a CPU without native bfloat16 (no avx512_bf16, amx_bf16 or bf16 "
+                "in its features): the network passes are emulated and run several times slower than float32 "
+                "(6.7x slower on an AVX2-only AMD EPYC, docs/results.md); use float32 on this machine",
+                SlowPrecisionWarning,
+                stacklevel=2,
+            )
         self.action_dim = self.cfg.action_dim
         self.world_id = "worldmodel"
         self.cameras = self.cfg.cameras or ["camera"]

@@ -50,3 +50,16 @@ def test_commit_is_none_outside_git_and_marks_a_dirty_tree(tmp_path):
 def test_paths():
     assert result_path("x", "out") == result_path("out/x.json")
     assert command_line(["/elsewhere/s.py"]) == "python /elsewhere/s.py"
+
+
+def test_native_bfloat16_reads_the_cpu_features():
+    """bfloat16 matrix products are native with AVX-512 BF16, AMX or Arm's BF16, emulated otherwise; the
+    machine fingerprint records the features that decide it."""
+    from common.machine import ISA_FLAGS, cpu_info, native_bfloat16
+
+    assert not native_bfloat16(["sse4_2", "avx", "avx2", "fma"])  # an AVX2-only x86
+    assert not native_bfloat16(["avx512f", "avx512_vnni"])  # AVX-512 without its bfloat16 extension
+    assert native_bfloat16(["avx512f", "avx512_bf16"]) and native_bfloat16(["amx_tile", "amx_bf16"])
+    assert native_bfloat16(["asimd", "bf16"])
+    assert native_bfloat16() == native_bfloat16(cpu_info()[1])
+    assert {"avx512_bf16", "amx_bf16", "bf16"} <= set(ISA_FLAGS)

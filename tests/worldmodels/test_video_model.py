@@ -18,7 +18,7 @@ from worldmodels.checkpoint import CheckpointError
 from worldmodels.training import EpisodeStore, train_worldmodel
 from worldmodels.video_config import load_video_config
 from worldmodels.video_model import VideoWorldModel
-from worldmodels.video_world import Context, ContextError, VideoWorld
+from worldmodels.video_world import Context, ContextError, SlowPrecisionWarning, VideoWorld
 
 
 def _resolved(cfg, episodes, scene=None):
@@ -492,6 +492,7 @@ def test_uniform_spacing_spends_every_pass_on_denoising(trained, episodes, monke
         model.cfg.sampler.updated(spacing="karras")
 
 
+@pytest.mark.filterwarnings("ignore::worldmodels.video_world.SlowPrecisionWarning")  # emulated here or not
 def test_bfloat16_passes_imagine_nearly_the_float32_frames(trained, episodes):
     """`sampler.precision: bfloat16` runs the denoiser and the decoder's layers in bfloat16 (seen by a hook)
     and gives frames within a few grey levels of float32's and the same state to a millimetre's order; the
@@ -513,6 +514,26 @@ def test_bfloat16_passes_imagine_nearly_the_float32_frames(trained, episodes):
     s32, s16 = (np.stack([o.environment_state for o in out[p].observations]) for p in out)
     assert s16.dtype == np.float32
     np.testing.assert_allclose(s16, s32, atol=5e-3)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_on_a_cpu_without_it_warns(trained, monkeypatch, native):
+    """A CPU that emulates bfloat16 (no avx512_bf16, amx_bf16 or bf16 feature) runs bfloat16 passes several
+    times slower than float32: asking for them there warns, naming the setting; float32 never warns."""
+    import warnings
+
+    import worldmodels.video_world as vw
+
+    _, path = trained
+    monkeypatch.setattr(vw, "native_bfloat16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _world(path, precision="float32")
+        _world(path, precision="bfloat16")
+    slow = [w for w in caught if issubclass(w.category, SlowPrecisionWarning)]
+    assert len(slow) == (0 if native else 1)
+    if slow:
+        assert "sampler precision bfloat16" in str(slow[0].message) and "use float32" in str(slow[0].message)
 
 
 def test_detail_weights_single_out_small_objects():
