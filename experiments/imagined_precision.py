@@ -55,10 +55,7 @@ def main() -> None:
             continue
         seed = int(m["seed"])
         twin.set_variant(sample_variation(r.spec, r.rnd, seed).spec)
-        twin.reset(seed)
-        # open loop: the twin steps the recorded actions as one chunk and stops at success or the end
-        actions = e["actions"][: len(e["state"]) - 1]
-        ok = len(actions) > 0 and bool(twin.step(actions).info["success"])
+        ok = twin.replay(seed, e["actions"][: len(e["state"]) - 1])  # open loop, stops at success or the end
         rows.append(
             {
                 "seed": seed,

@@ -45,10 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def replay(twin, seed: int, actions) -> tuple[bool, list[float]]:  # type: ignore[no-untyped-def]
-    """Reset to `seed` and step the recorded actions open loop, as one chunk (the twin stops at success or
-    the episode's end): whether it succeeded, and where the cube ended."""
-    twin.reset(seed)
-    success = len(actions) > 0 and bool(twin.step(actions).info["success"])  # no actions: no steps
+    """The recorded actions replayed open loop from `seed` (`DigitalTwin.replay`): whether it succeeded, and
+    where the cube ended."""
+    success = twin.replay(seed, actions)
     return success, [float(x) for x in twin.environment_state()[:3]]
 
 

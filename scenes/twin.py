@@ -346,6 +346,12 @@ class DigitalTwin:
         }
         return StepResult(observations=observations, done=done, info=info)
 
+    def replay(self, seed: int, actions: np.ndarray) -> bool:
+        """Open loop: reset to `seed` and step the recorded `actions` [T, A] as one chunk (the twin stops at
+        success or the episode's end); whether the task was solved. No actions means no steps: a failure."""
+        self.reset(seed)
+        return len(actions) > 0 and bool(self.step(actions).info["success"])
+
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension action limits: ee deltas beyond max_delta are scaled down, gripper in [0, 1]."""
         m = self.spec.control.max_delta

@@ -196,3 +196,27 @@ def test_set_state_simulates_on_from_a_given_state(push_twin):
     held = push_twin.step(np.array([[0.0, 0.0, 0.0, 0.0]], np.float32)).last
     assert np.linalg.norm(held.state[:3] - s[:3]) < 0.005  # (the arm settles under its controller)
     assert np.linalg.norm(held.environment_state[:3] - env[:3]) < 0.001
+
+
+def test_replay_steps_recorded_actions_open_loop(push_twin):
+    """`replay(seed, actions)` is a reset to the seed and the actions stepped as one chunk: the expert's
+    recorded actions solve the task again, the same actions from another seed's cube do not, and no
+    actions is a failure without a step."""
+    from policy_eval.policies import make_policy
+
+    policy = make_policy("expert", push_twin.spec)
+    obs, recorded, result = push_twin.reset(4), [], None
+    policy.reset(seed=4)
+    with push_twin.rendering(False):
+        while result is None or not result.done:
+            recorded.append(policy.act(obs))
+            result = push_twin.step(recorded[-1])
+            obs = result.last
+        assert result.info["success"]
+        actions = np.concatenate(recorded)
+        assert push_twin.replay(4, actions)
+        np.testing.assert_array_equal(push_twin.proprio(), obs.state)
+        cube = {k: sample_initial_poses(push_twin.spec, k)["cube"][0] for k in range(4, 40)}
+        far = next(k for k in cube if np.linalg.norm(cube[k][:2] - cube[4][:2]) > 0.05)  # the cube 5 cm away
+        assert not push_twin.replay(far, actions)
+        assert not push_twin.replay(4, actions[:0]) and push_twin._step_count == 0
