@@ -10,7 +10,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 
 # instruction-set features that change floating-point results of JIT-compiled kernels (physics
-# kernels and the software rasteriser pick vector widths and fused multiply-add from these)
+# kernels and the software rasteriser pick vector widths and fused multiply-add from these), and
+# those that decide whether bfloat16 network passes run natively (`native_bfloat16`)
 ISA_FLAGS = (
     "sse4_2",
     "avx",
